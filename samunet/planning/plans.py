@@ -1,0 +1,200 @@
+"""The plans: every decision samunet makes about a dataset, typed, versioned, JSON, human-editable.
+
+Each section carries a one-line ``reason`` saying why the planner chose it. Users may edit
+``plans.json``; ``samunet_plan`` keeps an edited file unless ``--overwrite`` is given.
+
+Array conventions (shared by preprocessing, training and inference):
+- Volumes are numpy arrays in SimpleITK order (z, y, x); spacings are in the same order.
+- ``slicing.transpose`` moves the slicing axis first; preprocessed images are (C, S, H, W) float32
+  and labels (S, H, W) uint8/int16, in the transposed, cropped, resampled space.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samunet.utils.atomic import write_json
+from samunet.utils.typed_json import SchemaError, from_jsonable, to_jsonable
+
+PLANS_SCHEMA_VERSION = 1
+DEFAULT_PLANS_NAME = "samunetPlans"
+
+ADAPTER_NAMES = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
+BACKBONE_NAMES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny")
+
+
+@dataclass
+class SlicingPlan:
+    axis: int  # slicing axis in the original (z, y, x) array
+    transpose: list[int]  # forward transpose of the (z, y, x) volume; slicing axis first
+    mode: str  # "all" | "foreground" | "max_slice"
+    background_fraction: float  # mode "foreground": share of background-only slices kept (sampled)
+    reason: str = ""
+
+
+@dataclass
+class CropPlan:
+    crop_to_nonzero: bool
+    patch_size: list[int]  # in-plane (H, W) in preprocessed pixels; covers the foreground with margin
+    margin: int  # pixels added around the foreground extent
+    reason: str = ""
+
+
+@dataclass
+class ResamplingPlan:
+    target_spacing: list[float]  # (S, H, W) spacing after transpose; S is kept as is (2D slices)
+    image_order: int = 3  # spline order for images
+    label_order: int = 0  # labels: nearest neighbour on the label map (exact when no resampling happens)
+    reason: str = ""
+
+
+@dataclass
+class ChannelNormalization:
+    channel: int
+    name: str  # channel name from dataset.json
+    scheme: str  # "ct" | "zscore" | "rgb" | "none"
+    use_nonzero_mask: bool = False
+    clip_low: float | None = None  # ct: foreground 0.5 percentile
+    clip_high: float | None = None  # ct: foreground 99.5 percentile
+    mean: float | None = None  # ct: foreground mean
+    std: float | None = None  # ct: foreground std
+    reason: str = ""
+
+
+@dataclass
+class ChannelPackingPlan:
+    mode: str  # "repeat" (1 channel -> 3) | "neighbours" (2.5D: slices s-1, s, s+1) | "mix" (learned 1x1, >3 channels) | "direct" (3 channels, e.g. RGB)
+    num_channels: int  # channels in the preprocessed image
+    reason: str = ""
+
+
+@dataclass
+class ModelPlan:
+    backbone: str  # one of BACKBONE_NAMES
+    input_size: int  # model input side, multiple of 16
+    adapter: str  # recommended adapter, one of ADAPTER_NAMES
+    checkpoint: str | None = None  # base weights; None: look up by backbone name
+    global_attention: bool = False  # True: S-SAM layout (global attention in every block, no windows)
+    reason: str = ""
+    adapter_reason: str = ""
+
+
+@dataclass
+class AdapterConfig:
+    """Per-adapter hyper-parameters (METHODS.md); overridable from the command line."""
+
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_schedule: str = "poly"  # "poly" | "constant"
+    warmup_iterations: int = 0
+    poly_power: float = 0.9
+    loss: str = "dice_ce"  # "dice_focal" | "dice_ce"
+    loss_weights: list[float] = field(default_factory=lambda: [0.5, 0.5])  # (ce or focal, dice)
+    focal_alpha: float = 0.75
+    focal_gamma: float = 3.0
+    lora_rank: int = 4
+    head_width: int = 256  # CNN head widths start here
+    cache_embeddings: bool = False  # frozen encoder: run it once per slice and reuse
+    output: str = "softmax"  # "softmax": one mask per class incl. background | "sigmoid_per_label"
+    reason: str = ""
+
+
+@dataclass
+class AugmentationPlan:
+    rotation_degrees: float = 15.0
+    scale_range: list[float] = field(default_factory=lambda: [0.85, 1.25])
+    elastic: bool = False
+    brightness: float = 0.25  # multiplicative range +-
+    contrast: float = 0.25
+    gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    noise_std: float = 0.05
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1])  # in-plane axes (H, W)
+    reason: str = ""
+
+
+@dataclass
+class TrainingPlan:
+    batch_size: int
+    epochs: int
+    iterations_per_epoch: int
+    validate_every: int  # epochs between full-3D validations
+    foreground_oversample: float  # share of each batch forced to contain foreground
+    num_workers: int
+    device: str  # "cpu" | "cuda" | "mps"
+    precision: str  # "bf16" | "fp16" | "fp32"
+    seed: int = 12345
+    reason: str = ""
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    plans_name: str
+    labels: dict[str, int]  # name -> value, background included (nnU-Net v2 style)
+    channel_names: dict[str, str]  # "0" -> "CT" | "MRI" | "R" ...
+    file_ending: str
+    slicing: SlicingPlan
+    crop: CropPlan
+    resampling: ResamplingPlan
+    normalization: list[ChannelNormalization]
+    packing: ChannelPackingPlan
+    model: ModelPlan
+    adapters: dict[str, AdapterConfig]
+    augmentation: AugmentationPlan
+    training: TrainingPlan
+    fingerprint_sha256: str = ""  # of dataset_fingerprint.json the plans were made from
+    schema_version: int = PLANS_SCHEMA_VERSION
+    edited_by_user: bool = False  # informational; set True by hand if you like
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background."""
+        return len(self.labels)
+
+    @property
+    def foreground_labels(self) -> dict[str, int]:
+        return {k: v for k, v in self.labels.items() if v != 0}
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "plans") -> "Plans":
+        version = data.get("schema_version")
+        if version != PLANS_SCHEMA_VERSION:
+            raise SchemaError(
+                f"{source}: schema_version {version!r} is not {PLANS_SCHEMA_VERSION}; re-run samunet_plan --overwrite"
+            )
+        try:
+            return from_jsonable(cls, data)
+        except SchemaError as e:
+            raise SchemaError(f"{source}: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        write_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plans":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no plans here; run samunet_plan first") from None
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def sha256(self) -> str:
+        """Hash of the decisions that change what a model sees (checkpoints record it)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "edited_by_user")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+    def adapter_config(self, adapter: str) -> AdapterConfig:
+        if adapter not in self.adapters:
+            raise KeyError(f"adapter '{adapter}' has no entry in the plans; known: {sorted(self.adapters)}")
+        return self.adapters[adapter]

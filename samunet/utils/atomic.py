@@ -1,0 +1,50 @@
+"""Writes that never leave a half-written file: write to a temporary name, then rename into place."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the same folder; on success it is renamed to ``final_path``.
+
+    The suffix of the final name is kept, so writers that pick a format from the extension work.
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(final_path.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=f".tmp{suffix}", dir=final_path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=indent, sort_keys=False)
+            f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_npy(array: np.ndarray, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        # np.save on an open file keeps the exact name (np.save(str) would append .npy)
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
