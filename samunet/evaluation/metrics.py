@@ -51,8 +51,11 @@ def image_diagonal_mm(shape, spacing) -> float:
     return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
 
 
-def binary_metrics(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict:
-    """All metrics for one pair of boolean masks (same shape), spacing in the arrays' axis order."""
+def binary_metrics(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+                   surface: bool = True) -> dict:
+    """All metrics for one pair of boolean masks (same shape), spacing in the arrays' axis order.
+
+    ``surface=False`` skips HD95 and NSD (the distance transforms are most of the cost)."""
     ref = np.asarray(ref, dtype=bool)
     pred = np.asarray(pred, dtype=bool)
     if ref.shape != pred.shape:
@@ -67,6 +70,9 @@ def binary_metrics(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm: flo
     else:
         dice = 2 * tp / (2 * tp + fp + fn)
         iou = tp / (tp + fp + fn)
+    counts = {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_ref": n_ref, "n_pred": n_pred}
+    if not surface:
+        return {"Dice": float(dice), "IoU": float(iou), **counts}
     if n_ref == 0 and n_pred == 0:
         hd95, nsd = 0.0, 1.0
     elif n_ref == 0 or n_pred == 0:
@@ -76,14 +82,11 @@ def binary_metrics(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm: flo
         hd95 = float(max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95)))
         within = np.count_nonzero(pred_to_ref <= tolerance_mm) + np.count_nonzero(ref_to_pred <= tolerance_mm)
         nsd = within / (pred_to_ref.size + ref_to_pred.size)
-    return {
-        "Dice": float(dice), "IoU": float(iou), "HD95": float(hd95), "NSD": float(nsd),
-        "TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_ref": n_ref, "n_pred": n_pred,
-    }
+    return {"Dice": float(dice), "IoU": float(iou), "HD95": float(hd95), "NSD": float(nsd), **counts}
 
 
 def compute_metrics(ref: np.ndarray, pred: np.ndarray, labels: Iterable[int], spacing,
-                    tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict[int, dict]:
+                    tolerance_mm: float = DEFAULT_TOLERANCE_MM, surface: bool = True) -> dict[int, dict]:
     """Per foreground label: ``{label: {"Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred"}}``.
 
     ``ref`` and ``pred`` are label maps of the same shape; ``spacing`` is in the same axis order."""
@@ -93,7 +96,7 @@ def compute_metrics(ref: np.ndarray, pred: np.ndarray, labels: Iterable[int], sp
         raise ValueError(f"reference shape {ref.shape} differs from prediction shape {pred.shape}")
     if len(spacing) != ref.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {ref.ndim}-D array")
-    return {int(label): binary_metrics(ref == label, pred == label, spacing, tolerance_mm) for label in labels}
+    return {int(label): binary_metrics(ref == label, pred == label, spacing, tolerance_mm, surface) for label in labels}
 
 
 def _nanmean(values: list[float]) -> float:

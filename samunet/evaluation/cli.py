@@ -1,0 +1,73 @@
+"""``samunet_evaluate -ref REF -pred PRED [-d 4] [-o summary.json] [--tolerance-mm T] [-np N]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
+from samunet.evaluation.evaluate_folder import EvaluationError, evaluate_folders
+from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM
+from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name, results_root
+from samunet.utils.atomic import read_json
+from samunet.utils.logs import get_logger, setup_logging
+
+
+def dataset_labels(dataset: str) -> dict[str, int]:
+    """Labels (name -> value) from the dataset's dataset.json in the raw, preprocessed or results folder."""
+    name = resolve_dataset_name(dataset)
+    for root in (raw_root(), preprocessed_root(), results_root()):
+        path = root / name / "dataset.json"
+        if path.is_file():
+            labels = read_json(path).get("labels")
+            if isinstance(labels, dict) and labels:
+                return {str(k): int(v) for k, v in labels.items()}
+            raise EvaluationError(f"{path}: has no 'labels' mapping")
+    raise EvaluationError(f"dataset {name}: no dataset.json in the raw, preprocessed or results folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="samunet_evaluate",
+        description="Dice, IoU, HD95 (mm), normalised surface Dice and voxel counts per case and class, "
+        "written as an nnU-Net style summary.json. Files are matched by name.",
+    )
+    p.add_argument("-ref", required=True, type=Path, help="folder of reference label maps")
+    p.add_argument("-pred", required=True, type=Path, help="folder of predicted label maps (same file names)")
+    p.add_argument("-d", dest="dataset", help="dataset id or name: labels come from its dataset.json "
+                   "(default: every non-zero value found in the files)")
+    p.add_argument("-o", dest="output", type=Path, help="summary file (default: PRED/summary.json)")
+    p.add_argument("--tolerance-mm", type=float, default=DEFAULT_TOLERANCE_MM,
+                   help=f"normalised surface Dice tolerance in mm (default {DEFAULT_TOLERANCE_MM})")
+    p.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    output = args.output or args.pred / "summary.json"
+    log = get_logger()
+    try:
+        if not args.pred.is_dir():
+            raise EvaluationError(f"{args.pred}: prediction folder does not exist")
+        setup_logging(output.parent, "evaluate")
+        labels = None
+        if args.dataset is not None:
+            label_map = dataset_labels(args.dataset)
+            labels = sorted(v for v in label_map.values() if v != 0)
+        if args.tolerance_mm < 0:
+            raise EvaluationError(f"--tolerance-mm must be >= 0, got {args.tolerance_mm}")
+        summary = evaluate_folders(args.ref, args.pred, labels, args.tolerance_mm, max(1, args.num_processes),
+                                   output, progress=True)
+    except (EvaluationError, GeometryMismatchError, ImageReadError, UnknownDatasetError) as e:
+        print(f"samunet_evaluate: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for label, values in summary["mean"].items():
+        log.info("label %s: Dice %.4f  IoU %.4f  HD95 %.2f mm  NSD %.4f", label, values["Dice"], values["IoU"],
+                 values["HD95"], values["NSD"])
+    log.info("foreground mean Dice %.4f; %d case(s); written to %s", summary["foreground_mean"]["Dice"],
+             len(summary["metric_per_case"]), output)
+
+
+if __name__ == "__main__":
+    main()

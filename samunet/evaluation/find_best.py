@@ -1,0 +1,186 @@
+"""``samunet_find_best -d 4 [-p PLANS] [-a ADAPTER ...]``: pick the best adapter (or pair of adapters) and postprocessing.
+
+Reads the cross-validation outputs of every trained fold (``fold_N/validation/CASE<ending>`` label maps and
+``CASE.npz`` probabilities), compares each adapter and each pair of adapters (probabilities averaged, as
+nnU-Net ensembles configurations) by mean foreground Dice on the validation cases that all of them cover,
+decides largest-component postprocessing for the winner, and writes ``inference_information.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from samunet.dataset.image_io import ImageReadError, read_label
+from samunet.evaluation.inference_information import INFERENCE_INFORMATION_FILE, CandidateResult, InferenceInformation
+from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
+from samunet.inference.probabilities_io import ProbabilitiesError, label_map_from_probabilities, load_probabilities
+from samunet.inference.trained_models import TrainedModelError, dataset_results_folder, fold_folders, model_folders
+from samunet.paths import UnknownDatasetError, raw_root
+from samunet.planning.plans import DEFAULT_PLANS_NAME
+from samunet.utils.atomic import read_json
+from samunet.utils.logs import get_logger, setup_logging
+
+DEFAULT_VALIDATION_CHECKPOINT = "final"
+
+
+@dataclass
+class ValidationOutputs:
+    adapter: str
+    folds: list[int]
+    label_files: dict[str, Path]  # case -> validation label map
+    probability_files: dict[str, Path]  # case -> validation CASE.npz
+    checkpoint: str
+
+
+def _file_ending(model_folder: Path) -> str:
+    path = model_folder / "dataset.json"
+    if not path.is_file():
+        raise TrainedModelError(f"{path}: missing (training copies dataset.json into the model folder)")
+    return read_json(path)["file_ending"]
+
+
+def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | None:
+    """The validation outputs of every fold of one model folder; None when no fold has any."""
+    ending = _file_ending(model_folder)
+    folds, labels, probabilities, checkpoints = [], {}, {}, set()
+    for fold, folder in fold_folders(model_folder).items():
+        validation = folder / "validation"
+        if not validation.is_dir():
+            continue
+        fold_labels = {p.name[: -len(ending)]: p for p in validation.glob(f"*{ending}") if not p.name.startswith(".")}
+        fold_probs = {p.name[: -len(".npz")]: p for p in validation.glob("*.npz") if not p.name.startswith(".")}
+        if not fold_labels and not fold_probs:
+            continue
+        folds.append(fold)
+        labels.update(fold_labels)
+        probabilities.update(fold_probs)
+        summary = validation / "summary.json"
+        if summary.is_file():
+            checkpoints.add(str(read_json(summary).get("checkpoint", DEFAULT_VALIDATION_CHECKPOINT)))
+    if not folds:
+        return None
+    checkpoint = checkpoints.pop() if len(checkpoints) == 1 else DEFAULT_VALIDATION_CHECKPOINT
+    return ValidationOutputs(adapter, folds, labels, probabilities, checkpoint)
+
+
+def _prediction(outputs: list[ValidationOutputs], case: str, label_values: list[int]) -> np.ndarray:
+    """Label map of one case: the saved map for a single adapter (arg-max of its npz when absent),
+    the arg-max of the averaged probabilities for an ensemble."""
+    if len(outputs) == 1 and case in outputs[0].label_files:
+        return read_label(outputs[0].label_files[case])[0]
+    mean = None
+    for out in outputs:
+        probs = load_probabilities(out.probability_files[case]).probabilities
+        mean = probs if mean is None else mean + probs
+    return label_map_from_probabilities(mean / len(outputs), label_values)
+
+
+def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndarray, tuple]], label_values,
+           progress: bool, what: str) -> list[ValidationCase]:
+    from tqdm import tqdm
+
+    result = []
+    for case in tqdm(sorted(references), desc=what, unit="case", disable=not progress, leave=False):
+        reference, spacing = references[case]
+        prediction = _prediction(outputs, case, label_values)
+        if prediction.shape != reference.shape:
+            raise ProbabilitiesError(f"{what}: case {case} prediction {prediction.shape} vs reference {reference.shape}")
+        result.append(ValidationCase(case, reference, prediction, spacing))
+    return result
+
+
+def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list[str] | None = None,
+              progress: bool = True) -> InferenceInformation:
+    log = get_logger()
+    results = dataset_results_folder(dataset)
+    folders = model_folders(results, plans_name)
+    if adapters:
+        missing = [a for a in adapters if a not in folders]
+        if missing:
+            raise TrainedModelError(f"{results}: no trained model folder for {', '.join(missing)} with plans {plans_name} "
+                                    f"(found: {', '.join(sorted(folders)) or 'none'})")
+        folders = {a: folders[a] for a in adapters}
+    collected = [o for a, f in folders.items() if (o := collect_validation(a, f)) is not None]
+    if not collected:
+        raise TrainedModelError(f"{results}: no fold of any {'/'.join(folders) or '<adapter>'}__{plans_name} folder has validation outputs; train first")
+    for out in collected:
+        log.info("%s: validation of fold(s) %s (%s)", out.adapter, out.folds,
+                 "all 5 folds" if sorted(out.folds) == list(range(5)) else "not all 5 folds")
+    common = set.intersection(*[set(o.label_files) | set(o.probability_files) for o in collected])
+    if not common:
+        raise TrainedModelError(f"{results}: the adapters' validation outputs share no case; train the same folds")
+    dataset_json = read_json(folders[collected[0].adapter] / "dataset.json")
+    label_values = sorted(int(v) for v in dataset_json["labels"].values())
+    foreground = [v for v in label_values if v != 0]
+    ending = dataset_json["file_ending"]
+    label_folder = raw_root() / results.name / "labelsTr"
+    references = {}
+    for case in sorted(common):
+        path = label_folder / f"{case}{ending}"
+        if not path.is_file():
+            raise TrainedModelError(f"{path}: reference label of validation case {case} is missing")
+        reference, geometry = read_label(path)
+        references[case] = (reference, geometry.spacing)
+    log.info("comparing on %d validation case(s) covered by every adapter", len(common))
+
+    candidates: list[list[ValidationOutputs]] = [[o] for o in collected]
+    with_probs = [o for o in collected if common <= set(o.probability_files)]
+    candidates += [list(pair) for pair in itertools.combinations(with_probs, 2)]
+    scored: list[CandidateResult] = []
+    for members in candidates:
+        name = "+".join(o.adapter for o in members)
+        cases = _cases(members, references, label_values, progress, name)
+        mean, per_class = mean_dice(cases, foreground)
+        scored.append(CandidateResult([o.adapter for o in members], mean, {str(k): v for k, v in per_class.items()},
+                                      {o.adapter: o.folds for o in members}))
+        log.info("%-30s mean foreground Dice %.4f  (%s)", name, mean,
+                 ", ".join(f"{k}: {v:.4f}" for k, v in per_class.items()))
+    best_index = max(range(len(scored)), key=lambda i: -np.inf if np.isnan(scored[i].mean_dice) else scored[i].mean_dice)
+    best, members = scored[best_index], candidates[best_index]
+    log.info("best: %s (mean Dice %.4f)", "+".join(best.adapters), best.mean_dice)
+    cases = _cases(members, references, label_values, progress, "postprocessing")
+    steps = decide_postprocessing(cases, foreground)
+    kept = [s for s in steps if s.kept]
+    after = mean_dice([ValidationCase(c.name, c.reference, apply_postprocessing(c.prediction, kept), c.spacing)
+                       for c in cases], foreground)[0] if kept else best.mean_dice
+    checkpoints = {o.checkpoint for o in members}
+    info = InferenceInformation(
+        dataset_name=results.name, plans_name=plans_name, adapters=best.adapters, folds=best.folds,
+        checkpoint=checkpoints.pop() if len(checkpoints) == 1 else DEFAULT_VALIDATION_CHECKPOINT,
+        num_cases=len(common), mean_dice=best.mean_dice, mean_dice_postprocessed=after,
+        postprocessing=steps, candidates=scored,
+    )
+    info.save(results / INFERENCE_INFORMATION_FILE)
+    log.info("written %s", results / INFERENCE_INFORMATION_FILE)
+    return info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="samunet_find_best",
+        description="Compare trained adapters (and pairs of them) on their cross-validation outputs, decide "
+        "largest-component postprocessing, and write inference_information.json for samunet_predict.",
+    )
+    p.add_argument("-d", dest="dataset", required=True, help="dataset id or name (4, Dataset004_Hippocampus)")
+    p.add_argument("-p", dest="plans", default=DEFAULT_PLANS_NAME, help=f"plans name (default {DEFAULT_PLANS_NAME})")
+    p.add_argument("-a", dest="adapters", nargs="+", help="adapters to compare (default: every trained one)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        setup_logging(dataset_results_folder(args.dataset), "find_best")
+        find_best(args.dataset, args.plans, args.adapters)
+    except (TrainedModelError, UnknownDatasetError, ImageReadError, ProbabilitiesError) as e:
+        print(f"samunet_find_best: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
