@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
@@ -10,6 +9,7 @@ from samunet.evaluation.evaluate_folder import EvaluationError, evaluate_folders
 from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM
 from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name, results_root
 from samunet.utils.atomic import read_json
+from samunet.inference.user_errors import fail
 from samunet.utils.logs import get_logger, setup_logging
 
 
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = evaluate_folders(args.ref, args.pred, labels, args.tolerance_mm, max(1, args.num_processes),
                                    output, progress=True)
     except (EvaluationError, GeometryMismatchError, ImageReadError, UnknownDatasetError) as e:
-        print(f"samunet_evaluate: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(f"samunet_evaluate: error: {e}")
     for label, values in summary["mean"].items():
         log.info("label %s: Dice %.4f  IoU %.4f  HD95 %.2f mm  NSD %.4f", label, values["Dice"], values["IoU"],
                  values["HD95"], values["NSD"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from samunet.inference.trained_models import TrainedModelError, dataset_results_
 from samunet.paths import UnknownDatasetError, raw_root
 from samunet.planning.plans import DEFAULT_PLANS_NAME
 from samunet.utils.atomic import read_json
+from samunet.inference.user_errors import fail
 from samunet.utils.logs import get_logger, setup_logging
 
 DEFAULT_VALIDATION_CHECKPOINT = "final"
@@ -178,8 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         setup_logging(dataset_results_folder(args.dataset), "find_best")
         find_best(args.dataset, args.plans, args.adapters)
     except (TrainedModelError, UnknownDatasetError, ImageReadError, ProbabilitiesError) as e:
-        print(f"samunet_find_best: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(f"samunet_find_best: error: {e}")
 
 
 if __name__ == "__main__":

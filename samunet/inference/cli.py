@@ -1,0 +1,102 @@
+"""``samunet_predict -i IN -o OUT -d 4 [-a ADAPTER ...] [-p PLANS] [-f 0 1 2 3 4|all] [-chk final|best] ...``."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from samunet.dataset.dataset_json import DatasetError
+from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
+from samunet.inference.model_loading import ModelRequest, load_networks, select_models
+from samunet.inference.predictor import PredictionError, Predictor
+from samunet.inference.user_errors import fail
+from samunet.inference.trained_models import CHECKPOINT_CHOICES, TrainedModelError, dataset_results_folder
+from samunet.paths import UnknownDatasetError
+from samunet.utils.logs import get_logger, setup_logging
+from samunet.utils.typed_json import SchemaError
+
+USER_ERRORS = (PredictionError, TrainedModelError, DatasetError, ImageReadError, GeometryMismatchError,
+               UnknownDatasetError, SchemaError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="samunet_predict",
+        description="Segment images with trained samunet models. Inputs are named like imagesTr "
+        "(CASE_0000.nii.gz, one file per channel); outputs are CASE.nii.gz in each input's exact geometry.",
+    )
+    p.add_argument("-i", dest="input", required=True, type=Path, help="input folder (never modified)")
+    p.add_argument("-o", dest="output", required=True, type=Path, help="output folder (not the input folder)")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset id or name the models were trained on")
+    p.add_argument("-a", dest="adapters", nargs="+", help="adapter(s); several are ensembled (default: the choice "
+                   "of samunet_find_best, else the plans' recommendation)")
+    p.add_argument("-p", dest="plans", help="plans name (default: samunet_find_best's, else samunetPlans)")
+    p.add_argument("-f", dest="folds", nargs="+", help="folds to ensemble, or 'all' (default: every fold with the checkpoint)")
+    p.add_argument("-chk", dest="checkpoint", choices=CHECKPOINT_CHOICES,
+                   help="checkpoint to load (default: the one samunet_find_best evaluated, else final)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (+ CASE.json) "
+                   "probabilities in the original grid, for samunet_ensemble")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (about 4x faster)")
+    p.add_argument("--no-postprocessing", action="store_true", help="ignore samunet_find_best's postprocessing")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
+    p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs already exist again")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: the plans' batch size)")
+    p.add_argument("-npp", dest="num_preprocessing", type=int, default=1,
+                   help="background threads reading and preprocessing the next cases (default 1)")
+    return p
+
+
+def parse_folds(values: list[str] | None) -> list[int] | None:
+    if values is None or values == ["all"]:
+        return None
+    try:
+        return sorted({int(v) for v in values})
+    except ValueError:
+        raise PredictionError(f"-f takes fold numbers or 'all', got {' '.join(values)}") from None
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PredictionError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise PredictionError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    log = get_logger()
+    try:
+        if args.input.resolve() == args.output.resolve():
+            raise PredictionError(f"{args.output}: the output folder must differ from the input folder "
+                                  f"(inputs are never overwritten)")
+        if not args.input.is_dir():
+            raise PredictionError(f"{args.input}: input folder does not exist")
+        request = ModelRequest(args.adapters, args.plans, parse_folds(args.folds), args.checkpoint,
+                               not args.no_postprocessing)
+        device = resolve_device(args.device)
+        setup_logging(args.output, "predict")
+        selection = select_models(dataset_results_folder(args.dataset), request)
+        start = time.perf_counter()
+        load_networks(selection, device)
+        log.info("models loaded in %.1f s on %s; test-time mirroring %s", time.perf_counter() - start, device,
+                 "off" if args.disable_tta else "on")
+        predictor = Predictor(selection, device, mirror=not args.disable_tta, save_probabilities=args.save_probabilities,
+                              overwrite=args.overwrite, num_preprocessing=args.num_preprocessing,
+                              batch_size=args.batch_size)
+        start = time.perf_counter()
+        written = predictor.predict_folder(args.input, args.output)
+    except USER_ERRORS as e:
+        fail(f"samunet_predict: error: {e}")
+    if written:
+        log.info("%d case(s) predicted in %.1f s (%.2f s per case) -> %s", len(written), time.perf_counter() - start,
+                 (time.perf_counter() - start) / len(written), args.output)
+
+
+if __name__ == "__main__":
+    main()

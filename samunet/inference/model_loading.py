@@ -1,0 +1,145 @@
+"""Which trained models ``samunet_predict`` uses, and loading them once (merged, in eval mode).
+
+Defaults: the adapters, folds and checkpoint that ``samunet_find_best`` chose (inference_information.json),
+else the plans' recommended adapter (``plans.model.adapter``) with every fold that has the checkpoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from samunet.evaluation.inference_information import INFERENCE_INFORMATION_FILE, InferenceInformation
+from samunet.evaluation.postprocessing import PostprocessingStep
+from samunet.inference.trained_models import (
+    TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folder_name, model_folders,
+)
+from samunet.planning.plans import Plans
+from samunet.utils.atomic import read_json
+from samunet.utils.logs import get_logger
+
+DEFAULT_CHECKPOINT = "final"
+
+
+@dataclass
+class ModelRequest:
+    """What the command line asked for; None means "use the default"."""
+
+    adapters: list[str] | None = None
+    plans_name: str | None = None
+    folds: list[int] | None = None  # None or "all": every fold with the checkpoint
+    checkpoint: str | None = None
+    use_postprocessing: bool = True
+
+
+@dataclass
+class TrainedConfiguration:
+    """One adapter's trained folds, loaded."""
+
+    adapter: str
+    folder: Path
+    plans: Plans
+    labels: dict[str, int]  # dataset.json labels (name -> value)
+    file_ending: str
+    num_channels: int
+    checkpoints: dict[int, Path]  # fold -> checkpoint file
+    networks: list[nn.Module] = field(default_factory=list)  # one per fold, same order as checkpoints
+
+    @property
+    def label_values(self) -> list[int]:
+        return sorted(self.labels.values())
+
+
+@dataclass
+class Selection:
+    configurations: list[TrainedConfiguration]
+    postprocessing: list[PostprocessingStep]
+    checkpoint: str
+
+
+def _read_information(dataset_folder: Path) -> InferenceInformation | None:
+    path = dataset_folder / INFERENCE_INFORMATION_FILE
+    return InferenceInformation.load(path) if path.is_file() else None
+
+
+def _recommended_adapter(dataset_folder: Path, plans_name: str) -> str:
+    """plans.model.adapter from a trained model folder's plans (or the preprocessed plans)."""
+    folders = model_folders(dataset_folder, plans_name)
+    if not folders:
+        raise TrainedModelError(f"{dataset_folder}: no trained model folder <adapter>__{plans_name}; train first")
+    plans = Plans.load(next(iter(folders.values())) / "plans.json")
+    if plans.model.adapter in folders:
+        return plans.model.adapter
+    if len(folders) == 1:
+        return next(iter(folders))
+    raise TrainedModelError(f"{dataset_folder}: the recommended adapter '{plans.model.adapter}' is not trained and "
+                            f"several others are ({', '.join(folders)}); choose one with -a")
+
+
+def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
+    """Resolve defaults and check that every requested fold has its checkpoint (nothing loaded yet)."""
+    log = get_logger()
+    info = _read_information(dataset_folder)
+    plans_name = request.plans_name or (info.plans_name if info else None)
+    from samunet.planning.plans import DEFAULT_PLANS_NAME
+
+    plans_name = plans_name or DEFAULT_PLANS_NAME
+    follows_info = info is not None and info.plans_name == plans_name and (
+        request.adapters is None or sorted(request.adapters) == sorted(info.adapters))
+    if request.adapters:
+        adapters = list(request.adapters)
+    elif follows_info:
+        adapters = list(info.adapters)
+        log.info("adapters from %s: %s", INFERENCE_INFORMATION_FILE, "+".join(adapters))
+    else:
+        adapters = [_recommended_adapter(dataset_folder, plans_name)]
+        log.info("adapter: %s (the plans' recommendation; run samunet_find_best to compare adapters)", adapters[0])
+    checkpoint = request.checkpoint or (info.checkpoint if follows_info else DEFAULT_CHECKPOINT)
+    configurations = []
+    for adapter in adapters:
+        folder = dataset_folder / model_folder_name(adapter, plans_name)
+        if not folder.is_dir():
+            raise TrainedModelError(f"{folder}: no trained model for adapter {adapter} with plans {plans_name}")
+        available = folds_with_checkpoint(folder, checkpoint)
+        if request.folds is None:
+            chosen = available
+        else:
+            missing = [f for f in request.folds if f not in available]
+            if missing:
+                raise TrainedModelError(f"{folder}: fold(s) {missing} have no checkpoint_{checkpoint}.safetensors "
+                                        f"(found: {describe_checkpoints(folder)})")
+            chosen = {f: available[f] for f in request.folds}
+        if not chosen:
+            raise TrainedModelError(f"{folder}: no trained folds found with checkpoint_{checkpoint} "
+                                    f"({describe_checkpoints(folder)}); train first or pick another -chk")
+        dataset_json = read_json(folder / "dataset.json")
+        configurations.append(TrainedConfiguration(
+            adapter, folder, Plans.load(folder / "plans.json"), {str(k): int(v) for k, v in dataset_json["labels"].items()},
+            dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen))
+        log.info("%s: fold(s) %s, checkpoint_%s", adapter, sorted(chosen), checkpoint)
+    label_sets = {tuple(sorted(c.labels.items(), key=lambda kv: kv[1])) for c in configurations}
+    if len(label_sets) > 1:
+        raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")
+    steps = []
+    if follows_info and request.use_postprocessing:
+        steps = info.kept_postprocessing
+        if steps:
+            log.info("postprocessing (from %s): largest component of %s", INFERENCE_INFORMATION_FILE,
+                     ", ".join(str(s.labels) for s in steps))
+    return Selection(configurations, steps, checkpoint)
+
+
+def load_networks(selection: Selection, device: torch.device) -> None:
+    """Build each fold's adapter, load its checkpoint, fold the adaptation into plain weights, eval mode."""
+    from samunet.adapters import build_adapter
+    from samunet.adapters.checkpoint import load_adapter_checkpoint
+
+    for config in selection.configurations:
+        config.networks = []
+        for fold, path in config.checkpoints.items():
+            network = build_adapter(config.adapter, config.plans)
+            load_adapter_checkpoint(network, path)
+            network.merge()
+            config.networks.append(network.to(device).eval())
