@@ -1,0 +1,90 @@
+"""``samunet_train DATASET ADAPTER FOLD``: train one adapter on one fold (0-4, or ``all``).
+
+Hyper-parameters come from the plans; every option below overrides them for this run and is recorded in
+``fold_N/debug.json``. Also runs under ``torchrun --nproc_per_node N -m samunet.training.cli ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from samunet.training.ddp import init_distributed, launch_torchrun, launched_by_torchrun, shutdown_distributed, barrier
+from samunet.training.splits import parse_fold
+from samunet.training.run_setup import TrainingOptions
+from samunet.utils.logs import get_logger
+
+log = get_logger()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="samunet_train", description=__doc__.splitlines()[0],
+        epilog="Example: samunet_train 4 ssam 0 --epochs 20 --time-limit-min 30")
+    p.add_argument("dataset", help="dataset id or name: 4, 004 or Dataset004_Hippocampus")
+    p.add_argument("adapter", help="ssam, samed, loramednet, cnnhead, decoder or full")
+    p.add_argument("fold", help="0-4, or 'all' (train on every case, no validation)")
+    p.add_argument("-p", "--plans", dest="plans_name", default="samunetPlans", help="plans name (default samunetPlans)")
+    p.add_argument("--epochs", type=int, help="number of epochs (with --continue: extends the run)")
+    p.add_argument("--iters-per-epoch", type=int, help="optimizer steps per epoch")
+    p.add_argument("--batch-size", type=int, help="global batch size (split across DDP processes)")
+    p.add_argument("--lr", type=float, help="base learning rate of the adapter")
+    p.add_argument("--backbone", help="override the planned backbone (vit_b, litemedsam, tiny, ...)")
+    p.add_argument("--checkpoint", help="base weights file for the backbone (default: looked up by backbone name)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    p.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest")
+    p.add_argument("--val-only", action="store_true", help="only re-run the final validation of checkpoint_final")
+    p.add_argument("--num-gpus", type=int, default=1, help="N > 1: launch N DDP processes through torchrun")
+    p.add_argument("--seed", type=int, help="random seed (default: plans.training.seed)")
+    p.add_argument("--num-workers", type=int, help="data-loading worker processes (0: load in the training process)")
+    p.add_argument("--validate-every", type=int, help="epochs between 3D validations")
+    p.add_argument("--time-limit-min", type=float, help="stop after this many minutes (final checkpoint + validation "
+                   "follow); the learning-rate decay is fitted into the time")
+    p.add_argument("--no-augment", action="store_true", help="train on centred, unaugmented patches")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> TrainingOptions:
+    return TrainingOptions(
+        dataset=args.dataset, adapter=args.adapter, fold=parse_fold(args.fold), plans_name=args.plans_name,
+        epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        backbone=args.backbone, checkpoint=args.checkpoint, device=args.device, resume=args.resume,
+        val_only=args.val_only, seed=args.seed, num_workers=args.num_workers, time_limit_min=args.time_limit_min,
+        validate_every=args.validate_every, no_augment=args.no_augment)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from samunet.paths import UnknownDatasetError
+    from samunet.training.fold_lock import FoldLockedError
+    from samunet.training.run_setup import SetupError
+    from samunet.training.slice_dataset import CacheError
+    from samunet.training.splits import SplitsError
+    from samunet.training.training_state import CheckpointError
+    from samunet.utils.typed_json import SchemaError
+
+    return (UnknownDatasetError, FoldLockedError, SetupError, CacheError, SplitsError, CheckpointError, SchemaError,
+            FloatingPointError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.num_gpus > 1 and not launched_by_torchrun():
+        sys.exit(launch_torchrun(args.num_gpus, argv))
+    try:
+        options = options_from_args(args)
+        from samunet.training.run_training import run_training
+
+        run_training(options, argv)
+    except _user_errors() as e:
+        print(f"samunet_train: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("samunet_train: interrupted; resume with --continue", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Everything a training run needs before the first step: plans with CLI overrides, folders, folds, cases.
+
+Hyper-parameters come from the plans; command-line options override them for this run only. Overrides
+that change what the model is (backbone, base checkpoint) are written into the model folder's
+``plans.json`` copy, which prediction reads; that copy is shared by all folds, so a fold trained with
+different model-defining plans than its siblings is refused (their ensemble would be meaningless).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from samunet.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
+from samunet.planning.plans import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, Plans
+from samunet.training.slice_dataset import CaseSlices, load_case_slices
+from samunet.training.splits import fold_cases, load_or_create_splits
+from samunet.training.validation import ValidationCase
+from samunet.utils.atomic import write_json
+
+MODEL_FOLDER_SEPARATOR = "__"
+
+
+class SetupError(ValueError):
+    """A user error found before training starts; the message says what to do."""
+
+
+@dataclass
+class TrainingOptions:
+    """The command line, parsed (None: take the plans' value)."""
+
+    dataset: str
+    adapter: str
+    fold: int | str
+    plans_name: str = DEFAULT_PLANS_NAME
+    epochs: int | None = None
+    iters_per_epoch: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    backbone: str | None = None
+    checkpoint: str | None = None
+    device: str = "auto"
+    resume: bool = False
+    val_only: bool = False
+    seed: int | None = None
+    num_workers: int | None = None
+    time_limit_min: float | None = None
+    validate_every: int | None = None
+    no_augment: bool = False
+
+
+@dataclass
+class TrainingRun:
+    options: TrainingOptions
+    dataset_name: str
+    plans: Plans  # with overrides applied
+    overrides: dict[str, object]
+    preprocessed_folder: Path  # $SAMUNET_PREPROCESSED/DatasetXXX_Name
+    cache_folder: Path  # .../<plans_name>/
+    model_folder: Path  # $SAMUNET_RESULTS/DatasetXXX_Name/<adapter>__<plans_name>
+    fold_folder: Path
+    train_cases: list[str]
+    val_cases: list[str]
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def training(self):
+        return self.plans.training
+
+    def case_slices(self, case_ids: list[str]) -> list[CaseSlices]:
+        values = list(self.plans.labels.values())
+        return [load_case_slices(self.cache_folder, c, values) for c in case_ids]
+
+    def validation_cases(self) -> list[ValidationCase]:
+        labels = raw_root() / self.dataset_name / "labelsTr"
+        return [ValidationCase(c, self.cache_folder / f"{c}_image.npy", self.cache_folder / f"{c}_seg.npy",
+                               self.cache_folder / f"{c}.json", labels / f"{c}{self.plans.file_ending}")
+                for c in self.val_cases]
+
+
+def apply_overrides(plans: Plans, options: TrainingOptions) -> tuple[Plans, dict[str, object]]:
+    """A copy of ``plans`` with the command line's values; also returns {"training.epochs": 10, ...}."""
+    plans = copy.deepcopy(plans)
+    overrides: dict[str, object] = {}
+
+    def put(section, attr: str, key: str, value) -> None:
+        if value is not None:
+            setattr(section, attr, value)
+            overrides[key] = value
+
+    put(plans.training, "epochs", "training.epochs", options.epochs)
+    put(plans.training, "iterations_per_epoch", "training.iterations_per_epoch", options.iters_per_epoch)
+    put(plans.training, "batch_size", "training.batch_size", options.batch_size)
+    put(plans.training, "num_workers", "training.num_workers", options.num_workers)
+    put(plans.training, "seed", "training.seed", options.seed)
+    put(plans.training, "validate_every", "training.validate_every", options.validate_every)
+    if options.backbone is not None and options.backbone not in BACKBONE_NAMES:
+        raise SetupError(f"--backbone {options.backbone!r} is unknown; choose one of {', '.join(BACKBONE_NAMES)}")
+    put(plans.model, "backbone", "model.backbone", options.backbone)
+    put(plans.model, "checkpoint", "model.checkpoint", options.checkpoint)
+    if options.lr is not None:
+        put(plans.adapter_config(options.adapter), "learning_rate", f"adapters.{options.adapter}.learning_rate", options.lr)
+    for name in ("epochs", "iterations_per_epoch", "batch_size", "validate_every"):
+        if getattr(plans.training, name) < 1:
+            raise SetupError(f"training.{name} must be at least 1, got {getattr(plans.training, name)}")
+    return plans, overrides
+
+
+def _copy_model_folder_files(model_folder: Path, plans: Plans, dataset_json: Path) -> None:
+    """plans.json / dataset.json next to the folds (prediction reads them); refuse mismatching plans."""
+    plans_copy = model_folder / "plans.json"
+    if plans_copy.is_file():
+        existing = Plans.load(plans_copy)
+        if existing.sha256() != plans.sha256():
+            raise SetupError(
+                f"{plans_copy} was written for other plans (other folds were trained with a different backbone, "
+                "checkpoint or preprocessing). Train every fold with the same plans, or delete that folder to start over")
+    else:
+        plans.save(plans_copy)
+    if dataset_json.is_file() and not (model_folder / "dataset.json").is_file():
+        shutil.copyfile(dataset_json, model_folder / "dataset.json")
+
+
+def prepare_run(options: TrainingOptions, write_files: bool = True) -> TrainingRun:
+    """Resolve the dataset, load plans, apply overrides, split folds, list cases, create folders."""
+    if options.adapter not in ADAPTER_NAMES:
+        raise SetupError(f"adapter {options.adapter!r} is unknown; choose one of {', '.join(ADAPTER_NAMES)}")
+    dataset_name = resolve_dataset_name(options.dataset)
+    preprocessed = preprocessed_root() / dataset_name
+    plans_file = preprocessed / f"{options.plans_name}.json"
+    if not plans_file.is_file():
+        raise SetupError(f"{plans_file}: no plans; run samunet_plan -d {options.dataset} first")
+    plans, overrides = apply_overrides(Plans.load(plans_file), options)
+    plans.adapter_config(options.adapter)  # a clear error when the plans have no entry for it
+    cache = preprocessed / options.plans_name
+    case_ids = sorted(p.name[: -len("_image.npy")] for p in cache.glob("*_image.npy")) if cache.is_dir() else []
+    if not case_ids:
+        raise SetupError(f"{cache}: no preprocessed cases; run samunet_preprocess -d {options.dataset} -p {options.plans_name}")
+    splits = load_or_create_splits(preprocessed, case_ids) if options.fold != "all" else []
+    train_cases, val_cases = fold_cases(splits, options.fold, case_ids)
+    model_folder = results_root() / dataset_name / f"{options.adapter}{MODEL_FOLDER_SEPARATOR}{options.plans_name}"
+    fold_folder = model_folder / f"fold_{options.fold}"
+    if write_files:
+        fold_folder.mkdir(parents=True, exist_ok=True)
+        _copy_model_folder_files(model_folder, plans, preprocessed / "dataset.json")
+    return TrainingRun(options, dataset_name, plans, overrides, preprocessed, cache, model_folder, fold_folder,
+                       train_cases, val_cases, seed=int(plans.training.seed))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def write_debug_json(run: TrainingRun, argv: list[str], device: str, precision: str, world_size: int) -> None:
+    """``debug.json``: what this run used, so a result can be reproduced or explained."""
+    packages = ("samunet", "torch", "numpy", "segment-anything", "batchgeneratorsv2", "SimpleITK", "safetensors")
+    write_json({
+        "command": [Path(sys.argv[0]).name] + list(argv),
+        "dataset": run.dataset_name,
+        "adapter": run.options.adapter,
+        "fold": run.options.fold,
+        "plans_name": run.options.plans_name,
+        "overrides": run.overrides,
+        "seed": run.seed,
+        "device": device,
+        "precision": precision,
+        "world_size": world_size,
+        "num_train_cases": len(run.train_cases),
+        "num_val_cases": len(run.val_cases),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in packages},
+        "plans": run.plans.to_dict(),
+        **run.extra,
+    }, run.fold_folder / "debug.json")

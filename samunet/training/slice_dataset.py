@@ -1,0 +1,149 @@
+"""Which 2D slices training draws, from the memory-mapped preprocessed cache.
+
+Each case contributes ``CASE_image.npy`` (C, S, H, W) and ``CASE_seg.npy`` (S, H, W), opened with
+``np.load(mmap_mode="r")`` so a worker only touches the slices it reads. ``plans.slicing.mode`` decides
+the pool of ordinary samples:
+
+- ``all``: every slice of the case;
+- ``foreground``: slices with foreground, plus background-only slices at ``background_fraction`` of their
+  number (drawn afresh every time, so over training every background slice is seen);
+- ``max_slice``: the slice with the largest foreground area (datasets with one annotated slice per volume).
+
+Independently, a share of each batch is forced to contain foreground (``foreground_oversample``): a class
+present in the case is picked, then one of its slices, then one of its pixels as the patch centre.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIX = "_image.npy"
+SEG_SUFFIX = "_seg.npy"
+
+
+class CacheError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class CaseSlices:
+    """Slice bookkeeping for one preprocessed case (class indices, not label values)."""
+
+    case_id: str
+    image_path: Path
+    seg_path: Path
+    num_slices: int
+    slices_by_class: dict[int, np.ndarray]  # class index (>= 1) -> slice indices containing it
+    foreground_slices: np.ndarray = field(init=False)
+    background_slices: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        present = [s for s in self.slices_by_class.values() if len(s)]
+        self.foreground_slices = np.unique(np.concatenate(present)) if present else np.zeros(0, dtype=np.int64)
+        self.background_slices = np.setdiff1d(np.arange(self.num_slices), self.foreground_slices)
+
+    @property
+    def classes_present(self) -> list[int]:
+        return [c for c, s in sorted(self.slices_by_class.items()) if len(s)]
+
+
+def label_lookup(label_values: list[int]) -> np.ndarray:
+    """Array mapping a label value to its class index (position among the sorted label values)."""
+    values = sorted(int(v) for v in label_values)
+    lut = np.zeros(max(values) + 1, dtype=np.int64)
+    lut[values] = np.arange(len(values))
+    return lut
+
+
+def _slices_from_properties(props_path: Path, label_values: list[int]) -> dict[int, np.ndarray] | None:
+    """Per-class slice indices that preprocessing recorded in CASE.json (``class_slices``), when present."""
+    from samunet.preprocessing.case_properties import CaseProperties
+
+    if not props_path.is_file():
+        return None
+    props = CaseProperties.load(props_path)
+    if not props.class_slices and props.foreground_slices:
+        return None  # older cache without per-class lists: count them from the seg
+    lut = label_lookup(label_values)
+    by_class = {int(lut[v]): np.zeros(0, dtype=np.int64) for v in label_values if v != 0}
+    for value, indices in props.class_slices.items():
+        value = int(value)
+        if value != 0 and value < len(lut):
+            by_class[int(lut[value])] = np.asarray(indices, dtype=np.int64)
+    return by_class
+
+
+def _slices_from_seg(seg: np.ndarray, label_values: list[int]) -> dict[int, np.ndarray]:
+    lut = label_lookup(label_values)
+    out = {}
+    for value in sorted(label_values):
+        if value == 0:
+            continue
+        hits = np.flatnonzero((seg == value).reshape(seg.shape[0], -1).any(axis=1))
+        out[int(lut[value])] = hits.astype(np.int64)
+    return out
+
+
+def load_case_slices(cache_folder: Path, case_id: str, label_values: list[int]) -> CaseSlices:
+    """Bookkeeping for one case; foreground slices from CASE.json, or counted from the seg when absent."""
+    image_path = cache_folder / f"{case_id}{IMAGE_SUFFIX}"
+    seg_path = cache_folder / f"{case_id}{SEG_SUFFIX}"
+    for path in (image_path, seg_path):
+        if not path.is_file():
+            raise CacheError(f"{path}: missing from the preprocessed cache; run samunet_preprocess (or samunet_plan) again")
+    seg = np.load(seg_path, mmap_mode="r")
+    by_class = _slices_from_properties(cache_folder / f"{case_id}.json", label_values)
+    if by_class is None:
+        by_class = _slices_from_seg(seg, label_values)
+    return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class)
+
+
+@dataclass
+class SliceChoice:
+    case: int  # index into the case list
+    slice: int
+    foreground_class: int | None  # set when the sample is forced to contain this class
+
+
+class SliceSampler:
+    """Draws (case, slice[, class]) for training samples with a caller-provided numpy Generator."""
+
+    def __init__(self, cases: list[CaseSlices], mode: str, background_fraction: float, max_slices: dict[str, int] | None = None):
+        if not cases:
+            raise ValueError("no training cases to sample from")
+        if mode not in ("all", "foreground", "max_slice"):
+            raise ValueError(f"unknown slicing mode {mode!r} (expected all, foreground or max_slice)")
+        if mode == "max_slice" and max_slices is None:
+            raise ValueError("slicing mode 'max_slice' needs the largest-foreground slice of every case")
+        self.cases, self.mode = cases, mode
+        self.background_fraction = float(background_fraction)
+        self.max_slices = max_slices or {}
+        self.cases_with_foreground = [i for i, c in enumerate(cases) if len(c.foreground_slices)]
+
+    def _ordinary_slice(self, case: CaseSlices, rng: np.random.Generator) -> int:
+        if self.mode == "max_slice":
+            return self.max_slices[case.case_id]
+        if self.mode == "all" or not len(case.foreground_slices):
+            return int(rng.integers(case.num_slices))
+        n_fg, n_bg = len(case.foreground_slices), len(case.background_slices)
+        p_background = self.background_fraction * n_bg / (n_fg + self.background_fraction * n_bg)
+        pool = case.background_slices if rng.random() < p_background else case.foreground_slices
+        return int(pool[rng.integers(len(pool))])
+
+    def draw(self, rng: np.random.Generator, force_foreground: bool) -> SliceChoice:
+        if force_foreground and self.cases_with_foreground:
+            index = self.cases_with_foreground[rng.integers(len(self.cases_with_foreground))]
+            case = self.cases[index]
+            cls = case.classes_present[rng.integers(len(case.classes_present))]
+            slices = case.slices_by_class[cls]
+            return SliceChoice(index, int(slices[rng.integers(len(slices))]), cls)
+        index = int(rng.integers(len(self.cases)))
+        return SliceChoice(index, self._ordinary_slice(self.cases[index], rng), None)
+
+
+def largest_foreground_slice(seg_path: Path) -> int:
+    """Slice with the most foreground pixels (for slicing mode ``max_slice``)."""
+    seg = np.load(seg_path, mmap_mode="r")
+    return int(np.argmax((np.asarray(seg) != 0).reshape(seg.shape[0], -1).sum(axis=1)))
