@@ -20,7 +20,7 @@ from pathlib import Path
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from samunet.dataset.dataset_json import DatasetError
+from samunet.dataset.dataset_json import DatasetError, escapes_folder
 from samunet.dataset.image_io import ImageReadError, read_image_channels, read_label, write_image, write_segmentation
 from samunet.paths import DATASET_FOLDER_RE, dataset_folder_name, raw_root
 from samunet.utils.atomic import read_json, write_json
@@ -62,10 +62,9 @@ def _inside_task(task_dir: Path, entry: object, where: str) -> Path:
     """A path from the MSD dataset.json, refused when it would leave the task folder."""
     if not isinstance(entry, str) or not entry:
         raise DatasetError(f"{task_dir / 'dataset.json'}: {where} must be a relative path, got {entry!r}")
-    normal = Path(os.path.normpath(entry))
-    if normal.is_absolute() or ".." in normal.parts:
+    if escapes_folder(entry):
         raise DatasetError(f"{task_dir / 'dataset.json'}: {where} '{entry}' points outside the task folder {task_dir}")
-    return task_dir / normal
+    return task_dir / os.path.normpath(entry)
 
 
 def _case_id(path: Path) -> str:

@@ -7,6 +7,7 @@ dataset.json is ignored. Hidden files (names starting with ".") are ignored ever
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,12 @@ def dataset_json_problems(data: object) -> list[str]:
     if "file_ending" in data and ending not in SUPPORTED_FILE_ENDINGS:
         problems.append(f"'file_ending' {ending!r} is not supported (use one of {', '.join(SUPPORTED_FILE_ENDINGS)})")
     return problems
+
+
+def escapes_folder(relative_path: str) -> bool:
+    """True when a path written in a dataset's JSON would leave the dataset folder (absolute or via "..")."""
+    normal = Path(os.path.normpath(relative_path))
+    return normal.is_absolute() or ".." in normal.parts
 
 
 def visible_files(folder: Path) -> list[Path]:

@@ -215,9 +215,9 @@ def _check_target(path: Path, shape: tuple[int, ...], geometry: Geometry) -> Non
 def write_segmentation(array: np.ndarray, geometry: Geometry, path: str | Path) -> None:
     """Write a ``(z, y, x)`` label map as uint8 (uint16 when labels exceed 255) on exactly ``geometry``; atomic."""
     path, array = Path(path), np.asarray(array)
-    _check_target(path, array.shape, geometry)
     if file_ending_of(path) in _LOSSY_ENDINGS:
         raise ValueError(f"{path}: JPEG is lossy and would change label values; write segmentations as .png")
+    _check_target(path, array.shape, geometry)
     if array.size and (array.min() < 0 or array.max() > 65535):
         raise ValueError(f"{path}: label values must lie in [0, 65535], found [{array.min()}, {array.max()}]")
     dtype = np.uint8 if (not array.size or array.max() <= 255) else np.uint16
