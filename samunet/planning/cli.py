@@ -1,0 +1,127 @@
+"""``samunet_plan -d N``: verify the raw dataset, fingerprint it, write the plans, preprocess.
+
+A verification failure prints every problem and writes nothing into the preprocessed folder. An existing
+plans file (perhaps edited by hand) is kept unless ``--overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name
+from samunet.planning.fingerprint import FINGERPRINT_FILE, FingerprintError, compute_fingerprint, fingerprint_sha256
+from samunet.planning.hardware import usable_cpu_count
+from samunet.planning.plans import BACKBONE_NAMES, DEFAULT_PLANS_NAME, Plans
+from samunet.utils.atomic import atomic_path
+from samunet.utils.logs import get_logger, setup_logging
+from samunet.utils.typed_json import SchemaError
+
+
+class VerificationFailed(RuntimeError):
+    def __init__(self, raw_folder: Path, problems: list):
+        self.problems = problems
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{raw_folder} has {len(problems)} problem(s); nothing was written:\n{listing}")
+
+
+def copy_file_atomic(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(source.read_bytes())
+
+
+def verify_raw_dataset(dataset_name: str, num_processes: int) -> None:
+    from samunet.dataset.verify import verify_dataset
+
+    raw_folder = raw_root() / dataset_name
+    get_logger().info("verifying %s", raw_folder)
+    problems = verify_dataset(raw_folder, num_processes=num_processes)
+    if problems:
+        raise VerificationFailed(raw_folder, problems)
+
+
+def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbone: str | None = None,
+                 overwrite: bool = False, num_processes: int | None = None, preprocess: bool = True,
+                 progress: bool = True) -> Plans:
+    """Fingerprint, plan (keeping an existing plans file unless ``overwrite``) and preprocess a verified dataset."""
+    from samunet.dataset.dataset_json import DatasetInfo
+    from samunet.planning.planner import plan
+    from samunet.preprocessing.runner import preprocess_dataset
+
+    log = get_logger()
+    raw_folder = raw_root() / dataset_name
+    out = preprocessed_root() / dataset_name
+    workers = num_processes or usable_cpu_count()
+    fingerprint = compute_fingerprint(raw_folder, num_processes=workers, progress=progress)
+    fingerprint.save(out / FINGERPRINT_FILE)
+    copy_file_atomic(raw_folder / "dataset.json", out / "dataset.json")
+    log.info("fingerprint of %d case(s) written to %s", len(fingerprint.cases), out / FINGERPRINT_FILE)
+
+    plans_path = out / f"{plans_name}.json"
+    if plans_path.is_file() and not overwrite:
+        plans = Plans.load(plans_path)
+        log.info("keeping the existing plans %s (edited or not); re-plan with --overwrite", plans_path)
+        if backbone and backbone != plans.model.backbone:
+            log.warning("--backbone %s ignored: the kept plans use %s (add --overwrite to re-plan)",
+                        backbone, plans.model.backbone)
+        if plans.fingerprint_sha256 and plans.fingerprint_sha256 != fingerprint_sha256(fingerprint):
+            log.warning("the dataset changed since these plans were made; consider --overwrite")
+    else:
+        plans = plan(fingerprint, DatasetInfo.load(raw_folder), backbone=backbone, plans_name=plans_name)
+        plans.save(plans_path)
+        log.info("plans written to %s", plans_path)
+        for section in ("slicing", "crop", "resampling", "packing", "model", "training"):
+            log.info("  %s: %s", section, getattr(plans, section).reason)
+        log.info("  adapter %s: %s", plans.model.adapter, plans.model.adapter_reason)
+    if preprocess:
+        preprocess_dataset(dataset_name, plans, num_processes, overwrite=overwrite, progress=progress)
+    return plans
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samunet_plan",
+        description="Verify a raw dataset, fingerprint it, write the plans and preprocess the training cases.")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id (4, 004) or folder name (Dataset004_Name)")
+    parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME,
+                        help=f"plans name: writes NAME.json and the cache NAME/ (default {DEFAULT_PLANS_NAME})")
+    parser.add_argument("--backbone", choices=BACKBONE_NAMES, default=None,
+                        help="SAM backbone (default: chosen from the hardware and the weights present)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the dataset check (not recommended)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing plans (even edited ones) and redo every preprocessed case")
+    parser.add_argument("-np", "--num-processes", type=int, default=None,
+                        help="worker processes (default: one per CPU, fewer when RAM is short)")
+    parser.add_argument("--no-preprocess", action="store_true", help="stop after writing the plans")
+    return parser
+
+
+def plan_main(argv: list[str] | None = None) -> None:
+    from samunet.preprocessing.runner import PreprocessingError
+
+    args = build_parser().parse_args(argv)
+    setup_logging()  # console only until verification passed: a failed check writes nothing
+    log = get_logger()
+    try:
+        if args.num_processes is not None and args.num_processes < 1:
+            raise ValueError(f"-np must be at least 1, got {args.num_processes}")
+        dataset_name = resolve_dataset_name(args.dataset)
+        if not (raw_root() / dataset_name).is_dir():
+            raise FileNotFoundError(f"{raw_root() / dataset_name}: raw dataset folder does not exist")
+        if not args.no_verify:
+            verify_raw_dataset(dataset_name, args.num_processes or usable_cpu_count())
+        log_file = setup_logging(preprocessed_root() / dataset_name / "logs", "plan")
+        log.info("samunet_plan %s (log: %s)", " ".join(sys.argv[1:] if argv is None else argv), log_file)
+        plan_dataset(dataset_name, args.plans, args.backbone, args.overwrite, args.num_processes,
+                     preprocess=not args.no_preprocess)
+    except VerificationFailed as e:
+        log.error("samunet_plan: %s", e)
+        sys.exit(1)
+    except (UnknownDatasetError, FileNotFoundError, SchemaError, FingerprintError, PreprocessingError, ValueError) as e:
+        log.error("samunet_plan: %s", e)
+        sys.exit(1)
+    log.info("done")
+
+
+if __name__ == "__main__":
+    plan_main()

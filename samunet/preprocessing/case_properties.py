@@ -1,0 +1,80 @@
+"""Everything needed to map a preprocessed case back to its original geometry, plus slice bookkeeping.
+
+Written next to the arrays as ``CASE.json``; training reads ``class_slices`` to sample foreground slices
+without opening the label array, inference reads the rest to restore predictions.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samunet.utils.atomic import write_json
+from samunet.utils.typed_json import SchemaError, from_jsonable, to_jsonable
+
+CASE_PROPERTIES_SCHEMA_VERSION = 1
+
+
+@dataclass
+class CaseProperties:
+    case_id: str
+    original_shape: list[int]  # (z, y, x) as read
+    spacing: list[float]  # (z, y, x)
+    origin: list[float]  # as SimpleITK gives it (x, y, z)
+    direction: list[float]  # 9 numbers, SimpleITK order
+    crop_bbox: list[list[int]]  # [start, stop) per (z, y, x) axis; the whole volume when not cropping
+    transpose: list[int]  # forward transpose applied after cropping (slicing axis first)
+    shape_before_resampling: list[int]  # (S, H, W): cropped and transposed
+    spacing_before_resampling: list[float]  # (S, H, W)
+    shape_after_resampling: list[int]  # (S, H, W): the shape of the preprocessed arrays
+    spacing_after_resampling: list[float]  # (S, H, W)
+    plans_sha256: str
+    class_slices: dict[str, list[int]] = field(default_factory=dict)  # label value -> S indices containing it
+    foreground_slices: list[int] = field(default_factory=list)  # S indices with any label > 0
+    largest_foreground_slice: int = -1  # S index with the most foreground pixels; -1: no foreground
+    channel_mean: list[float] = field(default_factory=list)  # per channel, the statistics used to normalise
+    channel_std: list[float] = field(default_factory=list)
+    image_files: list[str] = field(default_factory=list)
+    label_file: str | None = None
+    schema_version: int = CASE_PROPERTIES_SCHEMA_VERSION
+
+    @property
+    def resampled(self) -> bool:
+        return list(self.shape_before_resampling) != list(self.shape_after_resampling)
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.shape_after_resampling[0])
+
+    def geometry(self):
+        """The original image geometry (for ``samunet.dataset.image_io.write_segmentation``)."""
+        from samunet.dataset.image_io import Geometry
+
+        return Geometry(spacing=tuple(self.spacing), origin=tuple(self.origin), direction=tuple(self.direction),
+                        shape=tuple(self.original_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "case properties") -> "CaseProperties":
+        if data.get("schema_version") != CASE_PROPERTIES_SCHEMA_VERSION:
+            raise SchemaError(f"{source}: schema_version {data.get('schema_version')!r} is not "
+                              f"{CASE_PROPERTIES_SCHEMA_VERSION}; re-run samunet_preprocess --overwrite")
+        try:
+            return from_jsonable(cls, data)
+        except SchemaError as e:
+            raise SchemaError(f"{source}: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        write_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CaseProperties":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(data, source=str(path))
