@@ -12,6 +12,7 @@ import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -22,7 +23,7 @@ from samunet.dataset.dataset_json import (
     escapes_folder,
     visible_files,
 )
-from samunet.dataset.image_io import ImageReadError, is_2d_ending, read_image_channels, read_label
+from samunet.dataset.image_io import ImageReadError, file_ending_of, is_2d_ending, read_image_channels, read_label
 
 PATH_LIST_KEYS = ("training", "test", "dataset")  # dataset.json keys whose strings are file paths
 
@@ -177,6 +178,18 @@ def _case_job(job: tuple) -> list[Problem]:
     return case_problems(*job)
 
 
+def _nonfinite_count(path: Path, channels: np.ndarray) -> int:
+    if not np.issubdtype(channels.dtype, np.floating):
+        return 0
+    count = int(np.count_nonzero(~np.isfinite(channels)))
+    if count == 0 and file_ending_of(path) in (".nii", ".nii.gz"):
+        # ITK before 6 reads NaN/Inf in NIfTI files as 0 without a word (ITK pull request 6683),
+        # so the stored values are checked with nibabel
+        stored = np.asanyarray(nib.load(str(path)).dataobj)
+        count = int(np.count_nonzero(~np.isfinite(stored)))
+    return count
+
+
 def case_problems(image_files: list[Path], label_file: Path, num_channels: int,
                   label_values: list[int]) -> list[Problem]:
     """Content problems of one case: readability, dimensionality, NaN/Inf, channels, geometry, label values."""
@@ -188,10 +201,9 @@ def case_problems(image_files: list[Path], label_file: Path, num_channels: int,
             problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
             continue
         num_read += channels.shape[0]
-        if np.issubdtype(channels.dtype, np.floating):
-            bad = int(np.count_nonzero(~np.isfinite(channels)))
-            if bad:
-                problems.append(Problem(str(path), f"contains {bad} NaN/Inf value(s)"))
+        bad = _nonfinite_count(path, channels)
+        if bad:
+            problems.append(Problem(str(path), f"contains {bad} NaN/Inf value(s)"))
         if reference is None:
             reference = (path, geometry)
         elif diffs := reference[1].differences(geometry):
