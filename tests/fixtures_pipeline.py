@@ -93,3 +93,36 @@ def plan_and_preprocess(raw_dataset_folder: Path, work_root: Path, backbone: str
 def hippocampus_preprocessed(hippocampus_raw_small, tmp_path_factory) -> PreprocessedDataset:
     """10 Hippocampus cases planned (backbone ``tiny``) and preprocessed; see the module docstring."""
     return plan_and_preprocess(hippocampus_raw_small, tmp_path_factory.mktemp("hippocampus_pipeline"))
+
+
+def write_structured_dataset(folder: Path, num_cases: int = 3, shape: tuple[int, int, int] = (6, 20, 16),
+                             spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), channel_names=("MRI",),
+                             zero_border: int = 2, seed: int = 0) -> Path:
+    """A tiny raw dataset whose content is known: nonzero intensities inside a box ``zero_border`` voxels in
+    from every side (zeros outside, so crop-to-nonzero removes the border), label 1 in a box inside it and
+    label 2 on one slab. Case i shifts the label boxes by i voxels along x."""
+    import json
+
+    import numpy as np
+
+    from samunet.dataset.image_io import Geometry, write_image, write_segmentation
+
+    rng = np.random.default_rng(seed)
+    geometry = Geometry(spacing, (0.0, 0.0, 0.0), np.eye(3).ravel(), shape)
+    b = zero_border
+    for i in range(num_cases):
+        case_id = f"case_{i:03d}"
+        for c, _ in enumerate(channel_names):
+            image = np.zeros(shape, dtype=np.float32)
+            image[b:shape[0] - b, b:shape[1] - b, b:shape[2] - b] = rng.uniform(10, 100, size=(
+                shape[0] - 2 * b, shape[1] - 2 * b, shape[2] - 2 * b))
+            write_image(image, geometry, folder / "imagesTr" / f"{case_id}_{c:04d}.nii.gz")
+        seg = np.zeros(shape, dtype=np.uint8)
+        seg[b:b + 2, b + 1:b + 6, b + i:b + i + 3] = 1
+        seg[b + 1, b + 7:b + 9, b:b + 4] = 2
+        write_segmentation(seg, geometry, folder / "labelsTr" / f"{case_id}.nii.gz")
+    dataset_json = {"channel_names": {str(c): n for c, n in enumerate(channel_names)},
+                    "labels": {"background": 0, "box": 1, "slab": 2}, "numTraining": num_cases,
+                    "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return folder

@@ -50,7 +50,7 @@ def choose_slicing_axis(fp: DatasetFingerprint) -> tuple[int, str]:
     ratio = spacing.max() / spacing.min()
     if ratio > ISOTROPY_RATIO:
         axis = int(np.argmax(spacing))
-        return axis, (f"anisotropic spacing {tuple(round(s, 3) for s in spacing)} (ratio {ratio:.2f}): slice along the "
+        return axis, (f"anisotropic spacing {tuple(round(float(s), 3) for s in spacing)} (ratio {ratio:.2f}): slice along the "
                       f"coarsest axis {'zyx'[axis]} so no slice is interpolated across thick voxels")
     extents = foreground_extents_mm(fp)
     if len(extents):
