@@ -84,6 +84,8 @@ class BatchSpec:
     seed: int
     rank: int = 0
     augment: bool = True
+    # frozen-encoder adapters with cached embeddings: inputs from a finite set (fixed windows, exact mirrors)
+    cached: bool = False
 
 
 class TrainingBatches(Dataset):
@@ -93,7 +95,8 @@ class TrainingBatches(Dataset):
         self.spec = spec
         plans = spec.plans
         self.patch = (int(plans.crop.patch_size[0]), int(plans.crop.patch_size[1]))
-        self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment else self.patch
+        self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached else self.patch
+        self.mirror_axes = [int(a) for a in plans.augmentation.mirror_axes if int(a) in (0, 1)] if spec.augment else []
         self.lut = label_lookup(list(plans.labels.values()))
         max_slices = None
         if plans.slicing.mode == "max_slice":
@@ -113,46 +116,72 @@ class TrainingBatches(Dataset):
         return self._arrays[case_index]
 
     def _center(self, seg: np.ndarray, choice: SliceChoice, rng: np.random.Generator) -> tuple[int, int]:
-        h, w = seg.shape
+        """Patch centre in the padded slice: on a pixel of the forced class (jittered by up to a quarter patch),
+        or anywhere for ordinary samples; always keeping the patch inside the slice."""
+        shape = seg.shape
+        low = [p // 2 for p in self.patch]
+        high = [max(n - (p - p // 2), lo) for n, p, lo in zip(shape, self.patch, low)]
         if choice.foreground_class is not None:
-            ys, xs = np.nonzero(self.lut[seg] == choice.foreground_class)
+            ys, xs = np.nonzero(seg == choice.foreground_class)
             if len(ys):
-                k = rng.integers(len(ys))
-                # jitter so the structure is not always at the patch centre
+                k = int(rng.integers(len(ys)))
                 jitter = [int(rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
-                return (int(np.clip(ys[k] + jitter[0], self.patch[0] // 2, max(h - self.patch[0] // 2, self.patch[0] // 2))),
-                        int(np.clip(xs[k] + jitter[1], self.patch[1] // 2, max(w - self.patch[1] // 2, self.patch[1] // 2))))
-        # ordinary sample: a random patch position inside the (padded) slice
-        return tuple(int(rng.integers(p // 2, max(n - p // 2, p // 2) + 1)) if n > p else n // 2
-                     for n, p in zip((h, w), self.patch))
+                return (int(np.clip(ys[k] + jitter[0], low[0], high[0])), int(np.clip(xs[k] + jitter[1], low[1], high[1])))
+        return (int(rng.integers(low[0], high[0] + 1)), int(rng.integers(low[1], high[1] + 1)))
 
-    def build_sample(self, choice: SliceChoice, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _unit_slice(self, choice: SliceChoice) -> tuple[np.ndarray, np.ndarray]:
+        """Packed (Cin, H, W) slice padded to the patch and scaled to [0, 1], and its class-index map."""
         from samunet.preprocessing.packing import pack_slices, to_unit_range
 
         image, seg = self._open(choice.case)
-        packed = np.asarray(pack_slices(image, [choice.slice], self.spec.plans))[0]  # (Cin, H, W)
-        seg_slice = np.asarray(seg[choice.slice])
-        packed, seg_slice = _pad_to_patch(packed, seg_slice, self.patch)
-        unit = to_unit_range(torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None])
-        unit = np.asarray(unit[0] if isinstance(unit, torch.Tensor) else unit[0], dtype=np.float32)
-        center = self._center(seg_slice, choice, rng)
-        window_image = _crop_window(unit, center, self.window)
-        window_seg = _crop_window(self.lut[seg_slice], center, self.window)
-        return apply_transform(self.transform, window_image, window_seg)
+        packed = np.asarray(pack_slices(image, [choice.slice], self.spec.plans))[0]
+        packed, seg_slice = _pad_to_patch(packed, np.asarray(seg[choice.slice]), self.patch)
+        unit = to_unit_range(torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None])[0]
+        return np.asarray(unit, dtype=np.float32), self.lut[seg_slice]
+
+    def build_sample(self, choice: SliceChoice, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(image (Cin, ph, pw), seg (ph, pw), cache key). The key is only meaningful in cached mode."""
+        unit, seg = self._unit_slice(choice)
+        if self.spec.cached:
+            return self._cached_sample(choice, unit, seg, rng)
+        center = self._center(seg, choice, rng)
+        image, target = apply_transform(self.transform, _crop_window(unit, center, self.window),
+                                        _crop_window(seg, center, self.window))
+        return image, target, [choice.case, choice.slice, center[0], center[1], 0]
+
+    def _cached_sample(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, rng: np.random.Generator):
+        """A window of the predictor's tiling (so the set of inputs is finite), mirrored exactly at random."""
+        from samunet.inference.volume_predictor import window_starts
+
+        h, w = seg.shape
+        starts = [(y, x) for y in window_starts(h, self.patch[0]) for x in window_starts(w, self.patch[1])]
+        wanted = self._center(seg, choice, rng)
+        # the window whose centre is nearest to the sampled centre (keeps foreground oversampling meaningful)
+        y0, x0 = min(starts, key=lambda s: (s[0] + self.patch[0] / 2 - wanted[0]) ** 2 + (s[1] + self.patch[1] / 2 - wanted[1]) ** 2)
+        image = unit[:, y0:y0 + self.patch[0], x0:x0 + self.patch[1]]
+        target = seg[y0:y0 + self.patch[0], x0:x0 + self.patch[1]]
+        flip_code = 0
+        for axis in self.mirror_axes:
+            if rng.random() < 0.5:
+                flip_code |= 1 << axis
+                image, target = np.flip(image, axis + 1), np.flip(target, axis)
+        return (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)).long(),
+                [choice.case, choice.slice, y0, x0, flip_code])
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = key
         seed = batch_seed(self.spec.seed, self.spec.rank, epoch, index)
         rng = np.random.default_rng(seed)
         n_forced = forced_count(self.spec.batch_size, self.spec.plans.training.foreground_oversample, rng)
-        images, segs = [], []
+        images, segs, keys = [], [], []
         with seeded_global_rngs(seed):
             for i in range(self.spec.batch_size):
                 choice = self.sampler.draw(rng, force_foreground=i >= self.spec.batch_size - n_forced)
-                image, seg = self.build_sample(choice, rng)
+                image, seg, key = self.build_sample(choice, rng)
                 images.append(image)
                 segs.append(seg)
-        return {"images": torch.stack(images), "seg": torch.stack(segs)}
+                keys.append(key)
+        return {"images": torch.stack(images), "seg": torch.stack(segs), "keys": torch.tensor(keys, dtype=torch.int64)}
 
 
 class EpochSampler(Sampler):

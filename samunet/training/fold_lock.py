@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from samunet.utils.logs import get_logger
@@ -15,6 +16,7 @@ from samunet.utils.logs import get_logger
 log = get_logger()
 
 LOCK_NAME = ".training.lock"
+FRESH_LOCK_S = 5.0
 
 
 class FoldLockedError(RuntimeError):
@@ -29,6 +31,13 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _read_owner(path: Path) -> dict | None:
@@ -54,7 +63,10 @@ class FoldLock:
             except FileExistsError:
                 owner = _read_owner(self.path)
                 if owner is None:
-                    # written by a process killed between create and write, or garbage: stale
+                    if _age_seconds(self.path) < FRESH_LOCK_S:  # its owner may be writing it right now
+                        raise FoldLockedError(f"{self.path.parent} is being started by another process "
+                                              f"(lock {self.path} is being written)") from None
+                    # left by a process killed between create and write, or garbage: stale
                     log.warning("Removing an unreadable lock file %s", self.path)
                 elif owner.get("host") != me["host"]:
                     raise FoldLockedError(

@@ -51,7 +51,7 @@ def _validate(splits: object, case_ids: set[str], path: Path) -> list[dict[str, 
     for n, fold in enumerate(splits):
         if not isinstance(fold, dict) or not isinstance(fold.get("train"), list) or not isinstance(fold.get("val"), list):
             raise SplitsError(f"{path}: fold {n} must be an object with 'train' and 'val' lists")
-        unknown = sorted(set(fold["train"]) | set(fold["val"]) - case_ids)
+        unknown = sorted((set(fold["train"]) | set(fold["val"])) - case_ids)
         if unknown:
             raise SplitsError(f"{path}: fold {n} names case(s) missing from the preprocessed data: {unknown[:5]}")
         overlap = sorted(set(fold["train"]) & set(fold["val"]))

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
+from samunet.training.embedding_cache import EmbeddingCache, EmbeddingHead
 from samunet.training.ddp import DistributedContext, any_rank_true, barrier, wrap_model
 from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at, set_learning_rate
@@ -34,7 +35,15 @@ class FoldTrainer:
         plans, name = run.plans, run.options.adapter
         self.config = plans.adapter_config(name)
         self.policy = precision_policy(device, plans.training.precision)
-        self.model = wrap_model(adapter, ctx, device)
+        self.cache = None
+        if self.config.cache_embeddings and adapter.supports_embedding_cache:
+            # frozen encoder: each distinct input is encoded once; only the head after the embedding trains
+            self.cache = EmbeddingCache(adapter, device, autocast_dtype=self.policy.autocast_dtype)
+            self.model = wrap_model(EmbeddingHead(adapter, tuple(plans.crop.patch_size)), ctx, device)
+        else:
+            if self.config.cache_embeddings:
+                log.info("cache_embeddings is set but adapter '%s' trains before the embedding: not caching", name)
+            self.model = wrap_model(adapter, ctx, device)
         self.optimizer = build_optimizer(adapter.trainable_parameters(), self.config, self.config.learning_rate)
         num_classes = len(plans.labels)
         self.loss_fn = build_loss(self.config, adapter.output_kind, list(range(1, num_classes)))
@@ -70,7 +79,8 @@ class FoldTrainer:
         t = self.run.training
         per_rank_batch = max(1, math.ceil(t.batch_size / self.ctx.world_size))
         spec = BatchSpec(self.run.case_slices(self.run.train_cases), self.run.plans, per_rank_batch,
-                         self.run.seed, self.ctx.rank, augment=not self.run.options.no_augment)
+                         self.run.seed, self.ctx.rank, augment=not self.run.options.no_augment,
+                         cached=self.cache is not None)
         self.sampler = EpochSampler(t.iterations_per_epoch)
         return make_loader(TrainingBatches(spec), self.sampler, t.num_workers)
 
@@ -86,13 +96,16 @@ class FoldTrainer:
             lr = learning_rate_at(self.iteration, self.config.learning_rate, total, self.config.warmup_iterations,
                                   self.config.lr_schedule, self.config.poly_power)
             set_learning_rate(self.optimizer, lr)
-            losses.append(self.steps.step(batch["images"], batch["seg"]))
+            inputs = batch["images"] if self.cache is None else self.cache.embeddings(batch["keys"], batch["images"])
+            losses.append(self.steps.step(inputs, batch["seg"]))
             self.iteration += 1
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             if self.budget.limited and any_rank_true(self.ctx, self.budget.exhausted(), self.device):
                 self.stopped_by_time = True
                 break
         bar.close()
+        if self.cache is not None:
+            log.info("  %s", self.cache.summary())
         return float(np.mean(losses)) if losses else float("nan")
 
     def _validate(self, final: bool) -> dict | None:

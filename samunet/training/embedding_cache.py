@@ -1,0 +1,94 @@
+"""Cached image embeddings for adapters whose encoder is frozen (``cache_embeddings`` in the plans).
+
+The encoder is the expensive part of a SAM forward pass; when nothing before the embedding trains, its
+output for a given input never changes, so each distinct input is encoded once and reused. The training
+inputs are kept to a finite set for this (see ``data_loader``: fixed windows, no interpolating augmentation,
+mirroring as exact variants), so the cache fills up during the first epochs and later steps only run the
+decoder. Entries are float16 on the CPU, up to ``max_bytes``; beyond that, misses are encoded but not kept.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import psutil
+import torch
+from torch import nn
+
+from samunet.utils.logs import get_logger
+
+log = get_logger()
+
+DEFAULT_RAM_SHARE = 0.35  # of the memory available when training starts
+
+
+def default_cache_bytes() -> int:
+    return int(psutil.virtual_memory().available * DEFAULT_RAM_SHARE)
+
+
+class EmbeddingCache:
+    def __init__(self, adapter: nn.Module, device: torch.device, max_bytes: int | None = None,
+                 autocast_dtype: torch.dtype | None = None):
+        self.adapter, self.device = adapter, device
+        self.max_bytes = default_cache_bytes() if max_bytes is None else int(max_bytes)
+        self.autocast_dtype = autocast_dtype
+        self.store: dict[tuple[int, ...], torch.Tensor] = {}
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._warned_full = False
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        was_training = self.adapter.training
+        self.adapter.eval()  # the frozen encoder behaves as at inference (it has no dropout; BN stays frozen)
+        try:
+            with self._autocast():
+                return self.adapter.encode(images.to(self.device)).float()
+        finally:
+            self.adapter.train(was_training)
+
+    def embeddings(self, keys: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, C, h, w) float32 on the device for the batch's inputs identified by ``keys`` (B, k)."""
+        key_tuples = [tuple(int(v) for v in row) for row in keys.tolist()]
+        missing = [i for i, k in enumerate(key_tuples) if k not in self.store]
+        self.hits += len(key_tuples) - len(missing)
+        self.misses += len(missing)
+        fresh = {}
+        if missing:
+            encoded = self._encode(images[missing])
+            for i, emb in zip(missing, encoded):
+                fresh[i] = emb
+                self._keep(key_tuples[i], emb)
+        rows = [fresh[i] if i in fresh else self.store[k].to(self.device, torch.float32) for i, k in enumerate(key_tuples)]
+        return torch.stack(rows)
+
+    def _keep(self, key: tuple[int, ...], embedding: torch.Tensor) -> None:
+        size = embedding.numel() * 2
+        if self.bytes + size > self.max_bytes:
+            if not self._warned_full:
+                log.info("Embedding cache full (%.1f GiB, %d entries): further inputs are encoded every time",
+                         self.bytes / 1024**3, len(self.store))
+                self._warned_full = True
+            return
+        self.store[key] = embedding.detach().to("cpu", torch.float16)
+        self.bytes += size
+
+    def summary(self) -> str:
+        total = max(1, self.hits + self.misses)
+        return f"{len(self.store)} cached embeddings ({self.bytes / 1024**3:.2f} GiB), hit rate {self.hits / total:.0%}"
+
+
+class EmbeddingHead(nn.Module):
+    """The trainable part after the embedding, as a module (DDP wraps this one in cached mode)."""
+
+    def __init__(self, adapter: nn.Module, out_hw: tuple[int, int]):
+        super().__init__()
+        self.adapter = adapter
+        self.out_hw = tuple(out_hw)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.adapter.forward_from_embeddings(embeddings, self.out_hw)

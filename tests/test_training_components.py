@@ -1,0 +1,108 @@
+"""Losses, learning-rate schedule, optimizer choice, fold lock and time budget (no model needed)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samunet.planning.plans import AdapterConfig
+from samunet.training.fold_lock import LOCK_NAME, FoldLock, FoldLockedError
+from samunet.training.losses import DiceCELoss, DiceFocalLoss, build_loss, focal_loss_with_logits, soft_dice_loss
+from samunet.training.lr_schedule import build_optimizer, learning_rate_at
+from samunet.training.time_budget import TimeBudget
+
+
+def _seg():
+    seg = torch.zeros(2, 8, 8, dtype=torch.long)
+    seg[:, 2:5, 2:5] = 1
+    seg[1, 5:7, 5:7] = 2
+    return seg
+
+
+def test_focal_loss_uses_logits_and_matches_definition():
+    logits = torch.tensor([[-3.0, 0.0, 4.0]])
+    target = torch.tensor([[0.0, 1.0, 1.0]])
+    p = torch.sigmoid(logits)
+    p_t = torch.where(target == 1, p, 1 - p)
+    alpha_t = torch.where(target == 1, torch.tensor(0.75), torch.tensor(0.25))
+    expected = (-alpha_t * (1 - p_t) ** 3 * torch.log(p_t)).mean()
+    assert torch.allclose(focal_loss_with_logits(logits, target, 0.75, 3.0), expected, atol=1e-6)
+    # finite even for extreme logits (BCE on sigmoided outputs would give inf/nan here)
+    extreme = focal_loss_with_logits(torch.tensor([[-200.0, 200.0]]), torch.tensor([[1.0, 0.0]]), 0.75, 3.0)
+    assert torch.isfinite(extreme) and extreme > 10
+
+
+def test_dice_focal_is_low_for_perfect_logits_and_high_for_wrong_ones():
+    seg = _seg()
+    loss = DiceFocalLoss(0.5, 0.5, 0.75, 3.0, foreground_values=[1, 2])
+    target = torch.stack([(seg == 1), (seg == 2)], dim=1).float()
+    perfect = (target * 2 - 1) * 20
+    assert loss(perfect, seg) < 0.01
+    assert loss(-perfect, seg) > 0.5
+
+
+def test_dice_ce_matches_components():
+    seg = _seg()
+    logits = torch.randn(2, 3, 8, 8)
+    loss = DiceCELoss(0.2, 0.8)(logits, seg)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(seg, 3).permute(0, 3, 1, 2).float()
+    expected = 0.2 * F.cross_entropy(logits, seg) + 0.8 * soft_dice_loss(probs[:, 1:], onehot[:, 1:])
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_build_loss_follows_output_kind():
+    cfg = AdapterConfig(loss_weights=[0.3, 0.7])
+    assert isinstance(build_loss(cfg, "sigmoid_per_label", [1, 2]), DiceFocalLoss)
+    assert isinstance(build_loss(cfg, "softmax", [1, 2]), DiceCELoss)
+    with pytest.raises(ValueError, match="output kind"):
+        build_loss(cfg, "other", [1])
+
+
+def test_lr_warmup_then_poly():
+    lrs = [learning_rate_at(i, 1.0, 100, warmup_iterations=10, schedule="poly", power=0.9) for i in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay after warm-up
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.05
+    assert learning_rate_at(50, 0.5, 100, schedule="constant") == 0.5
+    with pytest.raises(ValueError):
+        learning_rate_at(0, 1.0, 10, schedule="cosine")
+
+
+def test_optimizer_only_over_trainable_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    for name, cls in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        opt = build_optimizer(model.parameters(), AdapterConfig(optimizer=name), lr=0.1)
+        assert isinstance(opt, cls)
+        assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model[1].parameters()}
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(model.parameters(), AdapterConfig(optimizer="lion"), lr=0.1)
+
+
+def test_fold_lock_refuses_second_owner_and_takes_over_stale(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
+        with pytest.raises(FoldLockedError, match=f"PID {sleeper.pid}"):
+            FoldLock(tmp_path).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is gone: the lock is stale and taken over
+    with FoldLock(tmp_path):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_time_budget_fits_schedule():
+    budget = TimeBudget(limit_minutes=1.0, planned_epochs=100, start=0.0)
+    budget.elapsed = lambda: 20.0  # 40 s left
+    budget.record_epoch(10.0)
+    assert budget.horizon_epochs(completed_epochs=2) == 6
+    assert TimeBudget(None, 7).horizon_epochs(3) == 7
