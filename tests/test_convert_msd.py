@@ -160,6 +160,7 @@ def test_cli_reports_a_bad_task_in_one_line(tmp_path, capsys, restore_logging):
     assert exit_info.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("samunet_convert_msd: error:") and "dataset.json does not exist" in error
+    assert not (tmp_path / "raw" / "Dataset009_Empty").exists()  # no empty dataset folder left behind
 
 
 def test_an_existing_dataset_with_the_same_id_is_not_overwritten(tmp_path):

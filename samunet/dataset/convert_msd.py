@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         out_folder = target_folder(args.input, args.output_root, args.id)
-        if not Path(args.input).is_dir():
-            raise DatasetError(f"{args.input}: task folder does not exist")
+        if not (Path(args.input) / "dataset.json").is_file():  # checked before the log creates out_folder
+            raise DatasetError(f"{Path(args.input) / 'dataset.json'}: MSD dataset.json does not exist")
         setup_logging(out_folder, prefix="convert_msd")
         convert_msd_task(args.input, args.output_root, args.id, num_processes=args.num_processes)
     except (DatasetError, ImageReadError, ValueError, OSError) as e:
