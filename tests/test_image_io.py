@@ -234,3 +234,20 @@ def test_real_hippocampus_dtypes_are_kept(hippocampus_task):
     float_image, _ = read_image(hippocampus_task / "imagesTr" / "hippocampus_003.nii.gz")
     assert uint8_image.dtype == np.uint8 and float_image.dtype == np.float32
     assert geometry.spacing == (1.0, 1.0, 1.0) and geometry.shape == uint8_image.shape
+
+
+def test_palette_png_label_reads_as_its_indices(tmp_path):
+    indices = np.zeros((5, 6), np.uint8)
+    indices[1, 1], indices[2, 2] = 1, 2
+    image = Image.fromarray(indices, "L").convert("P")
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)  # VOC-style colours
+    image.save(tmp_path / "case.png")
+    label, geometry = read_label(tmp_path / "case.png")
+    np.testing.assert_array_equal(label, indices[None])
+    assert geometry.shape == (1, 5, 6) and geometry.spacing == SPACING_2D
+
+
+def test_rgb_label_is_an_error_that_says_how_to_fix_it(tmp_path):
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(tmp_path / "case.png")
+    with pytest.raises(ImageReadError, match="case.png: a label map must have one channel, found 3"):
+        read_label(tmp_path / "case.png")

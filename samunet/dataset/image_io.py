@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
 from samunet.utils.atomic import atomic_path
 
@@ -173,15 +174,33 @@ def read_case_images(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """Integer ``(z, y, x)`` label map (uint8 when values fit, else int16/int32); non-integers are an error."""
     path = Path(path)
+    indices = _palette_indices(path)
+    if indices is not None:
+        return indices, _geometry_2d(indices.shape[1:])
     channels, geometry = read_image_channels(path)
     if channels.shape[0] != 1:
-        raise ImageReadError(f"{path}: a label map must have one channel, found {channels.shape[0]}")
+        raise ImageReadError(f"{path}: a label map must have one channel, found {channels.shape[0]} "
+                             f"(save label maps as single-channel images whose values are the label numbers)")
     label = channels[0]
     if not np.issubdtype(label.dtype, np.integer):
         if not np.all(np.isfinite(label)) or not np.array_equal(label, np.round(label)):
             bad = label[~np.isfinite(label) | (label != np.round(label))]
             raise ImageReadError(f"{path}: label values must be integers, found {bad.flat[0]!r} ({label.dtype})")
     return label.astype(_label_dtype(label), copy=False), geometry
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """``(1, y, x)`` palette indices of a palette PNG (as VOC-style label maps are stored), else None.
+
+    ITK expands a palette to RGB; for a label map the indices are the label values.
+    """
+    if file_ending_of(path) != ".png" or not path.is_file():
+        return None
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image, dtype=np.uint8)[None] if image.mode == "P" else None
+    except (OSError, ValueError):
+        return None  # let SimpleITK report the unreadable file
 
 
 def _label_dtype(label: np.ndarray) -> np.dtype:
