@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name
@@ -34,10 +35,12 @@ def verify_raw_dataset(dataset_name: str, num_processes: int) -> None:
     from samunet.dataset.verify import verify_dataset
 
     raw_folder = raw_root() / dataset_name
+    started = time.perf_counter()
     get_logger().info("verifying %s", raw_folder)
     problems = verify_dataset(raw_folder, num_processes=num_processes)
     if problems:
         raise VerificationFailed(raw_folder, problems)
+    get_logger().info("dataset verified (%.1f s)", time.perf_counter() - started)
 
 
 def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbone: str | None = None,
@@ -52,10 +55,12 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
     raw_folder = raw_root() / dataset_name
     out = preprocessed_root() / dataset_name
     workers = num_processes or usable_cpu_count()
+    started = time.perf_counter()
     fingerprint = compute_fingerprint(raw_folder, num_processes=workers, progress=progress)
     fingerprint.save(out / FINGERPRINT_FILE)
     copy_file_atomic(raw_folder / "dataset.json", out / "dataset.json")
-    log.info("fingerprint of %d case(s) written to %s", len(fingerprint.cases), out / FINGERPRINT_FILE)
+    log.info("fingerprint of %d case(s) written to %s (%.1f s)", len(fingerprint.cases), out / FINGERPRINT_FILE,
+             time.perf_counter() - started)
 
     plans_path = out / f"{plans_name}.json"
     if plans_path.is_file() and not overwrite:
@@ -74,7 +79,9 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
             log.info("  %s: %s", section, getattr(plans, section).reason)
         log.info("  adapter %s: %s", plans.model.adapter, plans.model.adapter_reason)
     if preprocess:
+        started = time.perf_counter()
         preprocess_dataset(dataset_name, plans, num_processes, overwrite=overwrite, progress=progress)
+        log.info("preprocessing took %.1f s", time.perf_counter() - started)
     return plans
 
 
