@@ -116,3 +116,23 @@ def test_window_helpers():
     assert starts[0] == 0 and starts[-1] == 24 and all(b - a <= 8 for a, b in zip(starts, starts[1:]))
     g = gaussian_importance_map((16, 16))
     assert g.max() == pytest.approx(1.0) and g.min() > 0 and g[8, 8] > g[0, 0]
+
+
+def test_real_tiny_adapter_merged_or_not_predicts_the_same(hippocampus_preprocessed):
+    """Training validation predicts with the unmerged adapter, samunet_predict with the merged one."""
+    from samunet.adapters import build_adapter
+
+    plans = hippocampus_preprocessed.plans
+    case = hippocampus_preprocessed.case_ids[0]
+    image = np.load(hippocampus_preprocessed.cache_folder / f"{case}_image.npy", mmap_mode="r")
+    torch.manual_seed(0)
+    adapter = build_adapter("samed", plans)
+    with torch.no_grad():  # LoRA starts as a no-op (B = 0): perturb it so merging has work to do
+        for p in adapter.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    unmerged = predict_preprocessed_volume(adapter, image[:, :6], plans, mirror=False)
+    adapter.merge()
+    merged = predict_preprocessed_volume(adapter, image[:, :6], plans, mirror=False)
+    assert unmerged.shape == (plans.num_classes, 6, *image.shape[2:])
+    np.testing.assert_allclose(unmerged.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(merged, unmerged, atol=1e-4)

@@ -7,18 +7,22 @@ from pathlib import Path
 
 import torch
 
+from samunet.adapters.checkpoint import AdapterCheckpointError
 from samunet.dataset.dataset_json import DatasetError
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
 from samunet.inference.model_loading import ModelRequest, load_networks, select_models
 from samunet.inference.predictor import PredictionError, Predictor
 from samunet.inference.user_errors import fail
 from samunet.inference.trained_models import CHECKPOINT_CHOICES, TrainedModelError, dataset_results_folder
+from samunet.modeling.checkpoints import CheckpointIntegrityError
 from samunet.paths import UnknownDatasetError
+from samunet.preprocessing.normalization import NormalizationError
 from samunet.utils.logs import get_logger, setup_logging
 from samunet.utils.typed_json import SchemaError
 
 USER_ERRORS = (PredictionError, TrainedModelError, DatasetError, ImageReadError, GeometryMismatchError,
-               UnknownDatasetError, SchemaError, FileNotFoundError)
+               UnknownDatasetError, SchemaError, FileNotFoundError, AdapterCheckpointError, CheckpointIntegrityError,
+               NormalizationError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,15 +86,19 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(args.device)
         setup_logging(args.output, "predict")
         selection = select_models(dataset_results_folder(args.dataset), request)
+        predictor = Predictor(selection, device, mirror=not args.disable_tta, save_probabilities=args.save_probabilities,
+                              overwrite=args.overwrite, num_preprocessing=args.num_preprocessing,
+                              batch_size=args.batch_size)
+        jobs, ending = predictor.find_jobs(args.input, args.output)  # input problems surface before loading
+        if not jobs:
+            log.info("nothing to predict: every case in %s has its output in %s", args.input, args.output)
+            return
         start = time.perf_counter()
         load_networks(selection, device)
         log.info("models loaded in %.1f s on %s; test-time mirroring %s", time.perf_counter() - start, device,
                  "off" if args.disable_tta else "on")
-        predictor = Predictor(selection, device, mirror=not args.disable_tta, save_probabilities=args.save_probabilities,
-                              overwrite=args.overwrite, num_preprocessing=args.num_preprocessing,
-                              batch_size=args.batch_size)
         start = time.perf_counter()
-        written = predictor.predict_folder(args.input, args.output)
+        written = predictor.predict_jobs(jobs, args.output, ending)
     except USER_ERRORS as e:
         fail(f"samunet_predict: error: {e}")
     if written:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from samunet.dataset.dataset_json import channel_file_pattern, find_images_by_case, visible_files
-from samunet.dataset.image_io import IMAGE_2D_FILE_ENDINGS, SUPPORTED_FILE_ENDINGS, Geometry, read_case_images, write_segmentation
+from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, Geometry, read_case_images, write_segmentation
 from samunet.evaluation.postprocessing import apply_postprocessing
 from samunet.inference.model_loading import Selection
 from samunet.inference.probabilities_io import label_map_from_probabilities, save_probabilities
@@ -120,34 +120,41 @@ class Predictor:
             done = done and (output_folder / f"{case_id}.npz").is_file()
         return done
 
-    def predict_folder(self, input_folder: Path, output_folder: Path) -> list[Path]:
+    def find_jobs(self, input_folder: Path, output_folder: Path) -> tuple[list[tuple[str, list[Path]]], str]:
+        """(cases still to predict with their channel files, output file ending); checks inputs before any work."""
         log = get_logger()
         if input_folder.resolve() == output_folder.resolve():
             raise PredictionError(f"{output_folder}: the output folder must differ from the input folder "
                                   f"(inputs are never overwritten)")
         cases, in_ending = input_cases(input_folder, self.file_ending, self.num_channels)
         ending = output_ending(in_ending)
-        todo = {c: f for c, f in cases.items() if self.overwrite or not self._done(c, output_folder, ending)}
+        todo = [(c, f) for c, f in cases.items() if self.overwrite or not self._done(c, output_folder, ending)]
         if len(todo) < len(cases):
             log.info("%d of %d case(s) already predicted in %s: skipped (use --overwrite to redo them)",
                      len(cases) - len(todo), len(cases), output_folder)
-        if in_ending in IMAGE_2D_FILE_ENDINGS and ending != in_ending:
+        if ending != in_ending:
             log.info("input %s is lossy: label maps are written as %s", in_ending, ending)
-        written = []
+        return todo, ending
+
+    def predict_jobs(self, jobs: list[tuple[str, list[Path]]], output_folder: Path, ending: str) -> list[Path]:
+        """Predict the cases (models must be loaded); the next cases are read while one is predicted."""
+        log = get_logger()
         from tqdm import tqdm
 
+        written = []
+        ahead = self.num_preprocessing + 1  # bounded read-ahead keeps memory flat
         with ThreadPoolExecutor(self.num_preprocessing) as pool:
-            items = list(todo.items())
-            pending = {}
-            ahead = self.num_preprocessing + 1  # bounded read-ahead keeps memory flat
-            for i in range(min(ahead, len(items))):
-                pending[i] = pool.submit(self.prepare, *items[i])
-            for i in tqdm(range(len(items)), desc="predicting", unit="case", disable=not self.progress):
+            pending = {i: pool.submit(self.prepare, *jobs[i]) for i in range(min(ahead, len(jobs)))}
+            for i in tqdm(range(len(jobs)), desc="predicting", unit="case", disable=not self.progress):
                 case = pending.pop(i).result()
-                if i + ahead < len(items):
-                    pending[i + ahead] = pool.submit(self.prepare, *items[i + ahead])
+                if i + ahead < len(jobs):
+                    pending[i + ahead] = pool.submit(self.prepare, *jobs[i + ahead])
                 with torch.inference_mode():
                     probabilities = self.probabilities(case)
                 written.append(self.finish(case, probabilities, output_folder, ending))
                 log.info("%s -> %s", case.case_id, written[-1].name)
         return written
+
+    def predict_folder(self, input_folder: Path, output_folder: Path) -> list[Path]:
+        jobs, ending = self.find_jobs(input_folder, output_folder)
+        return self.predict_jobs(jobs, output_folder, ending)
