@@ -6,14 +6,11 @@ Hyper-parameters come from the plans; every option below overrides them for this
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import torch
-
-from samunet.training.ddp import init_distributed, launch_torchrun, launched_by_torchrun, shutdown_distributed, barrier
-from samunet.training.splits import parse_fold
+from samunet.training.ddp import launch_torchrun, launched_by_torchrun
 from samunet.training.run_setup import TrainingOptions
+from samunet.training.splits import parse_fold
 from samunet.utils.logs import get_logger
 
 log = get_logger()
@@ -42,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-every", type=int, help="epochs between 3D validations")
     p.add_argument("--time-limit-min", type=float, help="stop after this many minutes (final checkpoint + validation "
                    "follow); the learning-rate decay is fitted into the time")
+    p.add_argument("--disable-tta", action="store_true", help="final validation without mirroring (4x faster; "
+                   "Dice usually a little lower)")
     p.add_argument("--no-augment", action="store_true", help="train on centred, unaugmented patches")
     return p
 
@@ -52,20 +51,23 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
         backbone=args.backbone, checkpoint=args.checkpoint, device=args.device, resume=args.resume,
         val_only=args.val_only, seed=args.seed, num_workers=args.num_workers, time_limit_min=args.time_limit_min,
-        validate_every=args.validate_every, no_augment=args.no_augment)
+        validate_every=args.validate_every, no_augment=args.no_augment,
+        disable_tta=args.disable_tta)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from samunet.adapters.checkpoint import AdapterCheckpointError
     from samunet.paths import UnknownDatasetError
     from samunet.training.fold_lock import FoldLockedError
     from samunet.training.run_setup import SetupError
     from samunet.training.slice_dataset import CacheError
     from samunet.training.splits import SplitsError
+    from samunet.training.train_step import DeviceError
     from samunet.training.training_state import CheckpointError
     from samunet.utils.typed_json import SchemaError
 
-    return (UnknownDatasetError, FoldLockedError, SetupError, CacheError, SplitsError, CheckpointError, SchemaError,
-            FloatingPointError)
+    return (AdapterCheckpointError, UnknownDatasetError, FoldLockedError, SetupError, CacheError, SplitsError, CheckpointError, SchemaError,
+            DeviceError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from samunet.planning.plans import Plans
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
-from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler, label_lookup, largest_foreground_slice
+from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler, label_lookup
 
 
 @contextmanager
@@ -98,10 +98,7 @@ class TrainingBatches(Dataset):
         self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached else self.patch
         self.mirror_axes = [int(a) for a in plans.augmentation.mirror_axes if int(a) in (0, 1)] if spec.augment else []
         self.lut = label_lookup(list(plans.labels.values()))
-        max_slices = None
-        if plans.slicing.mode == "max_slice":
-            max_slices = {c.case_id: largest_foreground_slice(c.seg_path) for c in spec.cases}
-        self.sampler = SliceSampler(spec.cases, plans.slicing.mode, plans.slicing.background_fraction, max_slices)
+        self.sampler = SliceSampler(spec.cases, plans.slicing.mode, plans.slicing.background_fraction)
         self.transform = (build_augmentation(self.patch, plans.augmentation) if spec.augment
                           else center_crop_transform(self.patch))
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}

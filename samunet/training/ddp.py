@@ -86,8 +86,11 @@ def wrap_model(model: torch.nn.Module, ctx: DistributedContext, device: torch.de
     if not ctx.enabled:
         return model
     device_ids = [ctx.local_rank] if device.type == "cuda" else None
-    # some adapters leave parameters unused for a batch (e.g. a label absent from it): let DDP cope
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    # some adapters own trainable parameters that the loss does not reach (e.g. SAM's IoU head): let DDP cope.
+    # Buffers are not broadcast: they are identical on every rank (frozen SVD factors, frozen BatchNorm stats)
+    # and some are large.
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True,
+                                                     broadcast_buffers=False)
 
 
 def torchrun_command(num_processes: int, cli_args: list[str]) -> list[str]:

@@ -53,6 +53,7 @@ class TrainingOptions:
     time_limit_min: float | None = None
     validate_every: int | None = None
     no_augment: bool = False
+    disable_tta: bool = False
 
 
 @dataclass

@@ -11,7 +11,7 @@ from samunet.training.fold_lock import FoldLock
 from samunet.training.run_setup import TrainingOptions, TrainingRun, prepare_run, write_debug_json
 from samunet.training.train_step import precision_policy, resolve_device
 from samunet.training.trainer import FoldTrainer
-from samunet.training.training_state import CheckpointError, checkpoint_path
+from samunet.training.training_state import STATE_FILE_NAME, CheckpointError, checkpoint_path
 from samunet.utils.logs import get_logger, setup_logging
 
 log = get_logger()
@@ -39,6 +39,7 @@ def _prepare(options: TrainingOptions, ctx: DistributedContext) -> TrainingRun:
 
 
 def run_training(options: TrainingOptions, argv: list[str]) -> None:
+    setup_logging(None)  # console only until the fold folder is known
     device = resolve_device(options.device)
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -57,12 +58,13 @@ def run_training(options: TrainingOptions, argv: list[str]) -> None:
             if options.val_only:
                 _validate_only(trainer, run)
                 return
+            resumable = (run.fold_folder / STATE_FILE_NAME).is_file()
             if options.resume:
-                if checkpoint_path(run.fold_folder, "latest").is_file():
+                if resumable:
                     trainer.resume()
                 else:
-                    log.warning("--continue: no checkpoint_latest in %s yet; starting a new training", run.fold_folder)
-            elif checkpoint_path(run.fold_folder, "latest").is_file() and ctx.is_main:
+                    log.warning("--continue: nothing to resume in %s yet; starting a new training", run.fold_folder)
+            elif resumable and ctx.is_main:
                 log.warning("%s already has checkpoints: starting over and overwriting them (use --continue to resume)",
                             run.fold_folder)
             trainer.train()

@@ -36,6 +36,7 @@ class CaseSlices:
     seg_path: Path
     num_slices: int
     slices_by_class: dict[int, np.ndarray]  # class index (>= 1) -> slice indices containing it
+    largest_foreground_slice: int = -1  # -1: no foreground (or not recorded)
     foreground_slices: np.ndarray = field(init=False)
     background_slices: np.ndarray = field(init=False)
 
@@ -57,47 +58,43 @@ def label_lookup(label_values: list[int]) -> np.ndarray:
     return lut
 
 
-def _slices_from_properties(props_path: Path, label_values: list[int]) -> dict[int, np.ndarray] | None:
-    """Per-class slice indices that preprocessing recorded in CASE.json (``class_slices``), when present."""
+def _from_properties(props_path: Path, label_values: list[int]) -> tuple[dict[int, np.ndarray], int] | None:
+    """(class index -> slice indices, largest foreground slice) recorded by preprocessing in CASE.json."""
     from samunet.preprocessing.case_properties import CaseProperties
 
     if not props_path.is_file():
         return None
     props = CaseProperties.load(props_path)
     if not props.class_slices and props.foreground_slices:
-        return None  # older cache without per-class lists: count them from the seg
+        return None  # a cache without per-class lists: count them from the seg
     lut = label_lookup(label_values)
     by_class = {int(lut[v]): np.zeros(0, dtype=np.int64) for v in label_values if v != 0}
     for value, indices in props.class_slices.items():
         value = int(value)
         if value != 0 and value < len(lut):
             by_class[int(lut[value])] = np.asarray(indices, dtype=np.int64)
-    return by_class
+    return by_class, int(props.largest_foreground_slice)
 
 
-def _slices_from_seg(seg: np.ndarray, label_values: list[int]) -> dict[int, np.ndarray]:
+def _from_seg(seg: np.ndarray, label_values: list[int]) -> tuple[dict[int, np.ndarray], int]:
     lut = label_lookup(label_values)
-    out = {}
-    for value in sorted(label_values):
-        if value == 0:
-            continue
-        hits = np.flatnonzero((seg == value).reshape(seg.shape[0], -1).any(axis=1))
-        out[int(lut[value])] = hits.astype(np.int64)
-    return out
+    flat = np.asarray(seg).reshape(seg.shape[0], -1)
+    by_class = {int(lut[v]): np.flatnonzero((flat == v).any(axis=1)).astype(np.int64) for v in sorted(label_values) if v != 0}
+    area = (flat != 0).sum(axis=1)
+    return by_class, int(np.argmax(area)) if area.any() else -1
 
 
 def load_case_slices(cache_folder: Path, case_id: str, label_values: list[int]) -> CaseSlices:
-    """Bookkeeping for one case; foreground slices from CASE.json, or counted from the seg when absent."""
+    """Bookkeeping for one case; from CASE.json, or counted from the seg when it lacks the slice lists."""
     image_path = cache_folder / f"{case_id}{IMAGE_SUFFIX}"
     seg_path = cache_folder / f"{case_id}{SEG_SUFFIX}"
     for path in (image_path, seg_path):
         if not path.is_file():
             raise CacheError(f"{path}: missing from the preprocessed cache; run samunet_preprocess (or samunet_plan) again")
     seg = np.load(seg_path, mmap_mode="r")
-    by_class = _slices_from_properties(cache_folder / f"{case_id}.json", label_values)
-    if by_class is None:
-        by_class = _slices_from_seg(seg, label_values)
-    return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class)
+    recorded = _from_properties(cache_folder / f"{case_id}.json", label_values)
+    by_class, largest = recorded if recorded is not None else _from_seg(seg, label_values)
+    return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class, largest)
 
 
 @dataclass
@@ -110,21 +107,18 @@ class SliceChoice:
 class SliceSampler:
     """Draws (case, slice[, class]) for training samples with a caller-provided numpy Generator."""
 
-    def __init__(self, cases: list[CaseSlices], mode: str, background_fraction: float, max_slices: dict[str, int] | None = None):
+    def __init__(self, cases: list[CaseSlices], mode: str, background_fraction: float):
         if not cases:
             raise ValueError("no training cases to sample from")
         if mode not in ("all", "foreground", "max_slice"):
             raise ValueError(f"unknown slicing mode {mode!r} (expected all, foreground or max_slice)")
-        if mode == "max_slice" and max_slices is None:
-            raise ValueError("slicing mode 'max_slice' needs the largest-foreground slice of every case")
         self.cases, self.mode = cases, mode
         self.background_fraction = float(background_fraction)
-        self.max_slices = max_slices or {}
         self.cases_with_foreground = [i for i, c in enumerate(cases) if len(c.foreground_slices)]
 
     def _ordinary_slice(self, case: CaseSlices, rng: np.random.Generator) -> int:
-        if self.mode == "max_slice":
-            return self.max_slices[case.case_id]
+        if self.mode == "max_slice" and case.largest_foreground_slice >= 0:
+            return case.largest_foreground_slice
         if self.mode == "all" or not len(case.foreground_slices):
             return int(rng.integers(case.num_slices))
         n_fg, n_bg = len(case.foreground_slices), len(case.background_slices)
@@ -141,9 +135,3 @@ class SliceSampler:
             return SliceChoice(index, int(slices[rng.integers(len(slices))]), cls)
         index = int(rng.integers(len(self.cases)))
         return SliceChoice(index, self._ordinary_slice(self.cases[index], rng), None)
-
-
-def largest_foreground_slice(seg_path: Path) -> int:
-    """Slice with the most foreground pixels (for slicing mode ``max_slice``)."""
-    seg = np.load(seg_path, mmap_mode="r")
-    return int(np.argmax((np.asarray(seg) != 0).reshape(seg.shape[0], -1).sum(axis=1)))

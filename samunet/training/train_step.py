@@ -19,6 +19,10 @@ from samunet.utils.logs import get_logger
 log = get_logger()
 
 
+class DeviceError(ValueError):
+    pass
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device that is unavailable is a clear error."""
     if requested == "auto":
@@ -28,11 +32,11 @@ def resolve_device(requested: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        raise DeviceError("--device cuda was requested but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("--device mps was requested but MPS is not available in this torch build / machine")
+        raise DeviceError("--device mps was requested but MPS is not available in this torch build / machine")
     if requested not in ("cpu", "cuda", "mps"):
-        raise RuntimeError(f"unknown device {requested!r} (use auto, cpu, cuda or mps)")
+        raise DeviceError(f"unknown device {requested!r} (use auto, cpu, cuda or mps)")
     return torch.device(requested)
 
 

@@ -112,7 +112,8 @@ class FoldTrainer:
         if not self.run.val_cases:
             return None
         folder = self.run.fold_folder / "validation" if final else None
-        summary = validate(self.adapter, self.run.validation_cases(), self.run.plans, mirror=final,
+        mirror = final and not self.run.options.disable_tta
+        summary = validate(self.adapter, self.run.validation_cases(), self.run.plans, mirror=mirror,
                            batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=final)
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
         log.info("  %s validation (3D, %d cases): mean foreground Dice %.4f | %s", "final" if final else "epoch",

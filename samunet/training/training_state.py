@@ -1,15 +1,15 @@
-"""Checkpoints of a training run: adapter weights (models' checkpoint module) plus the state needed to resume.
+"""Checkpoints of a training run: adapter weights for prediction, and one file with everything to resume.
 
-``checkpoint_<name>.safetensors`` + ``.json`` hold the adapter's trainable weights and metadata (what
-prediction loads). For ``latest``, the optimizer, grad scaler, RNG state, epoch and history go in a separate
-``checkpoint_latest_state_eNNNN.pt`` (a dict of tensors and plain numbers, loaded with ``weights_only=True``).
-The state file is written first and named by its epoch; the adapter checkpoint's metadata names it; older
-state files are deleted last. A kill at any moment leaves a matching (weights, state) pair on disk.
+``checkpoint_<name>.safetensors`` + ``.json`` (latest / best / final) hold the adapter's trainable weights
+and metadata, written by ``samunet.adapters.checkpoint``; prediction loads these.
+
+Resuming reads only ``checkpoint_latest_state.pt``: the trainable weights again, optimizer, grad scaler,
+RNG state, epoch, iteration and history, as one ``torch.save`` dict of tensors and plain values (loaded with
+``weights_only=True``) written atomically. One file cannot be caught half-updated, whereas a kill between
+the two files of an adapter checkpoint could leave weights and sidecar from different epochs.
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from samunet.utils.logs import get_logger
 
 log = get_logger()
 
-STATE_FILE_RE = re.compile(r"^checkpoint_latest_state_e(\d+)\.pt$")
+STATE_FILE_NAME = "checkpoint_latest_state.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -55,11 +55,11 @@ def save_checkpoint(adapter, fold_folder: Path, name: str, metadata: dict) -> Pa
 
 def save_latest(adapter, fold_folder: Path, metadata: dict, optimizer: torch.optim.Optimizer,
                 grad_scaler, history: dict, best_metric: float | None) -> Path:
-    """``checkpoint_latest`` plus its resume state; see the module docstring for the write order."""
-    epoch = int(metadata["epoch"])
-    state_name = f"checkpoint_latest_state_e{epoch:04d}.pt"
+    """The resume state (atomic, one file), then ``checkpoint_latest`` for prediction."""
     state = {
-        "epoch": epoch,
+        "metadata": metadata,
+        "weights": {k: v.detach().to("cpu").clone() for k, v in adapter.trainable_state_dict().items()},
+        "epoch": int(metadata["epoch"]),
         "iteration": int(metadata["iteration"]),
         "optimizer": optimizer.state_dict(),
         "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
@@ -68,53 +68,32 @@ def save_latest(adapter, fold_folder: Path, metadata: dict, optimizer: torch.opt
         "history": history,
         "best_metric": best_metric,
     }
-    with atomic_path(fold_folder / state_name) as tmp:
+    with atomic_path(fold_folder / STATE_FILE_NAME) as tmp:
         torch.save(state, tmp)
-    path = save_checkpoint(adapter, fold_folder, "latest", dict(metadata, training_state=state_name))
-    for old in fold_folder.glob("checkpoint_latest_state_e*.pt"):
-        if old.name != state_name and STATE_FILE_RE.match(old.name):
-            old.unlink(missing_ok=True)
-    return path
-
-
-def read_metadata(path: Path) -> dict:
-    """The JSON metadata next to an adapter checkpoint (clear error when missing or damaged)."""
-    meta_path = path.with_suffix(".json")
-    try:
-        return json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{meta_path}: missing (the checkpoint {path.name} cannot be resumed without it)") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path}: damaged JSON ({e}); delete the fold folder's checkpoint_latest.* "
-                              "and resume from an earlier copy, or start again without --continue") from None
+    return save_checkpoint(adapter, fold_folder, "latest", metadata)
 
 
 def load_latest(adapter, fold_folder: Path, expected: dict) -> ResumeState:
-    """Load ``checkpoint_latest`` into ``adapter`` and return the resume state. Clear errors for damaged files."""
-    from samunet.adapters.checkpoint import load_adapter_checkpoint
-
-    path = checkpoint_path(fold_folder, "latest")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint to continue from (train without --continue first)")
-    metadata = read_metadata(path)
-    state_name = metadata.get("training_state")
-    if not state_name:
-        raise CheckpointError(f"{path.with_suffix('.json')}: names no training state file; cannot resume")
+    """Load the resume state into ``adapter``; clear errors for a missing, damaged or foreign file."""
+    path = fold_folder / STATE_FILE_NAME
     try:
-        load_adapter_checkpoint(adapter, path, expected=expected)
-    except Exception as e:  # the checkpoint module raises its own clear errors; keep them, add what to do
-        raise CheckpointError(f"{path}: cannot be loaded ({e}); delete it to start again without --continue") from None
-    state_path = fold_folder / state_name
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{state_path}: missing (named by {path.name}); cannot resume") from None
+        raise CheckpointError(f"{path}: missing, so this fold cannot be resumed; start again without --continue") from None
     except Exception as e:
-        raise CheckpointError(f"{state_path}: corrupted or not a samunet training state ({type(e).__name__}: {e}); "
-                              "delete checkpoint_latest.* to start again without --continue") from None
-    if not isinstance(state, dict) or int(state.get("epoch", -1)) != int(metadata.get("epoch", -2)):
-        raise CheckpointError(f"{state_path}: does not match {path.name} (epoch {state.get('epoch') if isinstance(state, dict) else '?'} "
-                              f"vs {metadata.get('epoch')}); delete checkpoint_latest.* to start again")
+        raise CheckpointError(f"{path}: corrupted or not a samunet training state ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start again without --continue") from None
+    if not isinstance(state, dict) or not {"metadata", "weights", "optimizer", "epoch"} <= set(state):
+        raise CheckpointError(f"{path}: not a samunet training state; delete it to start again without --continue")
+    metadata = state["metadata"]
+    for key, value in expected.items():
+        if metadata.get(key) != value:
+            raise CheckpointError(f"{path}: was written for {key}={metadata.get(key)!r}, this run has {value!r}; "
+                                  "resume with the same adapter and plans, or start again without --continue")
+    try:
+        adapter.load_trainable_state_dict(state["weights"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit this adapter ({e})") from None
     return ResumeState(
         epoch=int(state["epoch"]), iteration=int(state["iteration"]), optimizer=state["optimizer"],
         grad_scaler=state.get("grad_scaler"), torch_rng=state["torch_rng"], cuda_rng=state.get("cuda_rng"),

@@ -1,0 +1,121 @@
+"""Training batches from the real preprocessed Hippocampus cache: determinism, sampling, train/predict parity."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from samunet.inference.volume_predictor import _pad_in_plane
+from samunet.preprocessing.packing import pack_slices, to_unit_range
+from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
+from samunet.training.slice_dataset import SliceChoice, SliceSampler, label_lookup, load_case_slices
+
+
+@pytest.fixture(scope="module")
+def cases(hippocampus_preprocessed):
+    ds = hippocampus_preprocessed
+    return [load_case_slices(ds.cache_folder, c, list(ds.plans.labels.values())) for c in ds.case_ids[:6]]
+
+
+def _spec(ds, cases, **kw):
+    return BatchSpec(cases, kw.pop("plans", ds.plans), kw.pop("batch_size", 6), kw.pop("seed", 3), **kw)
+
+
+def test_case_slices_match_the_label_arrays(hippocampus_preprocessed, cases):
+    for case in cases[:3]:
+        seg = np.load(case.seg_path)
+        for cls, slices in case.slices_by_class.items():
+            expected = np.flatnonzero((seg == cls).reshape(seg.shape[0], -1).any(1))
+            assert np.array_equal(np.sort(slices), expected)
+        assert len(case.foreground_slices) + len(case.background_slices) == case.num_slices
+
+
+def test_batches_are_deterministic_and_independent_of_workers(hippocampus_preprocessed, cases):
+    ds = hippocampus_preprocessed
+    batches = TrainingBatches(_spec(ds, cases))
+    a, b = batches[(2, 5)], TrainingBatches(_spec(ds, cases))[(2, 5)]
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["seg"], b["seg"])
+    assert not torch.equal(a["images"], batches[(2, 6)]["images"])  # another index, another batch
+    other_rank = TrainingBatches(_spec(ds, cases, rank=1))[(2, 5)]
+    assert not torch.equal(a["images"], other_rank["images"])
+    # a worker process produces exactly what the training process would
+    sampler = EpochSampler(2, epoch=2)
+    loader = make_loader(TrainingBatches(_spec(ds, cases)), sampler, num_workers=1)
+    from_worker = list(loader)
+    del loader
+    assert torch.equal(from_worker[1]["images"], batches[(2, 1)]["images"])
+    assert torch.equal(from_worker[1]["seg"], batches[(2, 1)]["seg"])
+
+
+def test_augmented_batches_stay_in_range_with_valid_labels(hippocampus_preprocessed, cases):
+    ds = hippocampus_preprocessed
+    batch = TrainingBatches(_spec(ds, cases, batch_size=8))[(0, 0)]
+    patch = tuple(ds.plans.crop.patch_size)
+    assert batch["images"].shape == (8, 3, *patch) and batch["seg"].shape == (8, *patch)
+    assert batch["images"].min() >= 0 and batch["images"].max() <= 1
+    assert set(batch["seg"].unique().tolist()) <= {0, 1, 2}
+
+
+def test_foreground_oversampling_forces_foreground(hippocampus_preprocessed, cases):
+    ds = hippocampus_preprocessed
+    plans = copy.deepcopy(ds.plans)
+    plans.training.foreground_oversample = 0.5
+    batches = TrainingBatches(_spec(ds, cases, plans=plans, batch_size=4, augment=False))
+    for index in range(5):
+        seg = batches[(0, index)]["seg"]
+        assert all((seg[i] > 0).any() for i in (2, 3)), "the last half of every batch must contain foreground"
+
+
+def test_unaugmented_sample_is_exactly_what_the_predictor_sees(hippocampus_preprocessed, cases):
+    """Training and prediction pad (zeros, normalised space) and scale ([0, 1] per slice) identically."""
+    ds = hippocampus_preprocessed
+    plans = ds.plans
+    batches = TrainingBatches(_spec(ds, cases, augment=False))
+    case, s = cases[0], cases[0].foreground_slices[0]
+    image, seg, _ = batches.build_sample(SliceChoice(0, int(s), None), np.random.default_rng(0))
+    volume = np.load(case.image_path)
+    patch = tuple(plans.crop.patch_size)
+    assert volume.shape[2] <= patch[0] and volume.shape[3] <= patch[1]  # Hippocampus slices fit one patch
+    padded, keep = _pad_in_plane(volume, patch)
+    expected = to_unit_range(torch.from_numpy(pack_slices(padded, [int(s)], plans)).float())[0]
+    assert torch.allclose(image, expected, atol=1e-6)
+    label = label_lookup(list(plans.labels.values()))[np.load(case.seg_path)[int(s)]]
+    assert np.array_equal(seg.numpy()[keep], label)
+
+
+def test_slicing_modes(hippocampus_preprocessed, cases):
+    rng = np.random.default_rng(0)
+    only_fg = SliceSampler(cases, "foreground", background_fraction=0.0)
+    for _ in range(50):
+        c = only_fg.draw(rng, force_foreground=False)
+        assert c.slice in cases[c.case].foreground_slices
+    one = SliceSampler(cases, "max_slice", 0.0)
+    for _ in range(20):
+        c = one.draw(rng, False)
+        seg = np.load(cases[c.case].seg_path)
+        assert c.slice == int(np.argmax((seg > 0).reshape(seg.shape[0], -1).sum(1)))
+    forced = SliceSampler(cases, "all", 1.0)
+    for _ in range(20):
+        c = forced.draw(rng, True)
+        assert c.slice in cases[c.case].slices_by_class[c.foreground_class]
+
+
+def test_cached_mode_draws_a_finite_set_with_exact_mirrors(hippocampus_preprocessed, cases):
+    ds = hippocampus_preprocessed
+    batches = TrainingBatches(_spec(ds, cases, cached=True, batch_size=8))
+    seen: dict[tuple, torch.Tensor] = {}
+    for index in range(12):
+        batch = batches[(0, index)]
+        for image, key in zip(batch["images"], batch["keys"].tolist()):
+            case, s, y0, x0, flips = key
+            assert (y0, x0) == (0, 0)  # Hippocampus slices fit one predictor window
+            base, _ = batches._unit_slice(SliceChoice(case, s, None))
+            expected = torch.from_numpy(base)
+            for axis in (0, 1):
+                if flips & (1 << axis):
+                    expected = torch.flip(expected, (axis + 1,))
+            assert torch.equal(image, expected)
+            seen.setdefault(tuple(key), image)
+    assert len(seen) < 12 * 8  # inputs repeat: the cache gets hits
