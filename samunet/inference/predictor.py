@@ -96,12 +96,9 @@ class Predictor:
         total = None
         for config in self.selection.configurations:
             image, props = case.preprocessed[config.plans.sha256()]
-            fold_sum = None
-            for network in config.networks:
-                probs = predict_preprocessed_volume(network, image, config.plans, mirror=self.mirror,
-                                                    batch_size=self.batch_size, device=None)
-                fold_sum = probs if fold_sum is None else fold_sum + probs
-            restored = restore_probabilities(fold_sum / len(config.networks), props)
+            probs = predict_preprocessed_volume(config.ensemble, image, config.plans, mirror=self.mirror,
+                                                batch_size=self.batch_size, device=None)
+            restored = restore_probabilities(probs, props)
             total = restored if total is None else total + restored
         return total / len(self.selection.configurations)
 
