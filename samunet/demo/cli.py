@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from samunet.dataset.convert_msd import convert_msd_task
 from samunet.demo.synthetic import DEMO_DATASET_NAME, write_demo_dataset
 from samunet.paths import DATASET_FOLDER_RE
 from samunet.utils.logs import get_logger, setup_logging
@@ -46,17 +47,29 @@ def _use_real_dataset(data: Path, raw_root: Path, env: dict[str, str]) -> str:
             target.symlink_to(data, target_is_directory=True)
         return data.name
     if (data / "dataset.json").is_file() and data.name.startswith("Task"):
-        _run(["samunet_convert_msd", "-i", str(data)], env)
-        return next(p.name for p in sorted(raw_root.iterdir()) if p.name.endswith(data.name.split("_", 1)[1]))
+        log.info("Converting the MSD task %s (samunet_convert_msd) ...", data)
+        return convert_msd_task(data, raw_root).name
     raise SystemExit(f"samunet_demo: {data} is neither a DatasetXXX_Name raw folder nor an MSD TaskXX_Name folder")
 
 
-def _held_out_cases(raw_dataset: Path, out: Path) -> tuple[Path, Path]:
-    """imagesTs/labelsTs when the dataset has them; otherwise the fold-0 validation cases serve."""
+def _held_out_cases(raw_dataset: Path, preprocessed_dataset: Path, out: Path) -> tuple[Path, Path]:
+    """The cases to predict and evaluate: imagesTs/labelsTs when present, else fold 0's validation cases
+    (linked into ``out/held_out``), which training never saw."""
     images, labels = raw_dataset / "imagesTs", raw_dataset / "labelsTs"
     if images.is_dir() and labels.is_dir():
         return images, labels
-    raise SystemExit(f"samunet_demo: {raw_dataset} has no imagesTs/labelsTs to predict and evaluate")
+    validation_cases = json.loads((preprocessed_dataset / "splits_final.json").read_text())[0]["val"]
+    images, labels = out / "held_out" / "images", out / "held_out" / "labels"
+    for folder in (images, labels):
+        folder.mkdir(parents=True, exist_ok=True)
+    for case in validation_cases:
+        for source in (raw_dataset / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]*"):
+            if not (images / source.name).exists():
+                (images / source.name).symlink_to(source.resolve())
+        for source in (raw_dataset / "labelsTr").glob(f"{case}.*"):
+            if not (labels / source.name).exists():
+                (labels / source.name).symlink_to(source.resolve())
+    return images, labels
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         train += ["--epochs", "2", "--iters-per-epoch", "3", "--batch-size", "2"]
     _run(train, env)
 
-    images, labels = _held_out_cases(roots["SAMUNET_RAW"] / dataset, out)
+    images, labels = _held_out_cases(roots["SAMUNET_RAW"] / dataset, roots["SAMUNET_PREPROCESSED"] / dataset, out)
     predictions = out / "predictions"
     _run(["samunet_predict", "-i", str(images), "-o", str(predictions), "-d", dataset_id, "-a", adapter,
           "-f", "0", "-chk", "final"] + (["--disable-tta"] if args.quick else []), env)
