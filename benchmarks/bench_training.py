@@ -56,7 +56,7 @@ def measure(adapter_name: str, steps: int, warmup: int) -> dict:
     batch_size = run.training.batch_size
 
     def step(batch):
-        inputs = batch["images"] if trainer.cache is None else trainer.cache.embeddings(batch["keys"], batch["images"])
+        inputs = batch["images"] if trainer.cache is None else trainer.cache.embeddings(batch["images"])
         return trainer.steps.step(inputs, batch["seg"])
 
     def timed(batches) -> float:

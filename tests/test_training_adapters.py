@@ -63,3 +63,22 @@ def test_overfitting_one_case_reaches_high_volume_dice(hippocampus_preprocessed,
     dice = [2 * np.sum((prediction == c) & (reference == c)) / (np.sum(prediction == c) + np.sum(reference == c))
             for c in (1, 2)]
     assert np.mean(dice) > 0.8 and min(dice) > 0.7, dice
+
+
+def test_cached_encoder_predicts_like_the_adapter_and_encodes_once(hippocampus_preprocessed, first_case):
+    from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache
+
+    plans = hippocampus_preprocessed.plans
+    torch.manual_seed(0)
+    adapter = build_adapter("decoder", plans)
+    image = np.load(first_case.image_path)[:, 12:18]  # six slices keep it quick
+    direct = predict_preprocessed_volume(adapter, image, plans, mirror=True)
+    cache = EmbeddingCache(adapter, CPU, max_bytes=2**30)
+    cached = CachedEncoderAdapter(adapter, cache)
+    first = predict_preprocessed_volume(cached, image, plans, mirror=True)
+    misses = cache.misses
+    assert misses == 4 * image.shape[1]  # every slice, each of the 4 mirror variants, encoded once
+    again = predict_preprocessed_volume(cached, image, plans, mirror=True)
+    assert cache.misses == misses and cache.hits >= misses
+    np.testing.assert_allclose(first, direct, atol=2e-2)  # embeddings are stored in float16
+    np.testing.assert_allclose(again, first, atol=1e-6)

@@ -1,15 +1,20 @@
 """Cached image embeddings for adapters whose encoder is frozen (``cache_embeddings`` in the plans).
 
 The encoder is the expensive part of a SAM forward pass; when nothing before the embedding trains, its
-output for a given input never changes, so each distinct input is encoded once and reused. The training
-inputs are kept to a finite set for this (see ``data_loader``: fixed windows, no interpolating augmentation,
-mirroring as exact variants), so the cache fills up during the first epochs and later steps only run the
-decoder. Entries are float16 on the CPU, up to ``max_bytes``; beyond that, misses are encoded but not kept.
+output for a given input never changes, so each distinct input is encoded once and reused. Entries are
+keyed by the input's content (a hash of its bytes), so the same cache serves training batches and the
+validation predictor, mirrored inputs included. The training inputs are kept to a finite set for this (see
+``data_loader``: fixed windows, no interpolating augmentation, mirroring as exact variants), so the cache
+fills up during the first epochs and later steps only run the decoder; validation slices are encoded at the
+first validation only. Entries are float16 on the CPU, up to ``max_bytes``; beyond that, misses are encoded
+but not kept.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
+import numpy as np
 import psutil
 import torch
 from torch import nn
@@ -31,7 +36,7 @@ class EmbeddingCache:
         self.adapter, self.device = adapter, device
         self.max_bytes = default_cache_bytes() if max_bytes is None else int(max_bytes)
         self.autocast_dtype = autocast_dtype
-        self.store: dict[tuple[int, ...], torch.Tensor] = {}
+        self.store: dict[bytes, torch.Tensor] = {}
         self.bytes = 0
         self.hits = self.misses = 0
         self._warned_full = False
@@ -51,22 +56,24 @@ class EmbeddingCache:
         finally:
             self.adapter.train(was_training)
 
-    def embeddings(self, keys: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, C, h, w) float32 on the device for the batch's inputs identified by ``keys`` (B, k)."""
-        key_tuples = [tuple(int(v) for v in row) for row in keys.tolist()]
-        missing = [i for i, k in enumerate(key_tuples) if k not in self.store]
-        self.hits += len(key_tuples) - len(missing)
+    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, C, h, w) float32 on the device for ``images`` (B, Cin, H, W) in [0, 1]."""
+        keys = [content_key(image) for image in images]
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         fresh = {}
         if missing:
             encoded = self._encode(images[missing])
+            # rounded like the stored copies, so results do not depend on what was cached (resume is exact)
+            encoded = encoded.to(torch.float16)
             for i, emb in zip(missing, encoded):
-                fresh[i] = emb
-                self._keep(key_tuples[i], emb)
-        rows = [fresh[i] if i in fresh else self.store[k].to(self.device, torch.float32) for i, k in enumerate(key_tuples)]
-        return torch.stack(rows)
+                fresh[i] = emb.to(torch.float32)
+                self._keep(keys[i], emb)
+        return torch.stack([fresh[i] if i in fresh else self.store[k].to(self.device, torch.float32)
+                            for i, k in enumerate(keys)])
 
-    def _keep(self, key: tuple[int, ...], embedding: torch.Tensor) -> None:
+    def _keep(self, key: bytes, embedding: torch.Tensor) -> None:
         size = embedding.numel() * 2
         if self.bytes + size > self.max_bytes:
             if not self._warned_full:
@@ -74,12 +81,36 @@ class EmbeddingCache:
                          self.bytes / 1024**3, len(self.store))
                 self._warned_full = True
             return
-        self.store[key] = embedding.detach().to("cpu", torch.float16)
+        self.store[key] = embedding.detach().to("cpu")
         self.bytes += size
 
     def summary(self) -> str:
         total = max(1, self.hits + self.misses)
         return f"{len(self.store)} cached embeddings ({self.bytes / 1024**3:.2f} GiB), hit rate {self.hits / total:.0%}"
+
+
+def content_key(image: torch.Tensor) -> bytes:
+    """Identity of one input: its dtype, shape and bytes, hashed."""
+    array = np.ascontiguousarray(image.detach().to("cpu").numpy())
+    digest = hashlib.blake2b(array.tobytes(), digest_size=16)
+    digest.update(str((array.dtype, array.shape)).encode())
+    return digest.digest()
+
+
+class CachedEncoderAdapter(nn.Module):
+    """The adapter with its frozen encoder served from the cache; used by validation (Adapter interface)."""
+
+    def __init__(self, adapter: nn.Module, cache: EmbeddingCache):
+        super().__init__()
+        self.adapter = adapter
+        self.cache = cache
+        self.output_kind = adapter.output_kind
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.adapter.forward_from_embeddings(self.cache.embeddings(images), images.shape[-2:])
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.adapter.probabilities(logits)
 
 
 class EmbeddingHead(nn.Module):

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
-from samunet.training.embedding_cache import EmbeddingCache, EmbeddingHead
+from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
 from samunet.training.ddp import DistributedContext, any_rank_true, barrier, wrap_model
 from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at, set_learning_rate
@@ -96,7 +96,7 @@ class FoldTrainer:
             lr = learning_rate_at(self.iteration, self.config.learning_rate, total, self.config.warmup_iterations,
                                   self.config.lr_schedule, self.config.poly_power)
             set_learning_rate(self.optimizer, lr)
-            inputs = batch["images"] if self.cache is None else self.cache.embeddings(batch["keys"], batch["images"])
+            inputs = batch["images"] if self.cache is None else self.cache.embeddings(batch["images"])
             losses.append(self.steps.step(inputs, batch["seg"]))
             self.iteration += 1
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
@@ -113,7 +113,8 @@ class FoldTrainer:
             return None
         folder = self.run.fold_folder / "validation" if final else None
         mirror = final and not self.run.options.disable_tta
-        summary = validate(self.adapter, self.run.validation_cases(), self.run.plans, mirror=mirror,
+        model = self.adapter if self.cache is None else CachedEncoderAdapter(self.adapter, self.cache)
+        summary = validate(model, self.run.validation_cases(), self.run.plans, mirror=mirror,
                            batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=final)
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
         log.info("  %s validation (3D, %d cases): mean foreground Dice %.4f | %s", "final" if final else "epoch",
