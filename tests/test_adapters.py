@@ -34,9 +34,9 @@ def expected_trainable(name, sam, num_classes, lora_rank=2, head_width=32):
     # multi-token decoder: stock parameters, with mask tokens / hypernetwork MLPs / IoU head resized
     per_token = sum(p.numel() for p in dec.output_hypernetworks_mlps[0].parameters()) + dim
     iou_last = dec.iou_prediction_head.layers[-1]
-    outputs = num_classes  # softmax: one token per class incl. background
-    decoder = (sum(p.numel() for p in dec.parameters()) + (outputs + 1 - dec.num_mask_tokens) * per_token
-               + (outputs + 1 - dec.num_mask_tokens) * (iou_last.in_features + 1)) + dim  # + no_mask_embed
+    outputs = num_classes  # softmax: one token per class incl. background, all of them outputs
+    decoder = (sum(p.numel() for p in dec.parameters()) + (outputs - dec.num_mask_tokens) * per_token
+               + (outputs - dec.num_mask_tokens) * (iou_last.in_features + 1)) + dim  # + no_mask_embed
     c = head_width
     head = (dim * c + 2 * c) + (c * 2 * c + 4 * c) + (2 * c * c * 9 + 2 * c) + (c * c // 2 * 9 + c) \
         + (c // 2 * c // 4 * 4 + c // 2) + (c // 4 * c // 8 * 4 + c // 4) + (c // 8 * num_classes + num_classes)
@@ -64,8 +64,7 @@ def test_trainable_parameters_are_exactly_the_intended_ones(name, tiny_sam_check
     logits.square().mean().backward()
     frozen_with_grad = [n for n, p in adapter.named_parameters() if not p.requires_grad and p.grad is not None]
     assert not frozen_with_grad
-    unused = {"sam.mask_decoder.iou_prediction_head", "sam.mask_decoder.output_hypernetworks_mlps.0",
-              "sam.mask_decoder.mask_tokens"}  # IoU head and the single-mask token are not in the loss
+    unused = {"sam.mask_decoder.iou_prediction_head"}  # the IoU head is not in the loss
     no_grad = [n for n in trainable if dict(adapter.named_parameters())[n].grad is None
                and not any(n.startswith(u) for u in unused)]
     assert not no_grad

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"samunet_adapters: {e}", file=sys.stderr)
         sys.exit(1)
     if table["weights"] == "random init":
-        log.info("no pretrained weights for %s on this machine: built at random init (counts are the same)",
-                 args.backbone)
+        why = "has no pretrained weights" if args.backbone == "tiny" else "has no pretrained weights on this machine"
+        log.info("%s %s: built at random init (parameter counts do not depend on the weights)", args.backbone, why)
     print(json.dumps(table, indent=2) if args.json else format_table(table))
 
 

@@ -1,8 +1,9 @@
 """``decoder``: frozen image encoder; SAM's mask decoder fine-tuned with one output token per class.
 
-The multi-class head follows SAMed: the decoder's multimask tokens become one per output (classes incl.
-background for softmax output, foreground labels for sigmoid output); the mask tokens, hypernetwork MLPs
-and IoU head are re-initialised, the two-way transformer and upscaling keep their pretrained weights.
+The multi-class head follows SAMed: the decoder gets one mask token per output (classes incl. background
+for softmax output, foreground labels for sigmoid output) and all of them are used (no separate
+single-mask token); the mask tokens, hypernetwork MLPs and IoU head are re-initialised, the two-way
+transformer and upscaling keep their pretrained weights.
 No prompt: the sparse prompt is empty and the dense prompt is the (trained) "no mask" embedding.
 The encoder is frozen, so embeddings can be cached (``supports_embedding_cache``).
 """
@@ -17,16 +18,16 @@ from samunet.modeling.batched_decoder import batched_predict_masks
 
 
 def reinit_mask_decoder_for_outputs(decoder: nn.Module, num_outputs: int) -> None:
-    """Give ``decoder`` num_outputs multimask tokens (+ the single-mask token), freshly initialised."""
+    """Give ``decoder`` exactly ``num_outputs`` mask tokens (SAMed: every token is an output), fresh init."""
     dim = decoder.transformer_dim
     iou_head = decoder.iou_prediction_head
     device = decoder.iou_token.weight.device
-    decoder.num_multimask_outputs = num_outputs
-    decoder.num_mask_tokens = num_outputs + 1
-    decoder.mask_tokens = nn.Embedding(num_outputs + 1, dim, device=device)
+    decoder.num_multimask_outputs = num_outputs - 1  # stock meaning: tokens = multimask outputs + 1
+    decoder.num_mask_tokens = num_outputs
+    decoder.mask_tokens = nn.Embedding(num_outputs, dim, device=device)
     decoder.output_hypernetworks_mlps = nn.ModuleList(
-        [MLP(dim, dim, dim // 8, 3) for _ in range(num_outputs + 1)]).to(device)
-    decoder.iou_prediction_head = MLP(dim, iou_head.layers[0].out_features, num_outputs + 1,
+        [MLP(dim, dim, dim // 8, 3) for _ in range(num_outputs)]).to(device)
+    decoder.iou_prediction_head = MLP(dim, iou_head.layers[0].out_features, num_outputs,
                                       iou_head.num_layers).to(device)
 
 
@@ -52,4 +53,4 @@ class DecoderAdapter(Adapter):
         dense = prompt_encoder.no_mask_embed.weight.reshape(1, dim, 1, 1)
         masks, _ = batched_predict_masks(self.sam.mask_decoder, embeddings, prompt_encoder.get_dense_pe(),
                                          sparse, dense)
-        return masks[:, 0, 1:]  # the multimask tokens: (B, K, 4h, 4w)
+        return masks[:, 0]  # every mask token is an output: (B, K, 4h, 4w)

@@ -11,6 +11,8 @@ Unlike the reference implementation:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,9 +20,24 @@ from torch import nn
 from samunet.adapters.layers import encoder_linears, neck_convs, set_module
 
 
+@contextmanager
+def _single_cpu_thread(device: torch.device):
+    """LAPACK's SVD synchronises its threads often: on a busy CPU (shared cores, other processes) two
+    threads ran it 10-15x slower than one here. One thread is never much slower."""
+    if device.type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def svd_factors(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD in float32 whatever the ambient autocast; wide matrices are factored transposed (faster)."""
-    with torch.autocast(matrix.device.type, enabled=False):
+    with torch.autocast(matrix.device.type, enabled=False), _single_cpu_thread(matrix.device):
         m = matrix.detach().float()
         if m.shape[0] < m.shape[1]:
             v, s, ut = torch.linalg.svd(m.t(), full_matrices=False)

@@ -109,15 +109,19 @@ def build_sam(backbone: str, input_size: int, checkpoint: str | os.PathLike | No
     ``pretrained=False`` (and ``tiny`` without a checkpoint) gives random init.
     ``global_attention=True`` is S-SAM's layout: global attention in every block, no relative positions.
     """
-    sam = build_sam_architecture(backbone, input_size, global_attention)
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
+    # find and check the weights before spending seconds on building a big model
     path = resolve_checkpoint(backbone, checkpoint) if (pretrained or checkpoint is not None) else None
-    sha = None
     if path is not None:
         if path.suffix == ".safetensors":
             raise CheckpointIntegrityError(
                 f"{path}: this is an adapter checkpoint, not base weights; load it with "
                 "samunet.adapters.checkpoint.load_adapter_checkpoint (or build_adapter(adapter_checkpoint=...))")
         verify_known_checkpoint(backbone, path)
+    sam = build_sam_architecture(backbone, input_size, global_attention)
+    sha = None
+    if path is not None:
         for note in load_base_weights(sam, path, backbone):
             log.debug("%s: %s", path.name, note)
         sha = file_digest(path, "sha256")
