@@ -7,7 +7,7 @@ adapter weights on the real LiteMedSAM base: the cost is the same as for trained
 Timed: loading the 5 folds, then predicting ``--cases`` volumes through samunet_predict's own code path
 (read, preprocess, 5-fold average, restore, write), once without and once with TTA.
 
-    python benchmarks/bench_predict.py [--cases 5] [--adapter decoder] [--backbone litemedsam] [--keep DIR]
+    python benchmarks/bench_predict.py [--cases 5] [--threads 1 2] [--adapter decoder] [--backbone litemedsam]
 """
 from __future__ import annotations
 
@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--plan-cases", type=int, default=20, help="cases the plans are made from (default 20)")
     parser.add_argument("--backbone", default="litemedsam")
     parser.add_argument("--adapter", default=None, help="default: the plans' recommendation")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch intra-op thread counts to time (default: torch's default only)")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = parser.parse_args()
     if not HIPPOCAMPUS_TASK.is_dir():
@@ -94,11 +96,17 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     try:
         dataset, adapter, plans, inputs = setup(work, args.backbone, args.adapter, args.plan_cases, args.cases)
-        results = [time_prediction(dataset, adapter, inputs, work / f"out_tta_{m}", m) for m in (False, True)]
+        results = []
+        for threads in args.threads or [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            for mirror in (False, True):
+                result = time_prediction(dataset, adapter, inputs, work / f"out_{threads}_{mirror}", mirror)
+                results.append({"threads": threads, **result})
+                print(json.dumps(results[-1]), flush=True)
         report = {"backbone": plans.model.backbone, "input_size": plans.model.input_size, "adapter": adapter,
                   "patch_size": plans.crop.patch_size, "packing": plans.packing.mode, "folds": FOLDS,
-                  "precision": plans.training.precision, "torch_threads": torch.get_num_threads(),
-                  "cpu_count": os.cpu_count(), "results": results}
+                  "precision": plans.training.precision, "cpu_count": os.cpu_count(),
+                  "load_average_1min_at_end": round(os.getloadavg()[0], 2), "results": results}
         print(json.dumps(report, indent=2))
     finally:
         if args.keep is None:

@@ -106,6 +106,8 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
                                     f"(found: {', '.join(sorted(folders)) or 'none'})")
         folders = {a: folders[a] for a in adapters}
     collected = [o for a, f in folders.items() if (o := collect_validation(a, f)) is not None]
+    for adapter in sorted(set(folders) - {o.adapter for o in collected}):
+        log.warning("%s: no fold has validation outputs (fold_N/validation/); left out", folders[adapter])
     if not collected:
         raise TrainedModelError(f"{results}: no fold of any {'/'.join(folders) or '<adapter>'}__{plans_name} folder has validation outputs; train first")
     for out in collected:
@@ -131,6 +133,9 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     candidates: list[list[ValidationOutputs]] = [[o] for o in collected]
     with_probs = [o for o in collected if common <= set(o.probability_files)]
     candidates += [list(pair) for pair in itertools.combinations(with_probs, 2)]
+    if len(with_probs) < len(collected) and len(collected) > 1:
+        log.warning("ensembles leave out %s: validation probabilities (CASE.npz) missing for some cases",
+                    ", ".join(o.adapter for o in collected if o not in with_probs))
     scored: list[CandidateResult] = []
     for members in candidates:
         name = "+".join(o.adapter for o in members)

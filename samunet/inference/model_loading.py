@@ -135,23 +135,14 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
 def load_networks(selection: Selection, device: torch.device) -> None:
     """Build each fold's adapter, load its checkpoint, fold the adaptation into plain weights, eval mode."""
     from samunet.adapters import build_adapter
-    from samunet.adapters.checkpoint import load_adapter_checkpoint, read_checkpoint_metadata
-
+    from samunet.adapters.checkpoint import load_adapter_checkpoint
     from samunet.inference.fold_ensemble import FoldEnsemble, encoder_is_frozen, encoders_identical
 
     log = get_logger()
     for config in selection.configurations:
-        config.networks = []
-        frozen = []
+        config.networks, frozen = [], []
         for fold, path in config.checkpoints.items():
-            # without a base-weights file (backbone "tiny") the frozen weights are random: re-create them
-            # from the seed training built the adapter with (recorded, else the plans' seed, as training uses)
-            seed = read_checkpoint_metadata(path).get("seed", config.plans.training.seed)
-            torch.manual_seed(int(seed))
             network = build_adapter(config.adapter, config.plans)
-            if network.identity.get("base_checkpoint_sha256") is None and config.adapter != "full":
-                log.warning("%s: backbone %s has no base-weights file; its frozen weights are re-created from "
-                            "seed %s and match training only if training used that seed", path, config.plans.model.backbone, seed)
             load_adapter_checkpoint(network, path, expected={"fold": fold})
             frozen.append(encoder_is_frozen(network))
             network.merge()
