@@ -9,7 +9,8 @@ import textwrap
 from safetensors.torch import load_file
 
 from samunet.training.ddp import strip_option, torchrun_command
-from tests.training_helpers import fold_folder, private_roots, same_weights
+from tests.training_helpers import ONE_THREAD_ENV, fold_folder, private_roots, same_weights
+from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 HARNESS = textwrap.dedent('''
     import sys
@@ -44,7 +45,7 @@ def test_two_gloo_ranks_end_with_identical_trained_weights(hippocampus_preproces
     harness.write_text(HARNESS)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(harness),
                str(tmp_path)]
-    result = subprocess.run(command, env={**os.environ, **roots}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env={**os.environ, **roots, **ONE_THREAD_ENV}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("samed", "decoder"):
         rank0, rank1 = (load_file(str(tmp_path / f"{name}_rank{r}.safetensors")) for r in (0, 1))

@@ -15,6 +15,7 @@ from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at, set_learning_rate
 from samunet.training.slice_dataset import SliceChoice, load_case_slices
 from samunet.training.train_step import StepRunner, precision_policy
+from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 CPU = torch.device("cpu")
 # tiny random backbones need larger steps than the papers' pretrained ones to move within a dozen steps
@@ -53,7 +54,7 @@ def test_overfitting_one_case_reaches_high_volume_dice(hippocampus_preprocessed,
     samples = [source.build_sample(SliceChoice(0, s, None), rng) for s in range(first_case.num_slices)]
     images, segs = torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
     adapter, optimizer, runner = _runner("samed", plans, 1e-2)
-    steps, order = 110, torch.Generator().manual_seed(0)
+    steps, order = 200, torch.Generator().manual_seed(0)
     for i in range(steps):
         set_learning_rate(optimizer, learning_rate_at(i, 1e-2, steps, schedule="poly"))
         pick = torch.randperm(len(images), generator=order)[:8]
@@ -62,7 +63,7 @@ def test_overfitting_one_case_reaches_high_volume_dice(hippocampus_preprocessed,
     prediction, reference = probs.argmax(0), np.load(first_case.seg_path)
     dice = [2 * np.sum((prediction == c) & (reference == c)) / (np.sum(prediction == c) + np.sum(reference == c))
             for c in (1, 2)]
-    assert np.mean(dice) > 0.8 and min(dice) > 0.7, dice
+    assert min(dice) > 0.8, dice
 
 
 def test_cached_encoder_predicts_like_the_adapter_and_encodes_once(hippocampus_preprocessed, first_case):

@@ -11,6 +11,7 @@ from samunet.inference.volume_predictor import _pad_in_plane
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.slice_dataset import SliceChoice, SliceSampler, label_lookup, load_case_slices
+from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

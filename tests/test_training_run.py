@@ -20,7 +20,8 @@ from samunet.training.cli import main
 from samunet.training.fold_lock import LOCK_NAME
 from samunet.training.splits import make_folds
 from samunet.training.training_state import STATE_FILE_NAME
-from tests.training_helpers import DATASET, fold_folder, private_roots, same_weights, weights
+from tests.training_helpers import DATASET, ONE_THREAD_ENV, fold_folder, private_roots, same_weights, weights
+from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 FAST = ["--iters-per-epoch", "2", "--batch-size", "4", "--num-workers", "0", "--disable-tta"]
 
@@ -117,7 +118,7 @@ def test_kill_9_mid_run_then_continue_finishes(hippocampus_preprocessed, tmp_pat
     roots = private_roots(ds, tmp_path)
     folder = fold_folder(roots, "decoder", "all")
     args = ["4", "decoder", "all", "--epochs", "6", "--iters-per-epoch", "3", "--batch-size", "4", "--num-workers", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "samunet.training.cli", *args], env={**os.environ, **roots},
+    proc = subprocess.Popen([sys.executable, "-m", "samunet.training.cli", *args], env={**os.environ, **roots, **ONE_THREAD_ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(folder / STATE_FILE_NAME, proc, timeout=120)
