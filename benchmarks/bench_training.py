@@ -7,7 +7,11 @@ cache with augmentation, loss, optimizer, planned precision) for ``--steps`` tim
 untimed ones. Cached-embedding adapters are timed twice: ``cold`` (every input encoded, as in the first epoch)
 and ``warm`` (all inputs cached, as later on). Peak RSS is the process's maximum resident set size.
 
-    python benchmarks/bench_training.py [--adapters ssam,samed,...] [--steps 10] [--keep DIR] [--json out.json]
+    python benchmarks/bench_training.py [--adapters ssam,samed,...] [--steps 10] [--threads 1] [--keep DIR] [--json out.json]
+
+``--threads`` sets torch's intra-op threads in the measuring process (default: torch's choice, one per core).
+On a machine where other processes keep the cores busy, one thread is often faster than two (OpenMP
+barriers wait for descheduled threads); the load average is printed with the results.
 """
 from __future__ import annotations
 
@@ -39,10 +43,12 @@ def setup(work: Path, plan_cases: int, backbone: str) -> None:
     plan_dataset(raw.name, backbone=backbone, num_processes=1, progress=False)
 
 
-def measure(adapter_name: str, steps: int, warmup: int) -> dict:
+def measure(adapter_name: str, steps: int, warmup: int, threads: int | None) -> dict:
     """Runs in its own process (peak RSS per adapter)."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     from samunet.training.run_setup import TrainingOptions, prepare_run
     from samunet.training.run_training import build_adapter_for
     from samunet.training.ddp import DistributedContext
@@ -68,7 +74,7 @@ def measure(adapter_name: str, steps: int, warmup: int) -> dict:
     batches = [next(loader) for _ in range(warmup + steps)]
     for batch in batches[:warmup]:
         step(batch)
-    result = {"adapter": adapter_name, "batch_size": batch_size, "input_size": run.plans.model.input_size,
+    result = {"adapter": adapter_name, "threads": torch.get_num_threads(), "batch_size": batch_size, "input_size": run.plans.model.input_size,
               "precision": trainer.policy.name, "trainable_params": sum(p.numel() for p in adapter.trainable_parameters())}
     if trainer.cache is not None:
         trainer.cache.store.clear()
@@ -88,12 +94,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--plan-cases", type=int, default=20)
     parser.add_argument("--backbone", default="litemedsam")
+    parser.add_argument("--threads", type=int, help="torch threads in the measuring process")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(measure(args.worker, args.steps, args.warmup)), flush=True)
+        print("RESULT " + json.dumps(measure(args.worker, args.steps, args.warmup, args.threads)), flush=True)
         return
     if not HIPPOCAMPUS_TASK.is_dir():
         sys.exit(f"{HIPPOCAMPUS_TASK} is absent: this benchmark needs the shared Hippocampus data")
@@ -105,7 +112,7 @@ def main() -> None:
     results = []
     for name in args.adapters.split(","):
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup)], env=env, capture_output=True, text=True)
+                              "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else []), env=env, capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -114,8 +121,8 @@ def main() -> None:
         r = results[-1]
         cold = f", cold {r['slices_per_s_cold']}" if "slices_per_s_cold" in r else ""
         print(f"{name:11s} {r['slices_per_s']:8.2f} slices/s{cold}  peak RSS {r['peak_rss_gib']:.2f} GiB  "
-              f"(batch {r['batch_size']}, input {r['input_size']}, {r['precision']}, {r['trainable_params']:,} trainable)",
-              flush=True)
+              f"(batch {r['batch_size']}, input {r['input_size']}, {r['precision']}, {r['threads']} thread(s), "
+              f"{r['trainable_params']:,} trainable; load average {os.getloadavg()[0]:.1f})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
