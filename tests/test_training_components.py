@@ -103,6 +103,11 @@ def test_fold_lock_refuses_second_owner_and_takes_over_stale(tmp_path):
 def test_time_budget_fits_schedule():
     budget = TimeBudget(limit_minutes=1.0, planned_epochs=100, start=0.0)
     budget.elapsed = lambda: 20.0  # 40 s left
-    budget.record_epoch(10.0)
-    assert budget.horizon_epochs(completed_epochs=2) == 6
+    budget.record_epoch(12.0)
+    budget.record_epoch(8.0, overhead_seconds=4.0)  # epochs speed up; validation costs 2 s per epoch on average
+    assert budget.horizon_epochs(completed_epochs=2) == 6  # 40 s / (8 + 2) s
     assert TimeBudget(None, 7).horizon_epochs(3) == 7
+    short = TimeBudget(limit_minutes=1.0, planned_epochs=3, start=0.0)
+    short.elapsed = lambda: 0.0
+    short.record_epoch(1.0)
+    assert short.horizon_epochs(1) == 3  # never beyond the planned epochs

@@ -160,7 +160,7 @@ class FoldTrainer:
                 if self.stopped_by_time:
                     log.info("Time limit reached during epoch %d (iteration %d): finishing", self.epoch, self.iteration)
                 self._end_of_epoch(loss, seconds, self.optimizer.param_groups[0]["lr"])
-                self.budget.record_epoch(time.monotonic() - started)  # validation and checkpoints included
+                self.budget.record_epoch(seconds, time.monotonic() - started - seconds)
         finally:
             del loader  # shuts the worker processes down
         self.finish()
