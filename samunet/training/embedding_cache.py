@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 
 import numpy as np
 import psutil
@@ -39,6 +40,7 @@ class EmbeddingCache:
         self.store: dict[bytes, torch.Tensor] = {}
         self.bytes = 0
         self.hits = self.misses = 0
+        self.encode_seconds = 0.0
         self._warned_full = False
 
     def _autocast(self):
@@ -64,7 +66,9 @@ class EmbeddingCache:
         self.misses += len(missing)
         fresh = {}
         if missing:
+            started = time.perf_counter()
             encoded = self._encode(images[missing])
+            self.encode_seconds += time.perf_counter() - started
             # rounded like the stored copies, so results do not depend on what was cached (resume is exact)
             encoded = encoded.to(torch.float16)
             for i, emb in zip(missing, encoded):
@@ -83,6 +87,9 @@ class EmbeddingCache:
             return
         self.store[key] = embedding.detach().to("cpu")
         self.bytes += size
+
+    def seconds_per_encode(self) -> float | None:
+        return self.encode_seconds / self.misses if self.misses else None
 
     def summary(self) -> str:
         total = max(1, self.hits + self.misses)

@@ -22,6 +22,7 @@ from samunet.training.run_setup import TrainingRun
 from samunet.training.time_budget import TimeBudget
 from samunet.training.train_step import StepRunner, precision_policy
 from samunet.training.training_state import load_latest, restore_rng, save_checkpoint, save_latest
+from samunet.inference.volume_predictor import mirror_combinations
 from samunet.training.validation import dice_per_class, is_improvement, mean_foreground_dice, validate
 from samunet.utils.logs import get_logger
 
@@ -121,6 +122,21 @@ class FoldTrainer:
                  len(self.run.val_cases), mean, ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()))
         return summary
 
+    def _announce_final_validation(self) -> None:
+        """How much work the final validation is (it can dwarf a short CPU training), and how to cut it."""
+        if not self.run.val_cases:
+            return
+        slices = sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
+        variants = 1 if self.run.options.disable_tta else len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
+        message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
+        per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
+        if per_encode is not None:
+            # inputs already encoded by earlier validations are reused, so this is an upper bound
+            message += f", at most {slices * variants * per_encode / 60:.0f} min of encoding ({per_encode:.2f} s per slice)"
+        if variants > 1:
+            message += "; --disable-tta skips the mirroring"
+        log.info(message)
+
     def _end_of_epoch(self, loss: float, seconds: float, lr: float) -> None:
         self.history.add_epoch(self.epoch, loss, lr, seconds)
         self.epoch += 1
@@ -173,6 +189,7 @@ class FoldTrainer:
         barrier(self.ctx)
 
     def final_validation(self) -> dict | None:
+        self._announce_final_validation()
         summary = self._validate(final=True)
         if summary is not None:
             log.info("Validation outputs: %s", self.run.fold_folder / "validation")
