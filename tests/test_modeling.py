@@ -101,3 +101,13 @@ def test_bad_files_and_arguments_give_clear_errors(tmp_path, tiny_sam_checkpoint
         build_sam("vit_q", 64)
     with pytest.raises(ValueError, match="global_attention"):
         build_sam("litemedsam", 128, global_attention=True)
+
+
+def test_random_init_is_reproducible_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = build_sam("tiny", 64), build_sam("tiny", 64)  # e.g. the training and the prediction process
+    assert torch.equal(torch.rand(1), expected_next)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert a.backbone_info.checkpoint_sha256 is None
