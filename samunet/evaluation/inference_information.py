@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from samunet.evaluation.postprocessing import PostprocessingStep
-from samunet.utils.atomic import write_json
-from samunet.utils.typed_json import SchemaError, from_jsonable, to_jsonable
+from samunet.utils.typed_json import VersionedRecord
 
 INFERENCE_INFORMATION_FILE = "inference_information.json"
 INFERENCE_INFORMATION_VERSION = 1
@@ -27,7 +25,7 @@ class CandidateResult:
 
 
 @dataclass
-class InferenceInformation:
+class InferenceInformation(VersionedRecord):
     dataset_name: str
     plans_name: str
     adapters: list[str]  # one: a single configuration; several: average their probabilities
@@ -40,25 +38,9 @@ class InferenceInformation:
     candidates: list[CandidateResult] = field(default_factory=list)
     schema_version: int = INFERENCE_INFORMATION_VERSION
 
+    SCHEMA_VERSION = INFERENCE_INFORMATION_VERSION
+    RERUN_HINT = "run samunet_find_best"
+
     @property
     def kept_postprocessing(self) -> list[PostprocessingStep]:
         return [s for s in self.postprocessing if s.kept]
-
-    def save(self, path: str | Path) -> None:
-        write_json(to_jsonable(self), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "InferenceInformation":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: does not exist; run samunet_find_best first") from None
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict) or data.get("schema_version") != INFERENCE_INFORMATION_VERSION:
-            raise SchemaError(f"{path}: schema_version is not {INFERENCE_INFORMATION_VERSION}; re-run samunet_find_best")
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as e:
-            raise SchemaError(f"{path}: {e}") from None

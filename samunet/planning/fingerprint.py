@@ -18,8 +18,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from samunet.utils.atomic import write_json
-from samunet.utils.typed_json import SchemaError, from_jsonable, to_jsonable
+from samunet.utils.typed_json import VersionedRecord
 
 FINGERPRINT_SCHEMA_VERSION = 1
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -73,7 +72,7 @@ class ClassSummary:
 
 
 @dataclass
-class DatasetFingerprint:
+class DatasetFingerprint(VersionedRecord):
     dataset_name: str
     labels: dict[str, int]
     channel_names: dict[str, str]
@@ -88,34 +87,13 @@ class DatasetFingerprint:
     seed: int = DEFAULT_SEED
     schema_version: int = FINGERPRINT_SCHEMA_VERSION
 
+    SCHEMA_VERSION = FINGERPRINT_SCHEMA_VERSION
+    RERUN_HINT = "re-run samunet_plan"
+
     @property
     def num_channels(self) -> int:
         return len(self.intensities)
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "fingerprint") -> "DatasetFingerprint":
-        if data.get("schema_version") != FINGERPRINT_SCHEMA_VERSION:
-            raise SchemaError(f"{source}: schema_version {data.get('schema_version')!r} is not "
-                              f"{FINGERPRINT_SCHEMA_VERSION}; re-run samunet_plan")
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as e:
-            raise SchemaError(f"{source}: {e}") from None
-
-    def save(self, path: str | Path) -> None:
-        write_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DatasetFingerprint":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, source=str(path))
 
 
 def bbox_of(mask: np.ndarray) -> list[list[int]] | None:

@@ -13,11 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from samunet.utils.atomic import write_json
-from samunet.utils.typed_json import SchemaError, from_jsonable, to_jsonable
+from samunet.utils.typed_json import VersionedRecord
 
 PLANS_SCHEMA_VERSION = 1
 DEFAULT_PLANS_NAME = "samunetPlans"
@@ -132,7 +129,7 @@ class TrainingPlan:
 
 
 @dataclass
-class Plans:
+class Plans(VersionedRecord):
     dataset_name: str
     plans_name: str
     labels: dict[str, int]  # name -> value, background included (nnU-Net v2 style)
@@ -151,6 +148,9 @@ class Plans:
     schema_version: int = PLANS_SCHEMA_VERSION
     edited_by_user: bool = False  # informational; set True by hand if you like
 
+    SCHEMA_VERSION = PLANS_SCHEMA_VERSION
+    RERUN_HINT = "run samunet_plan (--overwrite to replace stale plans)"
+
     @property
     def num_classes(self) -> int:
         """Classes including background."""
@@ -159,35 +159,6 @@ class Plans:
     @property
     def foreground_labels(self) -> dict[str, int]:
         return {k: v for k, v in self.labels.items() if v != 0}
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "plans") -> "Plans":
-        version = data.get("schema_version")
-        if version != PLANS_SCHEMA_VERSION:
-            raise SchemaError(
-                f"{source}: schema_version {version!r} is not {PLANS_SCHEMA_VERSION}; re-run samunet_plan --overwrite"
-            )
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as e:
-            raise SchemaError(f"{source}: {e}") from None
-
-    def save(self, path: str | Path) -> None:
-        write_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Plans":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no plans here; run samunet_plan first") from None
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, source=str(path))
 
     def sha256(self) -> str:
         """Hash of the decisions that change what a model sees (checkpoints record it)."""

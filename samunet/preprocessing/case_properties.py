@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from samunet.utils.atomic import write_json
-from samunet.utils.typed_json import SchemaError, from_jsonable, to_jsonable
+from samunet.utils.typed_json import VersionedRecord
 
 CASE_PROPERTIES_SCHEMA_VERSION = 1
 
 
 @dataclass
-class CaseProperties:
+class CaseProperties(VersionedRecord):
     case_id: str
     original_shape: list[int]  # (z, y, x) as read
     spacing: list[float]  # (z, y, x)
@@ -39,6 +36,9 @@ class CaseProperties:
     label_file: str | None = None
     schema_version: int = CASE_PROPERTIES_SCHEMA_VERSION
 
+    SCHEMA_VERSION = CASE_PROPERTIES_SCHEMA_VERSION
+    RERUN_HINT = "re-run samunet_preprocess --overwrite"
+
     @property
     def resampled(self) -> bool:
         return list(self.shape_before_resampling) != list(self.shape_after_resampling)
@@ -54,27 +54,3 @@ class CaseProperties:
         return Geometry(spacing=tuple(self.spacing), origin=tuple(self.origin), direction=tuple(self.direction),
                         shape=tuple(self.original_shape))
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "case properties") -> "CaseProperties":
-        if data.get("schema_version") != CASE_PROPERTIES_SCHEMA_VERSION:
-            raise SchemaError(f"{source}: schema_version {data.get('schema_version')!r} is not "
-                              f"{CASE_PROPERTIES_SCHEMA_VERSION}; re-run samunet_preprocess --overwrite")
-        try:
-            return from_jsonable(cls, data)
-        except SchemaError as e:
-            raise SchemaError(f"{source}: {e}") from None
-
-    def save(self, path: str | Path) -> None:
-        write_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CaseProperties":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, source=str(path))

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
+
+from samunet.utils.atomic import write_json
 
 T = TypeVar("T")
 
@@ -70,3 +75,42 @@ def from_jsonable(cls: type[T], data: dict, where: str = "") -> T:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SchemaError(f"{where or cls.__name__}: missing field '{f.name}'")
     return cls(**kwargs)
+
+
+class VersionedRecord:
+    """Mixin for a dataclass stored as one versioned JSON file (plans, fingerprint, case properties, ...).
+
+    Subclasses set ``SCHEMA_VERSION`` (and have a ``schema_version`` field defaulting to it) and ``RERUN_HINT``,
+    the command that rewrites the file when its version is stale or it is missing.
+    """
+
+    SCHEMA_VERSION: int = 1
+    RERUN_HINT: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | None = None):
+        source = source or cls.__name__
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != cls.SCHEMA_VERSION:
+            raise SchemaError(f"{source}: schema_version {version!r} is not {cls.SCHEMA_VERSION}; {cls.RERUN_HINT}")
+        try:
+            return from_jsonable(cls, data)
+        except SchemaError as e:
+            raise SchemaError(f"{source}: {e}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: does not exist; {cls.RERUN_HINT}") from None
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(data, source=str(path))
