@@ -122,6 +122,10 @@ class FoldTrainer:
                  len(self.run.val_cases), mean, ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()))
         return summary
 
+    def _save_latest(self) -> None:
+        save_latest(self.adapter, self.run.fold_folder, self.metadata(), self.optimizer, self.steps.scaler,
+                    self.history.to_dict(), self.best)
+
     def _announce_final_validation(self) -> None:
         """How much work the final validation is (it can dwarf a short CPU training), and how to cut it."""
         if not self.run.val_cases:
@@ -144,6 +148,7 @@ class FoldTrainer:
         validate_now = self.epoch % self.run.training.validate_every == 0 and not self.stopped_by_time
         if self.ctx.is_main:
             log.info("epoch %d: loss %.4f, lr %.2e, %.1f s", self.epoch - 1, loss, lr, seconds)
+            self._save_latest()  # before validating: a kill during a long validation loses nothing
             if validate_now:
                 summary = self._validate(final=False)
                 if summary is not None:
@@ -153,8 +158,7 @@ class FoldTrainer:
                         self.best = mean
                         save_checkpoint(self.adapter, self.run.fold_folder, "best", self.metadata(val_mean_dice=mean))
                         log.info("  new best mean foreground Dice %.4f: checkpoint_best written", mean)
-            save_latest(self.adapter, self.run.fold_folder, self.metadata(), self.optimizer, self.steps.scaler,
-                        self.history.to_dict(), self.best)
+                    self._save_latest()  # with the validation in its history
             plot_progress(self.history, self.run.fold_folder / "progress.png")
         barrier(self.ctx)
 
