@@ -67,8 +67,18 @@ def _prompt_and_decoder(dim: int, mlp_dim: int, heads: int, iou_hidden: int, mas
     return prompt_encoder, mask_decoder
 
 
+RANDOM_INIT_SEED = 0
+
+
 def build_sam_architecture(backbone: str, input_size: int, global_attention: bool = False) -> Sam:
-    """The modules only, random init."""
+    """The modules only, random init from a fixed seed (global RNG untouched): a random-init backbone (``tiny``
+    without a checkpoint, benchmarks) is the same network in the process that trains and the one that predicts."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return _build_modules(backbone, input_size, global_attention)
+
+
+def _build_modules(backbone: str, input_size: int, global_attention: bool) -> Sam:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
     if input_size % 16 or input_size < 32:
