@@ -75,3 +75,20 @@ def merge_lora(root: nn.Module) -> int:
     for name in names:
         set_module(root, name, root.get_submodule(name).merged())
     return len(names)
+
+
+class LoRAQVEncoderMixin:
+    """SAMed's encoder adaptation (LoRA on q and v of every block) for any adapter class that puts it in front of
+    its own trainable parts (samed: the mask decoder; loramednet: the CNN head)."""
+
+    def _adapt_encoder(self) -> None:
+        apply_lora_qv(self.sam.image_encoder, self.config.lora_rank)
+        self.identity["lora_rank"] = self.config.lora_rank
+
+    def _trainable(self):
+        lora = [p for m in self.sam.image_encoder.modules() if isinstance(m, LoRAQKV)
+                for p in (m.lora_a_q, m.lora_b_q, m.lora_a_v, m.lora_b_v)]
+        return lora + super()._trainable()
+
+    def _merge_layers(self) -> None:
+        merge_lora(self.sam.image_encoder)
