@@ -38,3 +38,16 @@ def samunet_dirs(tmp_path, monkeypatch) -> dict[str, Path]:
         monkeypatch.setenv(var, str(d))
         dirs[sub] = d
     return dirs
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny test models are made of microsecond-sized ops: a second OpenMP thread only adds barriers, and on a
+    busy machine each barrier can wait for a descheduled thread (measured up to 8-13x slower). Modules that run
+    tiny models use it with ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from safetensors.torch import load_file
 
 from samunet.training.ddp import strip_option, torchrun_command
 from tests.training_helpers import ONE_THREAD_ENV, fold_folder, private_roots, same_weights
-from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 HARNESS = textwrap.dedent('''
     import sys

@@ -9,14 +9,8 @@ from samunet.adapters import build_adapter
 from samunet.inference.fold_ensemble import FoldEnsemble, encoder_is_frozen, encoders_identical
 from samunet.inference.volume_predictor import predict_preprocessed_volume
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models gain nothing from threads, and on a busy machine two threads contend (up to 8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _decoder_fold(plans, head_seed: int):

@@ -11,14 +11,8 @@ from torch import nn
 from samunet.inference.volume_predictor import gaussian_importance_map, predict_preprocessed_volume, window_starts
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small models gain nothing from threads, and on a busy machine two threads contend (up to 8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def fake_plans(patch=(16, 16), mirror_axes=(0, 1), precision="fp32", mode="repeat", batch_size=3):

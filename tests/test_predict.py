@@ -22,6 +22,8 @@ from samunet.inference.probabilities_io import load_probabilities
 from samunet.inference.volume_predictor import _pad_in_plane
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 ADAPTER = "decoder"  # the tiny plans' recommendation: frozen encoder, cheap to train briefly
 TRAIN_STEPS = 60
 PREDICT_CASES = 2  # the last cases of the 10-case fixture; the others train fold 0
@@ -77,17 +79,9 @@ def train_briefly(adapter, images, labels, steps: int, seed: int) -> None:
         optimizer.step()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy CI machine two threads contend (up to 8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def trained(one_torch_thread, hippocampus_preprocessed, tmp_path_factory) -> TrainedSetup:
+def trained(single_torch_thread, hippocampus_preprocessed, tmp_path_factory) -> TrainedSetup:
     """Results folder with ``decoder`` fold_0 (briefly trained) and fold_1 (other random decoder weights).
 
     The tiny backbone's frozen weights are the same in every build (fixed-seed random init)."""

@@ -15,7 +15,8 @@ from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at, set_learning_rate
 from samunet.training.slice_dataset import SliceChoice, load_case_slices
 from samunet.training.train_step import StepRunner, precision_policy
-from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 CPU = torch.device("cpu")
 # tiny random backbones need larger steps than the papers' pretrained ones to move within a dozen steps

@@ -11,7 +11,8 @@ from samunet.inference.volume_predictor import _pad_in_plane
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.slice_dataset import SliceChoice, SliceSampler, label_lookup, load_case_slices
-from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from samunet.training.fold_lock import LOCK_NAME
 from samunet.training.splits import make_folds
 from samunet.training.training_state import STATE_FILE_NAME
 from tests.training_helpers import DATASET, ONE_THREAD_ENV, fold_folder, private_roots, same_weights, weights
-from tests.training_helpers import single_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 FAST = ["--iters-per-epoch", "2", "--batch-size", "4", "--num-workers", "0", "--disable-tta"]
 
