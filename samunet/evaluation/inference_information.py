@@ -4,7 +4,6 @@ Lives at ``$SAMUNET_RESULTS/DatasetXXX_Name/inference_information.json``. Typed,
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from samunet.evaluation.postprocessing import PostprocessingStep

@@ -14,7 +14,7 @@ from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, reso
 from samunet.planning.fingerprint import FINGERPRINT_FILE, FingerprintError, compute_fingerprint, fingerprint_sha256
 from samunet.planning.hardware import usable_cpu_count
 from samunet.planning.plans import BACKBONE_NAMES, DEFAULT_PLANS_NAME, Plans
-from samunet.utils.atomic import atomic_path
+from samunet.utils.atomic import copy_file
 from samunet.utils.logs import get_logger, setup_logging
 from samunet.utils.typed_json import SchemaError
 
@@ -24,11 +24,6 @@ class VerificationFailed(RuntimeError):
         self.problems = problems
         listing = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{raw_folder} has {len(problems)} problem(s); nothing was written:\n{listing}")
-
-
-def copy_file_atomic(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(source.read_bytes())
 
 
 def verify_raw_dataset(dataset_name: str, num_processes: int) -> None:
@@ -58,7 +53,7 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
     started = time.perf_counter()
     fingerprint = compute_fingerprint(raw_folder, num_processes=workers, progress=progress)
     fingerprint.save(out / FINGERPRINT_FILE)
-    copy_file_atomic(raw_folder / "dataset.json", out / "dataset.json")
+    copy_file(raw_folder / "dataset.json", out / "dataset.json")
     log.info("fingerprint of %d case(s) written to %s (%.1f s)", len(fingerprint.cases), out / FINGERPRINT_FILE,
              time.perf_counter() - started)
 

@@ -5,7 +5,6 @@ without opening the label array, inference reads the rest to restore predictions
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from samunet.utils.typed_json import VersionedRecord

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import platform
-import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from samunet.planning.plans import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_
 from samunet.training.slice_dataset import CaseSlices, load_case_slices
 from samunet.training.splits import fold_cases, load_or_create_splits
 from samunet.training.validation import ValidationCase
-from samunet.utils.atomic import write_json
+from samunet.utils.atomic import copy_file, write_json
 
 MODEL_FOLDER_SEPARATOR = "__"
 
@@ -126,7 +125,7 @@ def _copy_model_folder_files(model_folder: Path, plans: Plans, dataset_json: Pat
     else:
         plans.save(plans_copy)
     if dataset_json.is_file() and not (model_folder / "dataset.json").is_file():
-        shutil.copyfile(dataset_json, model_folder / "dataset.json")
+        copy_file(dataset_json, model_folder / "dataset.json")
 
 
 def prepare_run(options: TrainingOptions, write_files: bool = True) -> TrainingRun:

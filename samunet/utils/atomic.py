@@ -38,6 +38,12 @@ def write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> None:
             f.write("\n")
 
 
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy ``source`` to ``target`` through a temporary name (a reader never sees half a file)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(Path(source).read_bytes())
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)
