@@ -62,8 +62,9 @@ def test_patch_covers_the_slices_and_input_size_follows_it():
     h, w = plans.crop.patch_size
     assert h % 8 == 0 and w % 8 == 0
     assert h >= 50 + 4 - 8 and h <= 56 and w in (40,)  # p95 of 50..54 -> 56, 35 -> 40
-    assert plans.model.input_size == 112  # smallest multiple of 16 >= 2 * 56
+    assert plans.model.input_size == 64  # LiteMedSAM (4-pixel tokens): smallest multiple of 16 >= 56
     assert not plans.model.global_attention  # TinyViT has no SAM windows
+    assert plan(fp, backbone="vit_b", hardware=CPU).model.input_size == 112  # ViT (16-pixel tokens): >= 2 * 56
 
 
 def test_input_size_is_capped_by_the_backbone():
@@ -153,6 +154,7 @@ def test_training_plan_follows_the_hardware():
     cpu = plan(fp, backbone="litemedsam", hardware=CPU).training
     assert cpu.device == "cpu" and cpu.precision == "fp32"
     assert 1 <= cpu.validate_every <= cpu.epochs
+    assert cpu.epochs // cpu.validate_every == 2  # two whole-volume validations in a CPU run, then the final one
     assert cpu.num_workers <= CPU.cpu_count
 
 
@@ -164,3 +166,11 @@ def test_plans_round_trip_and_every_section_has_a_reason():
         assert section.reason.strip(), type(section).__name__
     assert plans.model.adapter_reason.strip()
     assert plans.fingerprint_sha256
+
+
+def test_cached_embedding_adapters_get_a_longer_schedule_in_the_same_budget():
+    trained_encoder = model_planner.training_plan(CPU, "litemedsam", 128)
+    cached = model_planner.training_plan(CPU, "litemedsam", 128, cached_embeddings=True)
+    assert cached.batch_size == trained_encoder.batch_size
+    assert cached.epochs > trained_encoder.epochs
+    assert "cached embeddings" in cached.reason

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from samunet.adapters import build_adapter
-from samunet.adapters.checkpoint import save_adapter_checkpoint
+from samunet.adapters.checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
 from samunet.evaluation.cli import main as evaluate_main
 from samunet.evaluation.inference_information import InferenceInformation
 from samunet.evaluation.metrics import compute_metrics
@@ -20,6 +20,7 @@ from samunet.evaluation.postprocessing import PostprocessingStep, apply_postproc
 from samunet.inference.cli import main as predict_main
 from samunet.inference.probabilities_io import load_probabilities
 from samunet.inference.volume_predictor import _pad_in_plane
+from samunet.planning.plans import Plans
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -251,3 +252,29 @@ def test_cli_errors(trained, tmp_path, monkeypatch, capsys):
     _expect_error(capsys, ["-i", str(trained.input_folder), "-o", str(tmp_path / "o4"), "-chk", "best", *base],
                   "no trained folds", "checkpoint_best")
     _expect_error(capsys, ["-i", str(trained.input_folder), "-o", str(tmp_path / "o5"), "-f", "3", *base], "fold(s) [3]")
+
+
+def test_fold_all_is_used_by_f_all_and_when_it_is_the_only_model(trained, tmp_path, monkeypatch):
+    """nnU-Net's convention: ``-f all`` is the model trained on every case (fold_all); the default stays the
+    cross-validation folds while they exist."""
+    results = tmp_path / "results"
+    shutil.copytree(trained.results, results)
+    monkeypatch.setattr(trained, "results", results)
+    trained.env(monkeypatch)
+    model_folder = next((results / trained.dataset_name).iterdir())
+    plans = Plans.load(model_folder / "plans.json")
+    adapter = build_adapter(ADAPTER, plans)
+    load_adapter_checkpoint(adapter, model_folder / "fold_1" / "checkpoint_final.safetensors")
+    save_adapter_checkpoint(adapter, model_folder / "fold_all" / "checkpoint_final", {"fold": "all"})
+    _predict(trained, tmp_path / "f1", "-f", "1", "--save-probabilities", "--disable-tta")
+    _predict(trained, tmp_path / "all", "-f", "all", "--save-probabilities", "--disable-tta")
+    _predict(trained, tmp_path / "default", "--save-probabilities", "--disable-tta")
+    case = trained.predict_cases[0]
+    p1, p_all, p_default = (load_probabilities(tmp_path / name / f"{case}.npz").probabilities
+                            for name in ("f1", "all", "default"))
+    np.testing.assert_allclose(p_all, p1, atol=1e-5)  # fold_all holds fold 1's weights
+    assert np.abs(p_default - p_all).max() > 0.05  # default: folds 0 and 1, not fold_all
+    for fold in ("fold_0", "fold_1"):
+        shutil.rmtree(model_folder / fold)
+    _predict(trained, tmp_path / "only_all", "--save-probabilities", "--disable-tta")
+    np.testing.assert_allclose(load_probabilities(tmp_path / "only_all" / f"{case}.npz").probabilities, p1, atol=1e-5)

@@ -48,7 +48,7 @@ def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | 
     """The validation outputs of every fold of one model folder; None when no fold has any."""
     ending = _file_ending(model_folder)
     folds, labels, probabilities, checkpoints = [], {}, {}, set()
-    for fold, folder in fold_folders(model_folder).items():
+    for fold, folder in fold_folders(model_folder, include_all=False).items():  # fold_all: no held-out cases
         validation = folder / "validation"
         if not validation.is_dir():
             continue

@@ -13,7 +13,7 @@ from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
 from samunet.inference.model_loading import ModelRequest, load_networks, select_models
 from samunet.inference.predictor import PredictionError, Predictor
 from samunet.inference.user_errors import fail
-from samunet.inference.trained_models import CHECKPOINT_CHOICES, TrainedModelError, dataset_results_folder
+from samunet.inference.trained_models import ALL_FOLD, CHECKPOINT_CHOICES, TrainedModelError, dataset_results_folder
 from samunet.modeling.checkpoints import CheckpointIntegrityError
 from samunet.paths import UnknownDatasetError
 from samunet.preprocessing.normalization import NormalizationError
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", dest="adapters", nargs="+", help="adapter(s); several are ensembled (default: the choice "
                    "of samunet_find_best, else the plans' recommendation)")
     p.add_argument("-p", dest="plans", help="plans name (default: samunet_find_best's, else samunetPlans)")
-    p.add_argument("-f", dest="folds", nargs="+", help="folds to ensemble, or 'all' (default: every fold with the checkpoint)")
+    p.add_argument("-f", dest="folds", nargs="+", help="folds to ensemble (numbers), or 'all' for the model trained on every case (fold_all), as in "
+                        "nnU-Net (default: every numbered fold with the checkpoint, else fold_all)")
     p.add_argument("-chk", dest="checkpoint", choices=CHECKPOINT_CHOICES,
                    help="checkpoint to load (default: the one samunet_find_best evaluated, else final)")
     p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (+ CASE.json) "
@@ -52,13 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_folds(values: list[str] | None) -> list[int] | None:
-    if values is None or values == ["all"]:
+def parse_folds(values: list[str] | None) -> list[int | str] | None:
+    """None: the default folds; numbers -> ints; ``all`` -> the fold_all model."""
+    if values is None:
         return None
-    try:
-        return sorted({int(v) for v in values})
-    except ValueError:
-        raise PredictionError(f"-f takes fold numbers or 'all', got {' '.join(values)}") from None
+    if not all(v.isdigit() or v == ALL_FOLD for v in values):
+        raise PredictionError(f"-f takes fold numbers or 'all', got {' '.join(values)}")
+    unique = {ALL_FOLD if v == ALL_FOLD else int(v) for v in values}
+    return sorted(unique, key=lambda f: (f == ALL_FOLD, f if f != ALL_FOLD else 0))
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -14,7 +14,7 @@ from torch import nn
 from samunet.evaluation.inference_information import INFERENCE_INFORMATION_FILE, InferenceInformation
 from samunet.evaluation.postprocessing import PostprocessingStep
 from samunet.inference.trained_models import (
-    TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folder_name, model_folders,
+    ALL_FOLD, TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folder_name, model_folders,
 )
 from samunet.planning.plans import Plans
 from samunet.utils.atomic import read_json
@@ -29,7 +29,7 @@ class ModelRequest:
 
     adapters: list[str] | None = None
     plans_name: str | None = None
-    folds: list[int] | None = None  # None or "all": every fold with the checkpoint
+    folds: list[int | str] | None = None  # None: every numbered fold with the checkpoint (else fold_all); "all": fold_all
     checkpoint: str | None = None
     use_postprocessing: bool = True
 
@@ -44,7 +44,7 @@ class TrainedConfiguration:
     labels: dict[str, int]  # dataset.json labels (name -> value)
     file_ending: str
     num_channels: int
-    checkpoints: dict[int, Path]  # fold -> checkpoint file
+    checkpoints: dict[int | str, Path]  # fold (number or "all") -> checkpoint file
     networks: list[nn.Module] = field(default_factory=list)  # one per fold, same order as checkpoints
     ensemble: nn.Module | None = None  # FoldEnsemble of the networks (mean probabilities)
 
@@ -105,7 +105,8 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
             raise TrainedModelError(f"{folder}: no trained model for adapter {adapter} with plans {plans_name}")
         available = folds_with_checkpoint(folder, checkpoint)
         if request.folds is None:
-            chosen = available
+            # like nnU-Net: the cross-validation folds by default; fold_all only when it is all there is
+            chosen = {f: p for f, p in available.items() if f != ALL_FOLD} or available
         else:
             missing = [f for f in request.folds if f not in available]
             if missing:

@@ -10,7 +10,9 @@ from pathlib import Path
 from samunet.paths import resolve_dataset_name, results_root
 
 MODEL_FOLDER_SEPARATOR = "__"
-FOLD_RE = re.compile(r"^fold_(\d+)$")
+FOLD_RE = re.compile(r"^fold_(\d+|all)$")
+ALL_FOLD = "all"  # fold_all: trained on every case (nnU-Net's convention), no validation of its own
+Fold = int | str
 CHECKPOINT_CHOICES = ("final", "best", "latest")
 
 
@@ -35,18 +37,25 @@ def model_folders(dataset_folder: Path, plans_name: str) -> dict[str, Path]:
             if p.is_dir() and p.name.endswith(suffix) and len(p.name) > len(suffix)}
 
 
-def fold_folders(model_folder: Path) -> dict[int, Path]:
+def _fold_key(text: str) -> Fold:
+    return ALL_FOLD if text == ALL_FOLD else int(text)
+
+
+def fold_folders(model_folder: Path, include_all: bool = True) -> dict[Fold, Path]:
+    """fold -> ``fold_N`` folder: numbered folds in order, then ``"all"`` for ``fold_all`` (if asked for)."""
     if not model_folder.is_dir():
         return {}
-    found = {int(m.group(1)): p for p in model_folder.iterdir() if p.is_dir() and (m := FOLD_RE.match(p.name))}
-    return dict(sorted(found.items()))
+    found = {_fold_key(m.group(1)): p for p in model_folder.iterdir() if p.is_dir() and (m := FOLD_RE.match(p.name))}
+    if not include_all:
+        found.pop(ALL_FOLD, None)
+    return dict(sorted(found.items(), key=lambda kv: (kv[0] == ALL_FOLD, kv[0] if kv[0] != ALL_FOLD else 0)))
 
 
 def checkpoint_file(fold_folder: Path, checkpoint: str) -> Path:
     return fold_folder / f"checkpoint_{checkpoint}.safetensors"
 
 
-def folds_with_checkpoint(model_folder: Path, checkpoint: str) -> dict[int, Path]:
+def folds_with_checkpoint(model_folder: Path, checkpoint: str) -> dict[Fold, Path]:
     """fold -> checkpoint file, for the folds that have ``checkpoint_<checkpoint>.safetensors``."""
     return {fold: checkpoint_file(folder, checkpoint) for fold, folder in fold_folders(model_folder).items()
             if checkpoint_file(folder, checkpoint).is_file()}

@@ -192,6 +192,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
                           "; global attention in every block (S-SAM layout): SAM's 14-token windows would pad "
                           "the small token grid" if global_attention else ""),
                       adapter_reason=adapter_reason)
+    adapters = adapter_configs()
     return Plans(
         dataset_name=fp.dataset_name,
         plans_name=plans_name,
@@ -204,8 +205,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         normalization=plan_normalization(fp),
         packing=plan_packing(fp, target),
         model=model,
-        adapters=adapter_configs(),
+        adapters=adapters,
         augmentation=augmentation_plan(is_2d_dataset(fp)),
-        training=training_plan(hw, chosen, input_size),
+        training=training_plan(hw, chosen, input_size, cached_embeddings=adapters[adapter].cache_embeddings),
         fingerprint_sha256=fingerprint_sha256(fp),
     )
