@@ -116,7 +116,7 @@ class FoldTrainer:
         mirror = final and not self.run.options.disable_tta
         model = self.adapter if self.cache is None else CachedEncoderAdapter(self.adapter, self.cache)
         summary = validate(model, self.run.validation_cases(), self.run.plans, mirror=mirror,
-                           batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=final)
+                           batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=True)
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
         log.info("  %s validation (3D, %d cases): mean foreground Dice %.4f | %s", "final" if final else "epoch",
                  len(self.run.val_cases), mean, ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()))
