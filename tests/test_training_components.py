@@ -100,14 +100,16 @@ def test_fold_lock_refuses_second_owner_and_takes_over_stale(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_time_budget_fits_schedule():
-    budget = TimeBudget(limit_minutes=1.0, planned_epochs=100, start=0.0)
-    budget.elapsed = lambda: 20.0  # 40 s left
-    budget.record_epoch(12.0)
-    budget.record_epoch(8.0, overhead_seconds=4.0)  # epochs speed up; validation costs 2 s per epoch on average
-    assert budget.horizon_epochs(completed_epochs=2) == 6  # 40 s / (8 + 2) s
-    assert TimeBudget(None, 7).horizon_epochs(3) == 7
-    short = TimeBudget(limit_minutes=1.0, planned_epochs=3, start=0.0)
-    short.elapsed = lambda: 0.0
-    short.record_epoch(1.0)
-    assert short.horizon_epochs(1) == 3  # never beyond the planned epochs
+def test_time_limit_decays_the_learning_rate_with_the_clock():
+    budget = TimeBudget(limit_minutes=1.0, start=0.0)
+    budget.elapsed = lambda: 45.0
+    assert budget.limited and budget.fraction_used() == pytest.approx(0.75)
+    budget.elapsed = lambda: 61.0
+    assert budget.fraction_used() == 1.0
+    assert not TimeBudget(None).limited and TimeBudget(None).fraction_used() == 0.0
+    # the decay follows whichever is further along: iterations (10 of 100) or time (75 % of the limit)
+    by_time = learning_rate_at(10, 1.0, 100, schedule="poly", power=1.0, time_fraction=0.75)
+    assert by_time == pytest.approx(0.25)
+    assert learning_rate_at(90, 1.0, 100, schedule="poly", power=1.0, time_fraction=0.5) == pytest.approx(0.1)
+    assert learning_rate_at(10, 1.0, 100, warmup_iterations=20, time_fraction=0.9) == pytest.approx(11 / 20)  # warm-up first
+    assert learning_rate_at(10, 1.0, 100, schedule="constant", time_fraction=0.9) == 1.0

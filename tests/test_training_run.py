@@ -79,6 +79,32 @@ def test_fold_training_writes_everything_and_validates_in_original_geometry(hipp
     assert not (folder / LOCK_NAME).exists()
 
 
+def test_time_limit_stops_mid_run_with_the_learning_rate_decayed(hippocampus_preprocessed, tmp_path, monkeypatch):
+    """--time-limit-min: a fake clock spends a fifth of the limit per step; training stops after 5 of the
+    planned 200 steps, the learning rate follows the clock down, and the final checkpoint and validation exist."""
+    from samunet.training.time_budget import TimeBudget
+
+    calls = []
+
+    def fake_fraction(self):
+        calls.append(None)
+        return min(1.0, (len(calls) - 1) * 0.2)
+
+    monkeypatch.setattr(TimeBudget, "fraction_used", fake_fraction)
+    roots = private_roots(hippocampus_preprocessed, tmp_path)
+    _train(monkeypatch, roots, "4", "decoder", "0", "--epochs", "100", "--validate-every", "100",
+           "--time-limit-min", "30", *FAST)
+    folder = fold_folder(roots, "decoder", "0")
+    meta = json.loads((folder / "checkpoint_final.json").read_text())
+    assert meta["iteration"] == 5 and meta["epoch"] == 3  # epochs of 2 steps: 2 + 2 + 1
+    state = torch.load(folder / STATE_FILE_NAME, weights_only=True)
+    base = hippocampus_preprocessed.plans.adapters["decoder"].learning_rate
+    history_lr = state["history"]["learning_rate"]
+    assert history_lr[-1] == pytest.approx(base * (1 - 0.8) ** 0.9, rel=1e-6)  # the 5th step ran at 80 % of the time
+    assert all(a > b for a, b in zip(history_lr, history_lr[1:]))
+    assert (folder / "validation" / "summary.json").is_file()
+
+
 def test_resume_is_exact(hippocampus_preprocessed, tmp_path, monkeypatch):
     """Fold 'all' (no validation): two epochs straight == one epoch, then --continue to two."""
     ds = hippocampus_preprocessed

@@ -63,13 +63,18 @@ def barrier(ctx: DistributedContext) -> None:
         dist.barrier()
 
 
+def max_over_ranks(ctx: DistributedContext, value: float, device: torch.device) -> float:
+    """The largest ``value`` of all ranks, on every rank (so values that steer training agree everywhere)."""
+    if not ctx.enabled:
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def any_rank_true(ctx: DistributedContext, flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on any (so all ranks stop at the same iteration)."""
-    if not ctx.enabled:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
+    return max_over_ranks(ctx, 1.0 if flag else 0.0, device) > 0
 
 
 def broadcast_flag(ctx: DistributedContext, flag: bool, device: torch.device) -> bool:

@@ -1,7 +1,8 @@
 """Learning rate: linear warm-up, then poly decay (nnU-Net, SAMed) or constant; plus the optimizer.
 
-The schedule is a pure function of the iteration, so resuming only needs the iteration count, and a
-``--continue`` that extends ``--epochs`` simply stretches the decay over the new total.
+Without a time limit the schedule is a pure function of the iteration, so resuming only needs the iteration
+count, and a ``--continue`` that extends ``--epochs`` simply stretches the decay over the new total. With
+``--time-limit-min`` the decay also follows the clock (``time_budget``).
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 def learning_rate_at(iteration: int, base_lr: float, total_iterations: int, warmup_iterations: int = 0,
-                     schedule: str = "poly", power: float = 0.9) -> float:
-    """Learning rate for 0-based ``iteration``: linear warm-up from base_lr / warmup to base_lr, then decay."""
+                     schedule: str = "poly", power: float = 0.9, time_fraction: float = 0.0) -> float:
+    """Learning rate for 0-based ``iteration``: linear warm-up from base_lr / warmup to base_lr, then decay.
+
+    ``time_fraction``: share of a time limit already used (``time_budget``); the decay is at least that far."""
     if warmup_iterations > 0 and iteration < warmup_iterations:
         return base_lr * (iteration + 1) / warmup_iterations
     if schedule == "constant":
@@ -24,7 +27,7 @@ def learning_rate_at(iteration: int, base_lr: float, total_iterations: int, warm
     if schedule != "poly":
         raise ValueError(f"unknown lr_schedule {schedule!r} (expected 'poly' or 'constant')")
     decay_span = max(1, total_iterations - warmup_iterations)
-    progress = min(1.0, (iteration - warmup_iterations) / decay_span)
+    progress = min(1.0, max((iteration - warmup_iterations) / decay_span, time_fraction))
     return base_lr * (1 - progress) ** power
 
 

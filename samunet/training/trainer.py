@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
-from samunet.training.ddp import DistributedContext, any_rank_true, barrier, wrap_model
+from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
 from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at, set_learning_rate
 from samunet.training.progress import TrainingHistory, plot_progress
@@ -49,7 +49,7 @@ class FoldTrainer:
         num_classes = len(plans.labels)
         self.loss_fn = build_loss(self.config, adapter.output_kind, list(range(1, num_classes)))
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
-        self.budget = budget or TimeBudget(run.options.time_limit_min, plans.training.epochs)
+        self.budget = budget or TimeBudget(run.options.time_limit_min)
         self.history = TrainingHistory()
         self.epoch = 0  # epochs completed
         self.iteration = 0
@@ -85,25 +85,27 @@ class FoldTrainer:
         self.sampler = EpochSampler(t.iterations_per_epoch)
         return make_loader(TrainingBatches(spec), self.sampler, t.num_workers)
 
-    def _train_epoch(self, loader, horizon_epochs: int) -> float:
+    def _train_epoch(self, loader) -> float:
         t = self.run.training
         self.sampler.set_epoch(self.epoch)
-        total = horizon_epochs * t.iterations_per_epoch
+        total = t.epochs * t.iterations_per_epoch
         losses = []
         self.model.train()
         bar = tqdm(loader, total=t.iterations_per_epoch, desc=f"epoch {self.epoch}", unit="it",
                    disable=not self.ctx.is_main, leave=False, mininterval=2.0)
         for batch in bar:
+            # the same value on every rank (the clocks differ slightly), so DDP copies stay identical
+            time_used = max_over_ranks(self.ctx, self.budget.fraction_used(), self.device) if self.budget.limited else 0.0
+            if time_used >= 1.0:
+                self.stopped_by_time = True
+                break
             lr = learning_rate_at(self.iteration, self.config.learning_rate, total, self.config.warmup_iterations,
-                                  self.config.lr_schedule, self.config.poly_power)
+                                  self.config.lr_schedule, self.config.poly_power, time_fraction=time_used)
             set_learning_rate(self.optimizer, lr)
             inputs = batch["images"] if self.cache is None else self.cache.embeddings(batch["images"])
             losses.append(self.steps.step(inputs, batch["seg"]))
             self.iteration += 1
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-            if self.budget.limited and any_rank_true(self.ctx, self.budget.exhausted(), self.device):
-                self.stopped_by_time = True
-                break
         bar.close()
         if self.cache is not None:
             log.info("  %s", self.cache.summary())
@@ -170,17 +172,14 @@ class FoldTrainer:
                  t.epochs, t.iterations_per_epoch, t.batch_size, self.policy.name, self.device)
         try:
             while self.epoch < t.epochs and not self.stopped_by_time:
-                horizon = self.budget.horizon_epochs(self.epoch)
-                if self.epoch >= horizon:
-                    log.info("Stopping after %d epochs: another one would not fit in --time-limit-min", self.epoch)
-                    break
                 started = time.monotonic()
-                loss = self._train_epoch(loader, horizon)
+                loss = self._train_epoch(loader)
                 seconds = time.monotonic() - started
                 if self.stopped_by_time:
                     log.info("Time limit reached during epoch %d (iteration %d): finishing", self.epoch, self.iteration)
+                    if math.isnan(loss):  # not a single step in this epoch: nothing to record
+                        break
                 self._end_of_epoch(loss, seconds, self.optimizer.param_groups[0]["lr"])
-                self.budget.record_epoch(seconds, time.monotonic() - started - seconds)
         finally:
             del loader  # shuts the worker processes down
         self.finish()
