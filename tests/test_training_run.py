@@ -102,6 +102,32 @@ def test_time_limit_stops_mid_run_with_the_learning_rate_decayed(hippocampus_pre
     history_lr = state["history"]["learning_rate"]
     assert history_lr[-1] == pytest.approx(base * (1 - 0.8) ** 0.9, rel=1e-6)  # the 5th step ran at 80 % of the time
     assert all(a > b for a, b in zip(history_lr, history_lr[1:]))
+    # the cut run was never validated at an epoch: its final validation (no mirroring, like the epoch ones)
+    # is what checkpoint_best is chosen on, so best holds the final weights
+    summary = json.loads((folder / "validation" / "summary.json").read_text())
+    assert state["history"]["validation_epochs"] == [2]
+    assert state["history"]["validation_mean_dice"] == [pytest.approx(summary["foreground_mean"]["Dice"])]
+    best = json.loads((folder / "checkpoint_best.json").read_text())
+    assert best["iteration"] == 5 and best["val_mean_dice"] == pytest.approx(summary["foreground_mean"]["Dice"])
+    assert same_weights(weights(folder / "checkpoint_best.safetensors"), weights(folder / "checkpoint_final.safetensors"))
+
+
+def test_last_epoch_is_validated_for_best_when_the_schedule_skips_it(hippocampus_preprocessed, tmp_path, monkeypatch):
+    """3 epochs validated every 2: epoch 1 is validated in the loop, epoch 2 (the last) only at the end, without
+    mirroring like the others, before the mirrored final validation; best is the better of the two."""
+    roots = private_roots(hippocampus_preprocessed, tmp_path)
+    fast_with_tta = [a for a in FAST if a != "--disable-tta"]
+    _train(monkeypatch, roots, "4", "decoder", "0", "--epochs", "3", "--validate-every", "2", *fast_with_tta)
+    folder = fold_folder(roots, "decoder", "0")
+    history = torch.load(folder / STATE_FILE_NAME, weights_only=True)["history"]
+    assert history["validation_epochs"] == [1, 2]
+    best = json.loads((folder / "checkpoint_best.json").read_text())
+    assert best["val_mean_dice"] == pytest.approx(max(history["validation_mean_dice"]))
+    best_index = int(np.argmax(history["validation_mean_dice"]))
+    assert best["epoch"] == history["validation_epochs"][best_index] + 1  # epochs completed when it was written
+    last_is_best = best_index == 1
+    assert last_is_best == same_weights(weights(folder / "checkpoint_best.safetensors"),
+                                        weights(folder / "checkpoint_final.safetensors"))
     assert (folder / "validation" / "summary.json").is_file()
 
 

@@ -152,17 +152,28 @@ class FoldTrainer:
             log.info("epoch %d: loss %.4f, lr %.2e, %.1f s", self.epoch - 1, loss, lr, seconds)
             self._save_latest()  # before validating: a kill during a long validation loses nothing
             if validate_now:
-                summary = self._validate(final=False)
-                if summary is not None:
-                    mean = mean_foreground_dice(summary)
-                    self.history.add_validation(self.epoch - 1, dice_per_class(summary, self.run.plans), mean)
-                    if is_improvement(mean, self.best):
-                        self.best = mean
-                        save_checkpoint(self.adapter, self.run.fold_folder, "best", self.metadata(val_mean_dice=mean))
-                        log.info("  new best mean foreground Dice %.4f: checkpoint_best written", mean)
-                    self._save_latest()  # with the validation in its history
+                self._record_validation(self._validate(final=False))
             plot_progress(self.history, self.run.fold_folder / "progress.png")
         barrier(self.ctx)
+
+    def _record_validation(self, summary: dict | None) -> None:
+        """Add a no-mirroring validation of the current weights to the history; keep them as best if better."""
+        if summary is None:
+            return
+        mean = mean_foreground_dice(summary)
+        self.history.add_validation(self.epoch - 1, dice_per_class(summary, self.run.plans), mean)
+        if is_improvement(mean, self.best):
+            self.best = mean
+            save_checkpoint(self.adapter, self.run.fold_folder, "best", self.metadata(val_mean_dice=mean))
+            log.info("  new best mean foreground Dice %.4f: checkpoint_best written", mean)
+        self._save_latest()  # with the validation in its history
+
+    def _last_epoch_unvalidated(self) -> bool:
+        """True when the final weights were never compared for checkpoint_best (time limit, or an epoch count
+        that is not a multiple of validate_every)."""
+        if not self.run.val_cases or self.epoch == 0:
+            return False
+        return not self.history.validation_epochs or self.history.validation_epochs[-1] != self.epoch - 1
 
     def train(self) -> None:
         t = self.run.training
@@ -188,7 +199,18 @@ class FoldTrainer:
         """``checkpoint_final`` and the final validation (rank 0 only)."""
         if self.ctx.is_main:
             save_checkpoint(self.adapter, self.run.fold_folder, "final", self.metadata(final=True))
-            self.final_validation()
+            if self._last_epoch_unvalidated():
+                # checkpoint_best must be able to pick the final weights, on the same footing as the others:
+                # the final validation mirrors, the epoch validations do not, so their Dice is not comparable
+                if self.run.options.disable_tta:
+                    self._record_validation(self.final_validation())
+                else:
+                    log.info("Validating the last epoch without mirroring, so checkpoint_best can pick it")
+                    self._record_validation(self._validate(final=False))
+                    self.final_validation()
+                plot_progress(self.history, self.run.fold_folder / "progress.png")
+            else:
+                self.final_validation()
         barrier(self.ctx)
 
     def final_validation(self) -> dict | None:
