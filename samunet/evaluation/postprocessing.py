@@ -99,8 +99,9 @@ def decide_postprocessing(cases: Sequence[ValidationCase], labels: Sequence[int]
         step.dice_before, step.dice_after = current[0], result[0]
         step.kept = _accept(current, result)
         what = "all foreground" if len(step_labels) > 1 else f"label {step_labels[0]}"
-        log.info("largest component of %s: mean Dice %.4f -> %.4f: %s", what, current[0], result[0],
-                 "kept" if step.kept else "not kept")
+        # the change is printed too: gains below the 4th decimal are common and would read as "no change"
+        log.info("largest component of %s: mean Dice %.4f -> %.4f (%+.5f): %s", what, current[0], result[0],
+                 result[0] - current[0], "kept" if step.kept else "not kept")
         if step.kept:
             kept.append(step)
             current = result
