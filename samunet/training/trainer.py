@@ -153,8 +153,11 @@ class FoldTrainer:
             self._save_latest()  # before validating: a kill during a long validation loses nothing
             if validate_now:
                 self._record_validation(self._validate(final=False))
-            plot_progress(self.history, self.run.fold_folder / "progress.png")
+            self._plot_progress()
         barrier(self.ctx)
+
+    def _plot_progress(self) -> None:
+        plot_progress(self.history, self.run.fold_folder / "progress.png")
 
     def _record_validation(self, summary: dict | None) -> None:
         """Add a no-mirroring validation of the current weights to the history; keep them as best if better."""
@@ -200,18 +203,20 @@ class FoldTrainer:
         if self.ctx.is_main:
             save_checkpoint(self.adapter, self.run.fold_folder, "final", self.metadata(final=True))
             if self._last_epoch_unvalidated():
-                # checkpoint_best must be able to pick the final weights, on the same footing as the others:
-                # the final validation mirrors, the epoch validations do not, so their Dice is not comparable
-                if self.run.options.disable_tta:
-                    self._record_validation(self.final_validation())
-                else:
-                    log.info("Validating the last epoch without mirroring, so checkpoint_best can pick it")
-                    self._record_validation(self._validate(final=False))
-                    self.final_validation()
-                plot_progress(self.history, self.run.fold_folder / "progress.png")
+                self._validate_last_epoch_and_final()
             else:
                 self.final_validation()
         barrier(self.ctx)
+
+    def _validate_last_epoch_and_final(self) -> None:
+        """Let checkpoint_best pick the final weights, on the footing of the epoch validations (no mirroring)."""
+        if self.run.options.disable_tta:  # the final validation is such a validation itself
+            self._record_validation(self.final_validation())
+        else:
+            log.info("Validating the last epoch without mirroring, so checkpoint_best can pick it")
+            self._record_validation(self._validate(final=False))
+            self.final_validation()
+        self._plot_progress()
 
     def final_validation(self) -> dict | None:
         self._announce_final_validation()
