@@ -60,7 +60,7 @@ def time_prediction(dataset: str, adapter: str, inputs: Path, output: Path, mirr
 
     from samunet.inference.model_loading import ModelRequest, load_networks, select_models
     from samunet.inference.predictor import Predictor
-    from samunet.inference.trained_models import dataset_results_folder
+    from samunet.core.layout import dataset_results_folder
 
     selection = select_models(dataset_results_folder(dataset), ModelRequest(adapters=[adapter]))
     device = torch.device("cpu")

@@ -38,7 +38,7 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
 def make_tiny_plans(num_classes: int = 3, input_size: int = 64, adapter: str = "ssam", packing_mode: str = "repeat",
                     num_channels: int = 1, checkpoint: str | None = None, global_attention: bool = False,
                     backbone: str = "tiny"):
-    from samunet.planning.plans import (AdapterConfig, AugmentationPlan, ChannelNormalization, ChannelPackingPlan,
+    from samunet.core.plans import (AdapterConfig, AugmentationPlan, ChannelNormalization, ChannelPackingPlan,
                                         CropPlan, ModelPlan, Plans, ResamplingPlan, SlicingPlan, TrainingPlan)
 
     labels = {"background": 0, **{f"label{i}": i for i in range(1, num_classes)}}

@@ -16,7 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from samunet.planning.plans import DEFAULT_PLANS_NAME, Plans
+from samunet.core.names import DEFAULT_PLANS_NAME
+from samunet.core.plans import Plans
 
 ENV_VARS = ("SAMUNET_RAW", "SAMUNET_PREPROCESSED", "SAMUNET_RESULTS")
 

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from samunet.dataset.image_io import Geometry
 from samunet.inference.ensemble_cli import main as ensemble_main
-from samunet.inference.probabilities_io import load_probabilities, save_probabilities
+from samunet.evaluation.probabilities_io import load_probabilities, save_probabilities
 
 LABELS = {"background": 0, "one": 1, "two": 2}
 SHAPE = (3, 5, 7)

@@ -7,7 +7,7 @@ import pytest
 from samunet.dataset.image_io import Geometry, write_segmentation
 from samunet.evaluation.find_best import main as find_best_main
 from samunet.evaluation.inference_information import InferenceInformation
-from samunet.inference.probabilities_io import label_map_from_probabilities, save_probabilities
+from samunet.evaluation.probabilities_io import label_map_from_probabilities, save_probabilities
 from samunet.utils.atomic import write_json
 
 DATASET = "Dataset901_Toy"

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from samunet.dataset.image_io import read_case_images, read_label
-from samunet.planning.fingerprint import (DatasetFingerprint, FingerprintError, bbox_of, class_statistics,
+from samunet.preprocessing.bounding_box import bbox_of
+from samunet.planning.fingerprint import (DatasetFingerprint, FingerprintError, class_statistics,
                                           compute_fingerprint, fingerprint_sha256, runs_of, sample_foreground)
-from samunet.utils.typed_json import SchemaError
+from samunet.core.records import SchemaError
 from tests.fixtures_pipeline import write_structured_dataset
 
 

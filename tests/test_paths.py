@@ -1,11 +1,11 @@
-"""samunet.paths: dataset ids resolve in every accepted spelling; unset folders fall back with one warning."""
+"""samunet.core.paths: dataset ids resolve in every accepted spelling; unset folders fall back with one warning."""
 from __future__ import annotations
 
 import logging
 
 import pytest
 
-from samunet import paths
+from samunet.core import paths
 
 
 @pytest.fixture

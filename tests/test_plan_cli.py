@@ -7,7 +7,7 @@ import os
 import pytest
 
 from samunet.planning.cli import plan_main
-from samunet.planning.plans import Plans
+from samunet.core.plans import Plans
 from samunet.preprocessing.cli import main as preprocess_main
 from samunet.preprocessing.runner import CaseOutputs, preprocess_dataset
 from tests.fixtures_pipeline import write_structured_dataset

@@ -7,7 +7,8 @@ from samunet.planning import model_planner
 from samunet.planning.fingerprint import CaseFingerprint, ChannelIntensity, ClassInCase, DatasetFingerprint
 from samunet.planning.hardware import GIB, Hardware
 from samunet.planning.planner import plan
-from samunet.planning.plans import ADAPTER_NAMES, Plans
+from samunet.core.names import ADAPTER_NAMES
+from samunet.core.plans import Plans
 
 CPU = Hardware("cpu", 16 * GIB, 16 * GIB, 2, False)
 GPU = Hardware("cuda", 40 * GIB, 64 * GIB, 16, True)

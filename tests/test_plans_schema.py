@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from samunet.planning.plans import (
+from samunet.core.plans import (
     AdapterConfig, AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan, Plans,
     ResamplingPlan, SlicingPlan, TrainingPlan,
 )
-from samunet.utils.typed_json import SchemaError
+from samunet.core.records import SchemaError
 
 
 def make_plans() -> Plans:

@@ -18,9 +18,9 @@ from samunet.evaluation.inference_information import InferenceInformation
 from samunet.evaluation.metrics import compute_metrics
 from samunet.evaluation.postprocessing import PostprocessingStep, apply_postprocessing
 from samunet.inference.cli import main as predict_main
-from samunet.inference.probabilities_io import load_probabilities
+from samunet.evaluation.probabilities_io import load_probabilities
 from samunet.inference.volume_predictor import _pad_in_plane
-from samunet.planning.plans import Plans
+from samunet.core.plans import Plans
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -9,14 +9,14 @@ import pytest
 from samunet.dataset.image_io import read_case_images, read_label
 from samunet.planning.fingerprint import compute_fingerprint
 from samunet.planning.hardware import GIB, Hardware
-from samunet.planning.plans import ChannelNormalization
+from samunet.core.plans import ChannelNormalization
 from samunet.planning.planner import plan
 from samunet.preprocessing.case_preprocessor import _case_id_from_file, label_dtype, preprocess_case
 from samunet.preprocessing.case_properties import CaseProperties
 from samunet.preprocessing.inverse import restore_label_volume, restore_probabilities
 from samunet.preprocessing.normalization import NormalizationError, normalize_channel, normalize_image
 from samunet.preprocessing.resampling import resample_slices, resampled_shape
-from samunet.utils.typed_json import SchemaError
+from samunet.core.records import SchemaError
 from tests.fixtures_pipeline import write_structured_dataset
 
 CPU = Hardware("cpu", 16 * GIB, 16 * GIB, 2, False)

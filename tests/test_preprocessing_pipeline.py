@@ -5,7 +5,7 @@ import numpy as np
 
 from samunet.dataset.dataset_json import DatasetInfo
 from samunet.dataset.image_io import read_label
-from samunet.planning.plans import Plans
+from samunet.core.plans import Plans
 from samunet.preprocessing.case_properties import CaseProperties
 from samunet.preprocessing.inverse import restore_label_volume, restore_probabilities
 from tests.fixtures_pipeline import plan_and_preprocess

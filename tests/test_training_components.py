@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samunet.planning.plans import AdapterConfig
+from samunet.core.plans import AdapterConfig
 from samunet.training.fold_lock import LOCK_NAME, FoldLock, FoldLockedError
 from samunet.training.losses import DiceCELoss, DiceFocalLoss, build_loss, focal_loss_with_logits, soft_dice_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at

@@ -19,7 +19,7 @@ from samunet.dataset.image_io import read_label
 from samunet.training.cli import main
 from samunet.training.fold_lock import LOCK_NAME
 from samunet.training.splits import make_folds
-from samunet.training.training_state import STATE_FILE_NAME
+from samunet.core.names import TRAINING_STATE_FILE as STATE_FILE_NAME
 from tests.training_helpers import DATASET, ONE_THREAD_ENV, fold_folder, private_roots, same_weights, weights
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

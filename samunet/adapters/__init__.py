@@ -4,6 +4,6 @@
 from samunet.adapters.base import Adapter
 from samunet.adapters.registry import ADAPTER_CLASSES, build_adapter, build_adapter_from_parts
 
-ADAPTER_NAMES = tuple(ADAPTER_CLASSES)
+from samunet.core.names import ADAPTER_NAMES
 
 __all__ = ["ADAPTER_CLASSES", "ADAPTER_NAMES", "Adapter", "build_adapter", "build_adapter_from_parts"]

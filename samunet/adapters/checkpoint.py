@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import samunet
+from samunet.core.errors import SamunetUserError
 from samunet.modeling.checkpoints import file_digest
 from samunet.utils.atomic import atomic_path, write_json
 
@@ -28,7 +29,7 @@ CHECKED_FIELDS = ("adapter", "backbone", "base_checkpoint_sha256", "input_size",
                   "in_channels", "output_kind", "plans_sha256", "class_names", "lora_rank", "head_width")
 
 
-class AdapterCheckpointError(ValueError):
+class AdapterCheckpointError(SamunetUserError, ValueError):
     pass
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     setup_logging(None, "samunet_adapters")
-    from samunet.modeling.build import BACKBONES
+    from samunet.core.names import BACKBONE_NAMES as BACKBONES
 
     if args.backbone not in BACKBONES:
         print(f"samunet_adapters: unknown backbone '{args.backbone}' (known: {', '.join(BACKBONES)})", file=sys.stderr)

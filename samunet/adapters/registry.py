@@ -19,7 +19,7 @@ ADAPTER_CLASSES: dict[str, type[Adapter]] = {
 
 def default_adapter_config(name: str):
     """Paper defaults for tests and the parameter table (the planner writes the real ones into the plans)."""
-    from samunet.planning.plans import AdapterConfig
+    from samunet.core.plans import AdapterConfig
 
     if name == "ssam":
         return AdapterConfig(loss="dice_focal", output="sigmoid_per_label")

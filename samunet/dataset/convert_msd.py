@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from samunet.dataset.dataset_json import DatasetError, escapes_folder
 from samunet.dataset.image_io import ImageReadError, read_image_channels, read_label, write_image, write_segmentation
-from samunet.paths import DATASET_FOLDER_RE, dataset_folder_name, raw_root
+from samunet.core.paths import DATASET_FOLDER_RE, dataset_folder_name, raw_root
 from samunet.utils.atomic import read_json, write_json
 from samunet.utils.logs import get_logger, setup_logging
 

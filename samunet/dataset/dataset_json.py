@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from samunet.core.errors import SamunetUserError
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, is_2d_ending
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 RGB_CHANNELS = 3  # a colour 2D image holds R, G and B in one _0000 file
 
 
-class DatasetError(ValueError):
+class DatasetError(SamunetUserError, ValueError):
     """A raw dataset (its dataset.json or its files) is not usable; the message names the file."""
 
 

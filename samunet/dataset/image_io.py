@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from samunet.core.errors import SamunetUserError
 from samunet.utils.atomic import atomic_path
 
 VOLUME_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -30,11 +31,11 @@ GEOMETRY_RTOL = 1e-4  # relative tolerance when comparing geometries (plus the s
 _LOSSY_ENDINGS = (".jpg", ".jpeg")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(SamunetUserError, ValueError):
     """A file could not be read as an image; the message names the file."""
 
 
-class GeometryMismatchError(ValueError):
+class GeometryMismatchError(SamunetUserError, ValueError):
     """Files that must share a voxel grid do not; the message names the files."""
 
 

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from samunet.core.errors import SamunetUserError
 from samunet.dataset.dataset_json import (
     RGB_CHANNELS,
     channel_file_pattern,
@@ -37,7 +38,7 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
-class VerificationError(ValueError):
+class VerificationError(SamunetUserError, ValueError):
     """Raised by :func:`check_dataset`; the message lists every problem."""
 
     def __init__(self, raw_folder: Path, problems: list[Problem]):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from samunet.dataset.convert_msd import convert_msd_task
 from samunet.demo.synthetic import DEMO_DATASET_NAME, write_demo_dataset
-from samunet.paths import DATASET_FOLDER_RE
+from samunet.core.paths import DATASET_FOLDER_RE
 from samunet.utils.logs import get_logger, setup_logging
 
 log = get_logger()

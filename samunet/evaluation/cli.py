@@ -7,9 +7,9 @@ from pathlib import Path
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
 from samunet.evaluation.evaluate_folder import EvaluationError, evaluate_folders
 from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM
-from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name, results_root
+from samunet.core.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name, results_root
 from samunet.utils.atomic import read_json
-from samunet.inference.user_errors import fail
+from samunet.core.errors import fail
 from samunet.utils.logs import get_logger, setup_logging
 
 

@@ -8,13 +8,14 @@ from typing import Sequence
 
 import numpy as np
 
+from samunet.core.errors import SamunetUserError
 from samunet.dataset.image_io import GeometryMismatchError, file_ending_of, read_label
 from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM, compute_metrics, summarize
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SamunetUserError, ValueError):
     """Folders that cannot be evaluated; the message names the file and the problem."""
 
 

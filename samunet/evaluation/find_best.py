@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from samunet.dataset.image_io import ImageReadError, read_label
-from samunet.evaluation.inference_information import INFERENCE_INFORMATION_FILE, CandidateResult, InferenceInformation
+from samunet.evaluation.inference_information import CandidateResult, InferenceInformation
 from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
-from samunet.inference.probabilities_io import ProbabilitiesError, label_map_from_probabilities, load_probabilities
-from samunet.inference.trained_models import TrainedModelError, dataset_results_folder, fold_folders, model_folders
-from samunet.paths import UnknownDatasetError, raw_root
-from samunet.planning.plans import DEFAULT_PLANS_NAME
+from samunet.evaluation.probabilities_io import ProbabilitiesError, label_map_from_probabilities, load_probabilities
+from samunet.core.layout import TrainedModelError, dataset_results_folder, fold_folders, model_folders
+from samunet.core.paths import UnknownDatasetError, raw_root
+from samunet.core.names import DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE
 from samunet.utils.atomic import read_json
-from samunet.inference.user_errors import fail
+from samunet.core.errors import fail
 from samunet.utils.logs import get_logger, setup_logging
 
 DEFAULT_VALIDATION_CHECKPOINT = "final"

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from samunet.evaluation.postprocessing import PostprocessingStep
-from samunet.utils.typed_json import VersionedRecord
+from samunet.core.records import VersionedRecord
 
-INFERENCE_INFORMATION_FILE = "inference_information.json"
 INFERENCE_INFORMATION_VERSION = 1
 
 

@@ -12,13 +12,14 @@ from samunet.dataset.dataset_json import DatasetError
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
 from samunet.inference.model_loading import ModelRequest, load_networks, select_models
 from samunet.inference.predictor import PredictionError, Predictor
-from samunet.inference.user_errors import fail
-from samunet.inference.trained_models import ALL_FOLD, CHECKPOINT_CHOICES, TrainedModelError, dataset_results_folder
+from samunet.core.errors import fail
+from samunet.core.layout import TrainedModelError, dataset_results_folder
+from samunet.core.names import ALL_FOLD, CHECKPOINT_CHOICES
 from samunet.modeling.checkpoints import CheckpointIntegrityError
-from samunet.paths import UnknownDatasetError
+from samunet.core.paths import UnknownDatasetError
 from samunet.preprocessing.normalization import NormalizationError
 from samunet.utils.logs import get_logger, setup_logging
-from samunet.utils.typed_json import SchemaError
+from samunet.core.records import SchemaError
 
 USER_ERRORS = (PredictionError, TrainedModelError, DatasetError, ImageReadError, GeometryMismatchError,
                UnknownDatasetError, SchemaError, FileNotFoundError, AdapterCheckpointError, CheckpointIntegrityError,

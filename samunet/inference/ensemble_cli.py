@@ -10,14 +10,14 @@ import argparse
 from pathlib import Path
 
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, write_segmentation
-from samunet.inference.probabilities_io import (
+from samunet.evaluation.probabilities_io import (
     ProbabilitiesError, label_map_from_probabilities, load_probabilities, save_probabilities,
 )
-from samunet.inference.user_errors import fail
+from samunet.core.errors import SamunetUserError, fail
 from samunet.utils.logs import get_logger, setup_logging
 
 
-class EnsembleError(ValueError):
+class EnsembleError(SamunetUserError, ValueError):
     pass
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from samunet.evaluation.inference_information import INFERENCE_INFORMATION_FILE, InferenceInformation
+from samunet.evaluation.inference_information import InferenceInformation
 from samunet.evaluation.postprocessing import PostprocessingStep
-from samunet.inference.trained_models import (
-    ALL_FOLD, TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folder_name, model_folders,
+from samunet.core.layout import (
+    TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folders,
 )
-from samunet.planning.plans import Plans
+from samunet.core.names import ALL_FOLD, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, model_folder_name
+from samunet.core.plans import Plans
 from samunet.utils.atomic import read_json
 from samunet.utils.logs import get_logger
 
@@ -84,7 +85,6 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
     log = get_logger()
     info = _read_information(dataset_folder)
     plans_name = request.plans_name or (info.plans_name if info else None)
-    from samunet.planning.plans import DEFAULT_PLANS_NAME
 
     plans_name = plans_name or DEFAULT_PLANS_NAME
     follows_info = info is not None and info.plans_name == plans_name and (

@@ -13,18 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samunet.core.errors import SamunetUserError
 from samunet.dataset.dataset_json import channel_file_pattern, find_images_by_case, visible_files
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, Geometry, read_case_images, write_segmentation
 from samunet.evaluation.postprocessing import apply_postprocessing
 from samunet.inference.model_loading import Selection
-from samunet.inference.probabilities_io import label_map_from_probabilities, save_probabilities
+from samunet.evaluation.probabilities_io import label_map_from_probabilities, save_probabilities
 from samunet.inference.volume_predictor import predict_preprocessed_volume
 from samunet.preprocessing.case_preprocessor import preprocess_arrays
 from samunet.preprocessing.inverse import restore_probabilities
 from samunet.utils.logs import get_logger
 
 
-class PredictionError(ValueError):
+class PredictionError(SamunetUserError, ValueError):
     """Inputs that cannot be predicted; the message names the file or folder and the problem."""
 
 

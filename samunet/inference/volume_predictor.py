@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from samunet.planning.plans import Plans
+from samunet.core.plans import Plans
 
 DEFAULT_TILE_STEP = 0.5  # windows overlap by half a patch (nnU-Net's default)
 

@@ -7,7 +7,6 @@ from importlib import import_module
 
 _EXPORTS = {
     "batched_predict_masks": "samunet.modeling.batched_decoder",
-    "BACKBONES": "samunet.modeling.build",
     "BackboneInfo": "samunet.modeling.build",
     "build_sam": "samunet.modeling.build",
     "build_sam_architecture": "samunet.modeling.build",

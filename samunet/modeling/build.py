@@ -19,13 +19,12 @@ from samunet.modeling.checkpoints import (
     resolve_checkpoint,
     verify_known_checkpoint,
 )
+from samunet.core.names import BACKBONE_NAMES as BACKBONES
 from samunet.modeling.position import fit_vit_state_dict, size_prompt_encoder
 from samunet.modeling.specs import SAM_PIXEL_MEAN, SAM_PIXEL_STD, VIT_SPECS, embedding_stride
 from samunet.modeling.tinyvit import build_litemedsam_encoder
 
 log = logging.getLogger("samunet")
-
-BACKBONES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny")
 
 
 @dataclass

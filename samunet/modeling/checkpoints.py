@@ -14,16 +14,17 @@ from pathlib import Path
 
 import torch
 
-from samunet.paths import DEFAULT_ROOT
+from samunet.core.errors import SamunetUserError
+from samunet.core.paths import DEFAULT_ROOT
 
 CHECKPOINTS_ENV = "SAMUNET_CHECKPOINTS"
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(SamunetUserError, FileNotFoundError):
     pass
 
 
-class CheckpointIntegrityError(ValueError):
+class CheckpointIntegrityError(SamunetUserError, ValueError):
     pass
 
 

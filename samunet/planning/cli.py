@@ -10,16 +10,18 @@ import sys
 import time
 from pathlib import Path
 
-from samunet.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name
-from samunet.planning.fingerprint import FINGERPRINT_FILE, FingerprintError, compute_fingerprint, fingerprint_sha256
-from samunet.planning.hardware import usable_cpu_count
-from samunet.planning.plans import BACKBONE_NAMES, DEFAULT_PLANS_NAME, Plans
+from samunet.core.errors import SamunetUserError
+from samunet.core.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name
+from samunet.planning.fingerprint import FingerprintError, compute_fingerprint, fingerprint_sha256
+from samunet.utils.processes import usable_cpu_count
+from samunet.core.names import BACKBONE_NAMES, DEFAULT_PLANS_NAME, FINGERPRINT_FILE
+from samunet.core.plans import Plans
 from samunet.utils.atomic import copy_file
 from samunet.utils.logs import get_logger, setup_logging
-from samunet.utils.typed_json import SchemaError
+from samunet.core.records import SchemaError
 
 
-class VerificationFailed(RuntimeError):
+class VerificationFailed(SamunetUserError, RuntimeError):
     def __init__(self, raw_folder: Path, problems: list):
         self.problems = problems
         listing = "\n".join(f"  - {p}" for p in problems)

@@ -18,10 +18,11 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from samunet.utils.typed_json import VersionedRecord
+from samunet.core.errors import SamunetUserError
+from samunet.core.records import VersionedRecord
+from samunet.preprocessing.bounding_box import bbox_of
 
 FINGERPRINT_SCHEMA_VERSION = 1
-FINGERPRINT_FILE = "dataset_fingerprint.json"
 DEFAULT_SAMPLES_PER_CASE = 10_000
 DEFAULT_SEED = 1234
 
@@ -95,16 +96,6 @@ class DatasetFingerprint(VersionedRecord):
         return len(self.intensities)
 
 
-
-def bbox_of(mask: np.ndarray) -> list[list[int]] | None:
-    """[start, stop) per axis of the True voxels; None when there are none."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append([int(present[0]), int(present[-1]) + 1])
-    return box
 
 
 def runs_of(flags: np.ndarray) -> list[list[int]]:
@@ -185,7 +176,7 @@ def _fingerprint_case_job(args: tuple) -> tuple[str, Any, Any, Any, str | None]:
         return case_id, None, None, None, f"{type(e).__name__}: {e}"
 
 
-class FingerprintError(RuntimeError):
+class FingerprintError(SamunetUserError, RuntimeError):
     pass
 
 

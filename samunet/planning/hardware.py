@@ -5,11 +5,12 @@ The planner sizes batches and run length from these numbers. Estimates are delib
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from samunet.utils.processes import usable_cpu_count
 
 GIB = 1024**3
 
@@ -45,13 +46,6 @@ class Hardware:
             return "bf16" if self.bf16_supported else "fp16"
         return "bf16" if self.bf16_supported else "fp32"
 
-
-def usable_cpu_count() -> int:
-    """CPUs this process may use (respects affinity masks and containers), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -113,10 +107,3 @@ def batch_size_for_memory(hw: Hardware, backbone: str, input_size: int, cap: int
     per_image = training_memory_per_image(backbone, input_size, hw.precision)
     fits = int(0.5 * hw.free_memory_bytes // max(per_image, 1.0))
     return max(1, min(cap, fits))
-
-
-def default_num_processes(bytes_per_process: float, reserve_fraction: float = 0.5) -> int:
-    """Worker processes for CPU-bound dataset work: one per CPU, fewer when RAM would run out."""
-    ram = psutil.virtual_memory().available * (1.0 - reserve_fraction)
-    by_ram = int(ram // max(bytes_per_process, 1.0))
-    return max(1, min(usable_cpu_count(), by_ram))

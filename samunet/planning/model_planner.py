@@ -9,7 +9,8 @@ import math
 
 from samunet.planning.hardware import (VIT_BACKBONES, Hardware, batch_size_for_memory,
                                        seconds_per_training_image)
-from samunet.planning.plans import BACKBONE_NAMES, AdapterConfig, AugmentationPlan, TrainingPlan
+from samunet.core.names import BACKBONE_NAMES
+from samunet.core.plans import AdapterConfig, AugmentationPlan, TrainingPlan
 
 # the input side each backbone's pretrained weights expect (the tiny test model: its pretrain size)
 NATIVE_INPUT = {"vit_b": 1024, "vit_l": 1024, "vit_h": 1024, "medsam_vit_b": 1024, "litemedsam": 256, "tiny": 128}

@@ -13,7 +13,8 @@ from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
 from samunet.planning.model_planner import (adapter_configs, augmentation_plan, choose_adapter, choose_backbone,
                                             choose_input_size, training_plan, uses_global_attention)
-from samunet.planning.plans import (DEFAULT_PLANS_NAME, ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan,
+from samunet.core.names import DEFAULT_PLANS_NAME
+from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan,
                                     Plans, ResamplingPlan, SlicingPlan)
 
 ISOTROPY_RATIO = 1.25  # largest / smallest spacing at or below this: isotropic, choose the axis by content

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from samunet.planning.fingerprint import bbox_of
-from samunet.planning.plans import Plans
+from samunet.preprocessing.bounding_box import bbox_of
+from samunet.core.plans import Plans
 from samunet.preprocessing.case_properties import CaseProperties
 from samunet.preprocessing.normalization import normalize_image
 from samunet.preprocessing.resampling import resample_slices, resampled_shape

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from samunet.utils.typed_json import VersionedRecord
+from samunet.core.records import VersionedRecord
 
 CASE_PROPERTIES_SCHEMA_VERSION = 1
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from samunet.paths import UnknownDatasetError, preprocessed_root, resolve_dataset_name
-from samunet.planning.plans import DEFAULT_PLANS_NAME, Plans
+from samunet.core.paths import UnknownDatasetError, preprocessed_root, resolve_dataset_name
+from samunet.core.names import DEFAULT_PLANS_NAME
+from samunet.core.plans import Plans
 from samunet.utils.logs import get_logger, setup_logging
-from samunet.utils.typed_json import SchemaError
+from samunet.core.records import SchemaError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from samunet.planning.plans import ChannelNormalization
+from samunet.core.errors import SamunetUserError
+from samunet.core.plans import ChannelNormalization
 
 SCHEMES = ("ct", "zscore", "rgb", "none")
 _EPS = 1e-8
 
 
-class NormalizationError(ValueError):
+class NormalizationError(SamunetUserError, ValueError):
     pass
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from samunet.paths import preprocessed_root, raw_root
-from samunet.planning.fingerprint import FINGERPRINT_FILE
-from samunet.planning.hardware import default_num_processes
-from samunet.planning.plans import Plans
+from samunet.core.errors import SamunetUserError
+from samunet.core.layout import cache_files, cache_folder
+from samunet.core.paths import preprocessed_root, raw_root
+from samunet.core.names import FINGERPRINT_FILE
+from samunet.utils.processes import default_num_processes
+from samunet.core.plans import Plans
 from samunet.utils.atomic import write_npy
 from samunet.utils.logs import get_logger
 
@@ -26,7 +28,7 @@ WORKER_MEMORY_FACTOR = 8
 FALLBACK_WORKER_BYTES = 2 * 1024**3
 
 
-class PreprocessingError(RuntimeError):
+class PreprocessingError(SamunetUserError, RuntimeError):
     pass
 
 
@@ -38,11 +40,7 @@ class CaseOutputs:
 
     @classmethod
     def of(cls, folder: Path, case_id: str) -> "CaseOutputs":
-        return cls(folder / f"{case_id}_image.npy", folder / f"{case_id}_seg.npy", folder / f"{case_id}.json")
-
-
-def cache_folder(dataset_name: str, plans_name: str) -> Path:
-    return preprocessed_root() / dataset_name / plans_name
+        return cls(*cache_files(folder, case_id))
 
 
 def is_case_finished(outputs: CaseOutputs, plans_sha256: str) -> bool:
@@ -90,7 +88,7 @@ def preprocess_dataset(dataset_name: str, plans: Plans, num_processes: int | Non
 
     log = get_logger()
     info = DatasetInfo.load(raw_root() / dataset_name)
-    folder = cache_folder(dataset_name, plans.plans_name)
+    folder = cache_folder(preprocessed_root() / dataset_name, plans.plans_name)
     folder.mkdir(parents=True, exist_ok=True)
     sha = plans.sha256()
     cases = info.training_cases()

@@ -24,7 +24,7 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
-from samunet.planning.plans import AugmentationPlan
+from samunet.core.plans import AugmentationPlan
 
 # nnU-Net's per-sample probabilities
 P_ROTATION = 0.2

@@ -57,14 +57,14 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from samunet.adapters.checkpoint import AdapterCheckpointError
-    from samunet.paths import UnknownDatasetError
+    from samunet.core.paths import UnknownDatasetError
     from samunet.training.fold_lock import FoldLockedError
     from samunet.training.run_setup import SetupError
     from samunet.training.slice_dataset import CacheError
     from samunet.training.splits import SplitsError
     from samunet.training.train_step import DeviceError
     from samunet.training.training_state import CheckpointError
-    from samunet.utils.typed_json import SchemaError
+    from samunet.core.records import SchemaError
 
     return (AdapterCheckpointError, UnknownDatasetError, FoldLockedError, SetupError, CacheError, SplitsError, CheckpointError, SchemaError,
             DeviceError, FloatingPointError)

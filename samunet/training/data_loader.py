@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from samunet.planning.plans import Plans
+from samunet.core.plans import Plans
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
 from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler, label_lookup
 

@@ -11,6 +11,7 @@ import socket
 import time
 from pathlib import Path
 
+from samunet.core.errors import SamunetUserError
 from samunet.utils.logs import get_logger
 
 log = get_logger()
@@ -19,7 +20,7 @@ LOCK_NAME = ".training.lock"
 FRESH_LOCK_S = 5.0
 
 
-class FoldLockedError(RuntimeError):
+class FoldLockedError(SamunetUserError, RuntimeError):
     pass
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samunet.planning.plans import AdapterConfig
+from samunet.core.plans import AdapterConfig
 
 SMOOTH = 1e-5
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-from samunet.planning.plans import AdapterConfig
+from samunet.core.plans import AdapterConfig
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 

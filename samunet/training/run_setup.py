@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from samunet.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from samunet.planning.plans import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, Plans
+from samunet.core.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
+from samunet.core.errors import SamunetUserError
+from samunet.core.layout import cache_files, cache_folder, cached_case_ids, fold_folder, plans_file
+from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, DATASET_JSON_FILE, DEBUG_FILE, MODEL_PLANS_FILE, model_folder_name
+from samunet.core.plans import Plans
 from samunet.training.slice_dataset import CaseSlices, load_case_slices
 from samunet.training.splits import fold_cases, load_or_create_splits
 from samunet.training.validation import ValidationCase
 from samunet.utils.atomic import copy_file, write_json
 
-MODEL_FOLDER_SEPARATOR = "__"
 
-
-class SetupError(ValueError):
+class SetupError(SamunetUserError, ValueError):
     """A user error found before training starts; the message says what to do."""
 
 
@@ -80,8 +81,7 @@ class TrainingRun:
 
     def validation_cases(self) -> list[ValidationCase]:
         labels = raw_root() / self.dataset_name / "labelsTr"
-        return [ValidationCase(c, self.cache_folder / f"{c}_image.npy", self.cache_folder / f"{c}_seg.npy",
-                               self.cache_folder / f"{c}.json", labels / f"{c}{self.plans.file_ending}")
+        return [ValidationCase(c, *cache_files(self.cache_folder, c), labels / f"{c}{self.plans.file_ending}")
                 for c in self.val_cases]
 
 
@@ -115,7 +115,7 @@ def apply_overrides(plans: Plans, options: TrainingOptions) -> tuple[Plans, dict
 
 def _copy_model_folder_files(model_folder: Path, plans: Plans, dataset_json: Path) -> None:
     """plans.json / dataset.json next to the folds (prediction reads them); refuse mismatching plans."""
-    plans_copy = model_folder / "plans.json"
+    plans_copy = model_folder / MODEL_PLANS_FILE
     if plans_copy.is_file():
         existing = Plans.load(plans_copy)
         if existing.sha256() != plans.sha256():
@@ -124,8 +124,8 @@ def _copy_model_folder_files(model_folder: Path, plans: Plans, dataset_json: Pat
                 "checkpoint or preprocessing). Train every fold with the same plans, or delete that folder to start over")
     else:
         plans.save(plans_copy)
-    if dataset_json.is_file() and not (model_folder / "dataset.json").is_file():
-        copy_file(dataset_json, model_folder / "dataset.json")
+    if dataset_json.is_file() and not (model_folder / DATASET_JSON_FILE).is_file():
+        copy_file(dataset_json, model_folder / DATASET_JSON_FILE)
 
 
 def prepare_run(options: TrainingOptions, write_files: bool = True) -> TrainingRun:
@@ -134,23 +134,23 @@ def prepare_run(options: TrainingOptions, write_files: bool = True) -> TrainingR
         raise SetupError(f"adapter {options.adapter!r} is unknown; choose one of {', '.join(ADAPTER_NAMES)}")
     dataset_name = resolve_dataset_name(options.dataset)
     preprocessed = preprocessed_root() / dataset_name
-    plans_file = preprocessed / f"{options.plans_name}.json"
-    if not plans_file.is_file():
-        raise SetupError(f"{plans_file}: no plans; run samunet_plan -d {options.dataset} first")
-    plans, overrides = apply_overrides(Plans.load(plans_file), options)
+    plans_path = plans_file(preprocessed, options.plans_name)
+    if not plans_path.is_file():
+        raise SetupError(f"{plans_path}: no plans; run samunet_plan -d {options.dataset} first")
+    plans, overrides = apply_overrides(Plans.load(plans_path), options)
     plans.adapter_config(options.adapter)  # a clear error when the plans have no entry for it
-    cache = preprocessed / options.plans_name
-    case_ids = sorted(p.name[: -len("_image.npy")] for p in cache.glob("*_image.npy")) if cache.is_dir() else []
+    cache = cache_folder(preprocessed, options.plans_name)
+    case_ids = cached_case_ids(cache)
     if not case_ids:
         raise SetupError(f"{cache}: no preprocessed cases; run samunet_preprocess -d {options.dataset} -p {options.plans_name}")
     splits = load_or_create_splits(preprocessed, case_ids) if options.fold != "all" else []
     train_cases, val_cases = fold_cases(splits, options.fold, case_ids)
-    model_folder = results_root() / dataset_name / f"{options.adapter}{MODEL_FOLDER_SEPARATOR}{options.plans_name}"
-    fold_folder = model_folder / f"fold_{options.fold}"
+    model_folder = results_root() / dataset_name / model_folder_name(options.adapter, options.plans_name)
+    fold_path = fold_folder(model_folder, options.fold)
     if write_files:
-        fold_folder.mkdir(parents=True, exist_ok=True)
-        _copy_model_folder_files(model_folder, plans, preprocessed / "dataset.json")
-    return TrainingRun(options, dataset_name, plans, overrides, preprocessed, cache, model_folder, fold_folder,
+        fold_path.mkdir(parents=True, exist_ok=True)
+        _copy_model_folder_files(model_folder, plans, preprocessed / DATASET_JSON_FILE)
+    return TrainingRun(options, dataset_name, plans, overrides, preprocessed, cache, model_folder, fold_path,
                        train_cases, val_cases, seed=int(plans.training.seed))
 
 
@@ -183,4 +183,4 @@ def write_debug_json(run: TrainingRun, argv: list[str], device: str, precision: 
         "versions": {p: _version(p) for p in packages},
         "plans": run.plans.to_dict(),
         **run.extra,
-    }, run.fold_folder / "debug.json")
+    }, run.fold_folder / DEBUG_FILE)

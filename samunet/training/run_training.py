@@ -11,7 +11,8 @@ from samunet.training.fold_lock import FoldLock
 from samunet.training.run_setup import TrainingOptions, TrainingRun, prepare_run, write_debug_json
 from samunet.training.train_step import precision_policy, resolve_device
 from samunet.training.trainer import FoldTrainer
-from samunet.training.training_state import STATE_FILE_NAME, CheckpointError, checkpoint_path
+from samunet.core.names import TRAINING_STATE_FILE
+from samunet.training.training_state import CheckpointError, checkpoint_path
 from samunet.utils.logs import get_logger, setup_logging
 
 log = get_logger()
@@ -58,7 +59,7 @@ def run_training(options: TrainingOptions, argv: list[str]) -> None:
             if options.val_only:
                 _validate_only(trainer, run)
                 return
-            resumable = (run.fold_folder / STATE_FILE_NAME).is_file()
+            resumable = (run.fold_folder / TRAINING_STATE_FILE).is_file()
             if options.resume:
                 if resumable:
                     trainer.resume()

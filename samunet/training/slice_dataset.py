@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIX = "_image.npy"
-SEG_SUFFIX = "_seg.npy"
+from samunet.core.errors import SamunetUserError
+from samunet.core.layout import cache_files
 
 
-class CacheError(FileNotFoundError):
+class CacheError(SamunetUserError, FileNotFoundError):
     pass
 
 
@@ -86,13 +86,12 @@ def _from_seg(seg: np.ndarray, label_values: list[int]) -> tuple[dict[int, np.nd
 
 def load_case_slices(cache_folder: Path, case_id: str, label_values: list[int]) -> CaseSlices:
     """Bookkeeping for one case; from CASE.json, or counted from the seg when it lacks the slice lists."""
-    image_path = cache_folder / f"{case_id}{IMAGE_SUFFIX}"
-    seg_path = cache_folder / f"{case_id}{SEG_SUFFIX}"
+    image_path, seg_path, properties_path = cache_files(cache_folder, case_id)
     for path in (image_path, seg_path):
         if not path.is_file():
             raise CacheError(f"{path}: missing from the preprocessed cache; run samunet_preprocess (or samunet_plan) again")
     seg = np.load(seg_path, mmap_mode="r")
-    recorded = _from_properties(cache_folder / f"{case_id}.json", label_values)
+    recorded = _from_properties(properties_path, label_values)
     by_class, largest = recorded if recorded is not None else _from_seg(seg, label_values)
     return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class, largest)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samunet.core.errors import SamunetUserError
+from samunet.core.names import SPLITS_FILE
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
@@ -19,10 +21,9 @@ log = get_logger()
 
 NUM_FOLDS = 5
 SPLIT_SEED = 12345
-SPLITS_FILE_NAME = "splits_final.json"
 
 
-class SplitsError(ValueError):
+class SplitsError(SamunetUserError, ValueError):
     pass
 
 
@@ -65,7 +66,7 @@ def load_or_create_splits(preprocessed_dataset_folder: Path, case_ids: list[str]
 
     An existing file is never rewritten: a user who edited it (or copied nnU-Net's) keeps those folds.
     """
-    path = Path(preprocessed_dataset_folder) / SPLITS_FILE_NAME
+    path = Path(preprocessed_dataset_folder) / SPLITS_FILE
     if path.is_file():
         try:
             splits = json.loads(path.read_text())

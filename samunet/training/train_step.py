@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from samunet.core.errors import SamunetUserError
 from samunet.utils.logs import get_logger
 
 log = get_logger()
 
 
-class DeviceError(ValueError):
+class DeviceError(SamunetUserError, ValueError):
     pass
 
 

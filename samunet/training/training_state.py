@@ -15,15 +15,16 @@ from pathlib import Path
 
 import torch
 
+from samunet.core.errors import SamunetUserError
+from samunet.core.names import TRAINING_STATE_FILE
 from samunet.utils.atomic import atomic_path
 from samunet.utils.logs import get_logger
 
 log = get_logger()
 
-STATE_FILE_NAME = "checkpoint_latest_state.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SamunetUserError, RuntimeError):
     pass
 
 
@@ -68,14 +69,14 @@ def save_latest(adapter, fold_folder: Path, metadata: dict, optimizer: torch.opt
         "history": history,
         "best_metric": best_metric,
     }
-    with atomic_path(fold_folder / STATE_FILE_NAME) as tmp:
+    with atomic_path(fold_folder / TRAINING_STATE_FILE) as tmp:
         torch.save(state, tmp)
     return save_checkpoint(adapter, fold_folder, "latest", metadata)
 
 
 def load_latest(adapter, fold_folder: Path, expected: dict) -> ResumeState:
     """Load the resume state into ``adapter``; clear errors for a missing, damaged or foreign file."""
-    path = fold_folder / STATE_FILE_NAME
+    path = fold_folder / TRAINING_STATE_FILE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -21,9 +21,9 @@ from torch import nn
 from tqdm import tqdm
 
 from samunet.evaluation.metrics import compute_metrics, summarize
-from samunet.inference.probabilities_io import label_map_from_probabilities, save_probabilities
+from samunet.evaluation.probabilities_io import label_map_from_probabilities, save_probabilities
 from samunet.inference.volume_predictor import predict_preprocessed_volume
-from samunet.planning.plans import Plans
+from samunet.core.plans import Plans
 from samunet.preprocessing.case_properties import CaseProperties
 from samunet.preprocessing.inverse import restore_label_volume, restore_probabilities
 from samunet.utils.atomic import write_json

@@ -10,6 +10,8 @@ import os
 import re
 from pathlib import Path
 
+from samunet.core.errors import SamunetUserError
+
 log = logging.getLogger("samunet")
 
 DEFAULT_ROOT = Path.home() / "samunet_data"
@@ -50,7 +52,7 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{dataset_id:03d}_{name}"
 
 
-class UnknownDatasetError(LookupError):
+class UnknownDatasetError(SamunetUserError, LookupError):
     pass
 
 

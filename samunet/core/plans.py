@@ -14,13 +14,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from samunet.utils.typed_json import VersionedRecord
+from samunet.core.errors import SamunetUserError
+from samunet.core.records import VersionedRecord
 
 PLANS_SCHEMA_VERSION = 1
-DEFAULT_PLANS_NAME = "samunetPlans"
 
-ADAPTER_NAMES = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
-BACKBONE_NAMES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny")
+
+class PlansError(SamunetUserError, KeyError):
+    """The plans lack what a command asks of them."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -167,5 +171,6 @@ class Plans(VersionedRecord):
 
     def adapter_config(self, adapter: str) -> AdapterConfig:
         if adapter not in self.adapters:
-            raise KeyError(f"adapter '{adapter}' has no entry in the plans; known: {sorted(self.adapters)}")
+            raise PlansError(f"adapter '{adapter}' has no entry in the plans ({self.plans_name}); "
+                             f"known: {sorted(self.adapters)}")
         return self.adapters[adapter]

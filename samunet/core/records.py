@@ -9,12 +9,13 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from samunet.core.errors import SamunetUserError
 from samunet.utils.atomic import write_json
 
 T = TypeVar("T")
 
 
-class SchemaError(ValueError):
+class SchemaError(SamunetUserError, ValueError):
     pass
 
 

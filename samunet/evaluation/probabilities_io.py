@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from samunet.core.errors import SamunetUserError
 from samunet.dataset.image_io import Geometry
 from samunet.utils.atomic import atomic_path, read_json, write_json
 
 PROBABILITIES_KEY = "probabilities"
 
 
-class ProbabilitiesError(ValueError):
+class ProbabilitiesError(SamunetUserError, ValueError):
     """A saved probabilities file is missing, unreadable or inconsistent; the message names the file."""
 
 

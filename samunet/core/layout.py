@@ -1,5 +1,6 @@
-"""Finding trained models in the results folder (layout written by samunet.training).
+"""Where each stage's files live: the path rules of the preprocessed and results folders.
 
+``$SAMUNET_PREPROCESSED/DatasetXXX_Name/<plans_name>.json`` and ``<plans_name>/CASE_image.npy`` ...;
 ``$SAMUNET_RESULTS/DatasetXXX_Name/<adapter>__<plans_name>/fold_N/checkpoint_{final,best,latest}.safetensors``
 """
 from __future__ import annotations
@@ -7,21 +8,49 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from samunet.paths import resolve_dataset_name, results_root
+from samunet.core.errors import SamunetUserError
+from samunet.core.names import (
+    ALL_FOLD, CACHE_IMAGE_SUFFIX, CACHE_PROPERTIES_SUFFIX, CACHE_SEG_SUFFIX, CHECKPOINT_CHOICES, MODEL_FOLDER_SEPARATOR,
+    checkpoint_file_name, fold_folder_name,
+)
+from samunet.core.paths import preprocessed_root, resolve_dataset_name, results_root
 
-MODEL_FOLDER_SEPARATOR = "__"
 FOLD_RE = re.compile(r"^fold_(\d+|all)$")
-ALL_FOLD = "all"  # fold_all: trained on every case (nnU-Net's convention), no validation of its own
 Fold = int | str
-CHECKPOINT_CHOICES = ("final", "best", "latest")
 
 
-class TrainedModelError(LookupError):
+class TrainedModelError(SamunetUserError, LookupError):
     """No usable trained model; the message names the folder and what is missing."""
 
 
-def model_folder_name(adapter: str, plans_name: str) -> str:
-    return f"{adapter}{MODEL_FOLDER_SEPARATOR}{plans_name}"
+def plans_file(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
+    """The plans ``samunet_plan`` writes: ``<preprocessed>/<dataset>/<plans_name>.json``."""
+    return Path(preprocessed_dataset_folder) / f"{plans_name}.json"
+
+
+def cache_folder(preprocessed_dataset_folder: Path, plans_name: str) -> Path:
+    """The preprocessed 2D cache of one set of plans."""
+    return Path(preprocessed_dataset_folder) / plans_name
+
+
+def cache_files(folder: Path, case_id: str) -> tuple[Path, Path, Path]:
+    """(image .npy, segmentation .npy, CaseProperties .json) of one case in a cache folder."""
+    folder = Path(folder)
+    return (folder / f"{case_id}{CACHE_IMAGE_SUFFIX}", folder / f"{case_id}{CACHE_SEG_SUFFIX}",
+            folder / f"{case_id}{CACHE_PROPERTIES_SUFFIX}")
+
+
+def cached_case_ids(folder: Path) -> list[str]:
+    """Case ids with an image in a cache folder, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(CACHE_IMAGE_SUFFIX)] for p in folder.glob(f"*{CACHE_IMAGE_SUFFIX}")
+                  if not p.name.startswith("."))
+
+
+def dataset_preprocessed_folder(dataset: str | int) -> Path:
+    return preprocessed_root() / resolve_dataset_name(dataset)
 
 
 def dataset_results_folder(dataset: str | int) -> Path:
@@ -51,8 +80,12 @@ def fold_folders(model_folder: Path, include_all: bool = True) -> dict[Fold, Pat
     return dict(sorted(found.items(), key=lambda kv: (kv[0] == ALL_FOLD, kv[0] if kv[0] != ALL_FOLD else 0)))
 
 
+def fold_folder(model_folder: Path, fold: Fold) -> Path:
+    return Path(model_folder) / fold_folder_name(fold)
+
+
 def checkpoint_file(fold_folder: Path, checkpoint: str) -> Path:
-    return fold_folder / f"checkpoint_{checkpoint}.safetensors"
+    return Path(fold_folder) / checkpoint_file_name(checkpoint)
 
 
 def folds_with_checkpoint(model_folder: Path, checkpoint: str) -> dict[Fold, Path]:
@@ -66,5 +99,5 @@ def describe_checkpoints(model_folder: Path) -> str:
     parts = []
     for fold, folder in fold_folders(model_folder).items():
         names = [c for c in CHECKPOINT_CHOICES if checkpoint_file(folder, c).is_file()]
-        parts.append(f"fold_{fold}: {', '.join(names) if names else 'no checkpoint'}")
+        parts.append(f"{fold_folder_name(fold)}: {', '.join(names) if names else 'no checkpoint'}")
     return "; ".join(parts) if parts else "no fold_N folders"

@@ -1,0 +1,41 @@
+"""Names written once: adapters, backbones, and the file and folder names each stage writes."""
+from __future__ import annotations
+
+ADAPTER_NAMES = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
+BACKBONE_NAMES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny")
+
+DEFAULT_PLANS_NAME = "samunetPlans"
+
+# raw and preprocessed dataset folders
+DATASET_JSON_FILE = "dataset.json"
+FINGERPRINT_FILE = "dataset_fingerprint.json"
+SPLITS_FILE = "splits_final.json"  # nnU-Net's name and format
+
+# the preprocessed cache: <preprocessed>/<dataset>/<plans_name>/CASE{suffix}
+CACHE_IMAGE_SUFFIX = "_image.npy"  # (C, S, H, W) float32
+CACHE_SEG_SUFFIX = "_seg.npy"  # (S, H, W)
+CACHE_PROPERTIES_SUFFIX = ".json"  # CaseProperties
+
+# results: <results>/<dataset>/<adapter>__<plans_name>/fold_N/
+MODEL_FOLDER_SEPARATOR = "__"
+MODEL_PLANS_FILE = "plans.json"  # the plans copy prediction reads
+ALL_FOLD = "all"  # fold_all: trained on every case (nnU-Net's convention), no validation of its own
+CHECKPOINT_CHOICES = ("final", "best", "latest")
+CHECKPOINT_SUFFIX = ".safetensors"  # adapter-only weights; a .json sidecar beside each
+TRAINING_STATE_FILE = "checkpoint_latest_state.pt"  # resume state (optimizer, scaler, schedule)
+DEBUG_FILE = "debug.json"
+VALIDATION_FOLDER = "validation"
+SUMMARY_FILE = "summary.json"
+INFERENCE_INFORMATION_FILE = "inference_information.json"
+
+
+def model_folder_name(adapter: str, plans_name: str) -> str:
+    return f"{adapter}{MODEL_FOLDER_SEPARATOR}{plans_name}"
+
+
+def fold_folder_name(fold: int | str) -> str:
+    return f"fold_{fold}"
+
+
+def checkpoint_file_name(which: str) -> str:
+    return f"checkpoint_{which}{CHECKPOINT_SUFFIX}"
