@@ -1,31 +1,79 @@
-"""Shared test fixtures. Real-data fixtures skip (saying why) only when ../shared/datasets is absent."""
+"""Shared test fixtures.
+
+Every end-to-end test runs on a fresh clone: the real Hippocampus cases it needs ship in ``tests/data/``.
+Tests that need the larger data of ``../shared/datasets`` (all 260 Hippocampus cases, the CT example) are
+marked ``slow``. CI and developers have that folder and run them; where it is absent (a user's clone) they are
+deselected, not skipped, with one line saying so. ``SAMUNET_TEST_SHARED_DATASETS`` points elsewhere (e.g. from
+a git worktree, whose ``..`` holds no ``shared``).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-HIPPOCAMPUS_TASK = SHARED_DATASETS / "Task04_Hippocampus"
+TEST_DATA = REPO_ROOT / "tests" / "data"
+HIPPOCAMPUS_SUBSET = TEST_DATA / "Task04_Hippocampus"  # 8 real cases, MSD layout (CC-BY-SA 4.0, see LICENCE.md)
+SHARED_DATASETS = Path(os.environ.get("SAMUNET_TEST_SHARED_DATASETS")
+                       or REPO_ROOT / ".." / "shared" / "datasets").resolve()
+HIPPOCAMPUS_TASK = SHARED_DATASETS / "Task04_Hippocampus"  # all 260 cases
 CT_EXAMPLE = SHARED_DATASETS / "Example_CT_TotalSegmentator"
+# a test using one of these fixtures (directly or through another fixture) must be marked slow
+SHARED_DATA_FIXTURES = {"hippocampus_task_full": HIPPOCAMPUS_TASK, "ct_example": CT_EXAMPLE}
 
 # fixtures that build real pipelines live in these modules (one owner each)
 pytest_plugins = ["tests.fixtures_data", "tests.fixtures_pipeline", "tests.fixtures_models"]
 
 
+def _shared_data_present() -> bool:
+    return all(path.is_dir() for path in SHARED_DATA_FIXTURES.values())
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items if SHARED_DATA_FIXTURES.keys() & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(f"{unmarked[0]} uses ../shared/datasets but is not marked @pytest.mark.slow "
+                                f"(a fresh clone lacks that folder)")
+    if _shared_data_present():
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+        config._samunet_deselected_slow = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    count = getattr(config, "_samunet_deselected_slow", 0)
+    if count:
+        terminalreporter.write_line(f"samunet: deselected {count} slow test(s): they need {SHARED_DATASETS} "
+                                    f"(developers and CI have it; set SAMUNET_TEST_SHARED_DATASETS to run them)")
+
+
+def _shared(path: Path) -> Path:
+    if not path.is_dir():  # only reachable when a slow test is selected by hand without the data
+        raise FileNotFoundError(f"{path} is absent: this slow test needs ../shared/datasets")
+    return path
+
+
 @pytest.fixture
 def hippocampus_task() -> Path:
-    if not HIPPOCAMPUS_TASK.is_dir():
-        pytest.skip(f"real-data test: {HIPPOCAMPUS_TASK} is absent (only developers and CI have ../shared/datasets)")
-    return HIPPOCAMPUS_TASK
+    """The 8-case MSD-layout Hippocampus task shipped in tests/data (read-only)."""
+    return HIPPOCAMPUS_SUBSET
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def hippocampus_task_full() -> Path:
+    """All 260 cases of MSD Task04_Hippocampus from ../shared/datasets (slow tests only)."""
+    return _shared(HIPPOCAMPUS_TASK)
+
+
+@pytest.fixture(scope="session")
 def ct_example() -> Path:
-    if not CT_EXAMPLE.is_dir():
-        pytest.skip(f"real-data test: {CT_EXAMPLE} is absent (only developers and CI have ../shared/datasets)")
-    return CT_EXAMPLE
+    return _shared(CT_EXAMPLE)
 
 
 @pytest.fixture

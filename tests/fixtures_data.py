@@ -14,39 +14,35 @@ import pytest
 from samunet.dataset.convert_msd import convert_msd_task, msd_cases
 from samunet.dataset.image_io import Geometry, read_image, read_label, write_image, write_segmentation
 from samunet.utils.atomic import read_json, write_json
-from tests.conftest import CT_EXAMPLE, HIPPOCAMPUS_TASK
+from tests.conftest import HIPPOCAMPUS_SUBSET
 
-HIPPOCAMPUS_SMALL_CASES = 10
+HIPPOCAMPUS_SMALL_CASES = 8  # every case shipped in tests/data/Task04_Hippocampus
 
 
 def first_hippocampus_case_ids(count: int) -> list[str]:
-    """The first ``count`` training case ids of Task04_Hippocampus, sorted."""
-    training, _ = msd_cases(HIPPOCAMPUS_TASK, read_json(HIPPOCAMPUS_TASK / "dataset.json"))
+    """The first ``count`` training case ids of the shipped Hippocampus cases, sorted."""
+    training, _ = msd_cases(HIPPOCAMPUS_SUBSET, read_json(HIPPOCAMPUS_SUBSET / "dataset.json"))
     return [case.case_id for case in training[:count]]
 
 
 @pytest.fixture(scope="session")
 def hippocampus_raw_small(tmp_path_factory) -> Path:
-    """``Dataset004_Hippocampus`` raw folder with the first 10 real Hippocampus cases (sorted ids)."""
-    if not HIPPOCAMPUS_TASK.is_dir():
-        pytest.skip(f"real-data test: {HIPPOCAMPUS_TASK} is absent (only developers and CI have ../shared/datasets)")
+    """``Dataset004_Hippocampus`` raw folder with the 8 real Hippocampus cases of tests/data (sorted ids)."""
     root = tmp_path_factory.mktemp("raw_hippocampus")
     case_ids = first_hippocampus_case_ids(HIPPOCAMPUS_SMALL_CASES)
-    return convert_msd_task(HIPPOCAMPUS_TASK, root, case_ids=case_ids, num_processes=1)
+    return convert_msd_task(HIPPOCAMPUS_SUBSET, root, case_ids=case_ids, num_processes=1)
 
 
 @pytest.fixture(scope="session")
-def ct_example_raw(tmp_path_factory) -> Path:
+def ct_example_raw(tmp_path_factory, ct_example) -> Path:
     """``Dataset005_ExampleCT`` raw folder: the TotalSegmentator CT as ``example_0000.nii.gz`` + its label.
 
     The label values present (41 classes among 1..117) are renumbered to consecutive 1..N and named
     ``class_1``..``class_N`` in that order, because labels must be consecutive (as in nnU-Net).
     """
-    if not CT_EXAMPLE.is_dir():
-        pytest.skip(f"real-data test: {CT_EXAMPLE} is absent (only developers and CI have ../shared/datasets)")
     folder = tmp_path_factory.mktemp("raw_ct") / "Dataset005_ExampleCT"
-    image, geometry = read_image(CT_EXAMPLE / "example_ct_sm.nii.gz")
-    label, label_geometry = read_label(CT_EXAMPLE / "example_seg.nii.gz")
+    image, geometry = read_image(ct_example / "example_ct_sm.nii.gz")
+    label, label_geometry = read_label(ct_example / "example_seg.nii.gz")
     present = np.unique(label)
     foreground = present[present != 0]
     lookup = np.zeros(int(present.max()) + 1, dtype=np.uint8)

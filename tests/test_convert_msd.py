@@ -14,7 +14,7 @@ from samunet.dataset.convert_msd import convert_msd_task, main
 from samunet.dataset.dataset_json import DatasetError, DatasetInfo
 from samunet.dataset.verify import verify_dataset
 
-REAL_CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"]  # 001 is uint8
+REAL_CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_099", "hippocampus_148"]  # 001, 148 are uint8
 
 
 def _same_image(converted, original) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from samunet.dataset.dataset_json import DatasetInfo
 from samunet.dataset.image_io import read_label
@@ -53,6 +54,7 @@ def test_hippocampus_probabilities_restore_to_original_grid(hippocampus_preproce
     np.testing.assert_array_equal(probs.argmax(axis=0), original)
 
 
+@pytest.mark.slow
 def test_ct_example_plan_preprocess_invert(ct_example_raw, tmp_path):
     dataset = plan_and_preprocess(ct_example_raw, tmp_path)
     norm = dataset.plans.normalization[0]

@@ -69,8 +69,12 @@ def test_one_colour_png_per_case_is_valid_for_rgb_channels(tmp_path):
     assert _problems(folder) == []
 
 
-def test_real_datasets_are_valid_with_worker_processes(hippocampus_raw_small, ct_example_raw):
+def test_real_hippocampus_is_valid_with_worker_processes(hippocampus_raw_small):
     assert verify_dataset(hippocampus_raw_small, num_processes=2) == []
+
+
+@pytest.mark.slow
+def test_real_ct_example_is_valid(ct_example_raw):
     assert verify_dataset(ct_example_raw, num_processes=1) == []
 
 
