@@ -56,7 +56,10 @@ def test_invalid_json_is_an_error_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"file_ending": None}, "required key 'file_ending' is missing"),
-    ({"labels": {"background": 0, "tumour": [1, 2]}}, "region-based labels are not supported"),
+    ({"labels": {"background": 0, "tumour": [1, 2]}}, "need 'regions_class_order'"),
+    ({"labels": {"background": 0, "tumour": [1, 2]}, "regions_class_order": [1, 2]}, "has 2 entries but"),
+    ({"labels": {"background": 0, "tumour": 1, "ignore": 3}}, "must be the highest label value \\(2\\)"),
+    ({"labels": {"background": 0, "tumour": 1, "ignore": [2, 3]}}, "must be one integer"),
     ({"labels": {"background": 0, "tumour": "1"}}, "label values must be integers"),
     ({"channel_names": {"1": "CT"}}, "'channel_names' must map"),
     ({"numTraining": "2"}, "'numTraining' must be an integer"),

@@ -49,6 +49,8 @@ class Adapter(nn.Module):
         self.normalizer = InputNormalizer(info.name)
         self.input_mixer = InputMixer(in_channels) if in_channels != 3 else None
         self.merged = False
+        # regions (samunet.core.labels): each sigmoid output is an independent region, not an exclusive label
+        self.region_outputs = False
         self.identity = {  # what a checkpoint of this adapter must match (checkpoint.py)
             "adapter": self.name, "backbone": info.name, "base_checkpoint_sha256": info.checkpoint_sha256,
             "input_size": info.input_size, "global_attention": info.global_attention,
@@ -113,8 +115,16 @@ class Adapter(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_from_embeddings(self.encode(images), images.shape[-2:])
 
+    def use_region_outputs(self) -> None:
+        """Make each sigmoid output an independent region (BraTS-style overlapping labels)."""
+        if self.output_kind != "sigmoid_per_label":
+            raise ValueError(f"regions need one sigmoid per region: adapter '{self.name}' has output "
+                             f"'{self.output_kind}' (set output to sigmoid_per_label in its plans entry)")
+        self.region_outputs = True
+        self.identity["output_kind"] = "sigmoid_per_region"
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, num_classes, H, W), summing to 1 over classes.
+        """(B, num_classes, H, W), summing to 1 over classes; with region outputs (B, regions, H, W) sigmoids.
 
         sigmoid_per_label: p_label = sigmoid, p_background = 1 - max_label sigmoid, normalised. Its arg-max is
         S-SAM's rule (background where every label's sigmoid < 0.5, else the highest label); with one label it
@@ -123,6 +133,8 @@ class Adapter(nn.Module):
         if self.output_kind == "softmax":
             return torch.softmax(logits, dim=1)
         p = torch.sigmoid(logits)
+        if self.region_outputs:
+            return p
         background = 1.0 - p.max(dim=1, keepdim=True).values
         joint = torch.cat([background, p], dim=1)
         return joint / joint.sum(dim=1, keepdim=True).clamp_min(1e-12)

@@ -46,6 +46,7 @@ def build_adapter(name: str, plans, checkpoint: str | os.PathLike | None = None,
     ``checkpoint``: base weights overriding ``plans.model.checkpoint`` (default: looked up by backbone name).
     ``adapter_checkpoint``: trained adapter weights to load (verified against the plans and backbone).
     """
+    from samunet.core.plans import PlansError
     from samunet.modeling.build import build_sam
     from samunet.preprocessing.packing import packed_channel_count
 
@@ -53,10 +54,16 @@ def build_adapter(name: str, plans, checkpoint: str | os.PathLike | None = None,
     sam = build_sam(model.backbone, model.input_size, checkpoint if checkpoint is not None else model.checkpoint,
                     model.global_attention, pretrained=pretrained)
     in_channels = packed_channel_count(plans.packing.mode, plans.packing.num_channels)
-    adapter = build_adapter_from_parts(name, sam, plans.num_classes, plans.adapter_config(name), model.input_size,
+    scheme = plans.label_scheme
+    adapter = build_adapter_from_parts(name, sam, scheme.num_classes, plans.adapter_config(name), model.input_size,
                                        in_channels)
+    if scheme.has_regions:
+        try:
+            adapter.use_region_outputs()
+        except ValueError as e:
+            raise PlansError(f"plans {plans.plans_name}: {e}") from None
     adapter.identity["plans_sha256"] = plans.sha256()
-    adapter.identity["class_names"] = [k for k, _ in sorted(plans.labels.items(), key=lambda kv: kv[1])]
+    adapter.identity["class_names"] = scheme.channel_names()
     if adapter_checkpoint is not None:
         from samunet.adapters.checkpoint import load_adapter_checkpoint
 

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 from samunet.core.errors import SamunetUserError
+from samunet.core.labels import IGNORE_NAME, LabelScheme
 from samunet.core.records import VersionedRecord
 
 PLANS_SCHEMA_VERSION = 1
@@ -136,7 +137,7 @@ class TrainingPlan:
 class Plans(VersionedRecord):
     dataset_name: str
     plans_name: str
-    labels: dict[str, int]  # name -> value, background included (nnU-Net v2 style)
+    labels: dict[str, int | list[int]]  # name -> value (or list of values: a region), background included (nnU-Net v2)
     channel_names: dict[str, str]  # "0" -> "CT" | "MRI" | "R" ...
     file_ending: str
     slicing: SlicingPlan
@@ -151,18 +152,24 @@ class Plans(VersionedRecord):
     fingerprint_sha256: str = ""  # of dataset_fingerprint.json the plans were made from
     schema_version: int = PLANS_SCHEMA_VERSION
     edited_by_user: bool = False  # informational; set True by hand if you like
+    regions_class_order: list[int] | None = None  # region datasets: the value each region writes (samunet.core.labels)
 
     SCHEMA_VERSION = PLANS_SCHEMA_VERSION
     RERUN_HINT = "run samunet_plan (--overwrite to replace stale plans)"
 
     @property
-    def num_classes(self) -> int:
-        """Classes including background."""
-        return len(self.labels)
+    def label_scheme(self) -> LabelScheme:
+        """How the labels map to outputs, targets and evaluated structures (regions, ignore label)."""
+        return LabelScheme.from_plans(self)
 
     @property
-    def foreground_labels(self) -> dict[str, int]:
-        return {k: v for k, v in self.labels.items() if v != 0}
+    def num_classes(self) -> int:
+        """Classes including background (regions: one per region plus background; the ignore label not counted)."""
+        return self.label_scheme.num_classes
+
+    @property
+    def foreground_labels(self) -> dict[str, int | list[int]]:
+        return {k: v for k, v in self.labels.items() if v != 0 and k != IGNORE_NAME}
 
     def sha256(self) -> str:
         """Hash of the decisions that change what a model sees (checkpoints record it)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from samunet.core.errors import SamunetUserError
+from samunet.core.labels import LabelScheme, label_problems
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, is_2d_ending
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -34,7 +35,7 @@ class TrainingCase:
 class DatasetInfo:
     folder: Path
     channel_names: dict[str, str]  # "0" -> "MRI", in channel order
-    labels: dict[str, int]  # "background" -> 0, ...
+    labels: dict[str, int | list[int]]  # "background" -> 0, ...; a list is a region (samunet.core.labels)
     num_training: int
     file_ending: str
     extra: dict = field(default_factory=dict)  # every other key of dataset.json (name, licence, ...)
@@ -48,8 +49,17 @@ class DatasetInfo:
         return len(self.channel_names)
 
     @property
+    def label_scheme(self) -> LabelScheme:
+        return LabelScheme.from_dataset_json({"labels": self.labels, **self.extra})
+
+    @property
+    def regions_class_order(self) -> list[int] | None:
+        return self.extra.get("regions_class_order")
+
+    @property
     def label_values(self) -> list[int]:
-        return sorted(self.labels.values())
+        """Values a label file may hold (the ignore label included)."""
+        return self.label_scheme.values_in_files
 
     @classmethod
     def load(cls, raw_folder: str | Path) -> "DatasetInfo":
@@ -100,16 +110,8 @@ def dataset_json_problems(data: object) -> list[str]:
     if "channel_names" in data and (not isinstance(channels, dict) or not channels
                                     or sorted(channels, key=str) != sorted(str(i) for i in range(len(channels)))):
         problems.append("'channel_names' must map \"0\", \"1\", ... to channel names, e.g. {\"0\": \"CT\"}")
-    labels = data.get("labels")
     if "labels" in data:
-        if not isinstance(labels, dict) or not labels:
-            problems.append("'labels' must map label names to integers, e.g. {\"background\": 0, \"tumour\": 1}")
-        else:
-            for name, value in labels.items():
-                if isinstance(value, (list, tuple)):
-                    problems.append(f"label '{name}' is a region {value}: region-based labels are not supported")
-                elif not isinstance(value, int) or isinstance(value, bool):
-                    problems.append(f"label '{name}' has value {value!r}; label values must be integers")
+        problems += label_problems(data["labels"], data.get("regions_class_order"))
     num_training = data.get("numTraining")
     if "numTraining" in data and (not isinstance(num_training, int) or isinstance(num_training, bool)):
         problems.append(f"'numTraining' must be an integer, got {num_training!r}")

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from samunet.core.errors import SamunetUserError
+from samunet.core.labels import LabelScheme
 from samunet.dataset.dataset_json import (
     RGB_CHANNELS,
     channel_file_pattern,
@@ -67,7 +68,8 @@ def verify_dataset(raw_folder: str | Path, num_processes: int = 2) -> list[Probl
     problems = [Problem(str(json_path), m) for m in dataset_json_problems(data) + _path_problems(data)]
     if problems:
         return problems  # without a usable dataset.json the files cannot be interpreted
-    problems += [Problem(str(json_path), m) for m in _label_value_problems(data["labels"])]
+    scheme = LabelScheme.from_dataset_json(data)
+    problems += [Problem(str(json_path), m) for m in _label_value_problems(scheme)]
     ending, num_channels = data["file_ending"], len(data["channel_names"])
     images, file_problems = _group_channel_files(raw_folder / "imagesTr", ending, num_channels)
     problems += file_problems
@@ -85,7 +87,7 @@ def verify_dataset(raw_folder: str | Path, num_processes: int = 2) -> list[Probl
     if data["numTraining"] != num_cases:
         problems.append(Problem(str(json_path), f"numTraining is {data['numTraining']} but {num_cases} "
                                                 f"training case(s) are in imagesTr/labelsTr"))
-    jobs = [(images[c], labels[c], num_channels, sorted(data["labels"].values()))
+    jobs = [(images[c], labels[c], num_channels, scheme.values_in_files)
             for c in sorted(set(images) & set(labels)) if images[c] is not None]
     problems += _content_problems(jobs, num_processes)
     return problems
@@ -112,8 +114,8 @@ def _path_problems(data: dict) -> list[str]:
     return problems
 
 
-def _label_value_problems(labels: dict[str, int]) -> list[str]:
-    values = sorted(labels.values())
+def _label_value_problems(scheme: LabelScheme) -> list[str]:
+    values = scheme.label_values  # the ignore label is checked apart (it must be the highest value)
     if values != list(range(len(values))):
         return [f"label values {values} must be consecutive integers from 0 (background = 0)"]
     return []

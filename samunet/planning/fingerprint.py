@@ -75,7 +75,7 @@ class ClassSummary:
 @dataclass
 class DatasetFingerprint(VersionedRecord):
     dataset_name: str
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]  # as in dataset.json (a list is a region)
     channel_names: dict[str, str]
     file_ending: str
     cases: list[CaseFingerprint]
@@ -87,6 +87,7 @@ class DatasetFingerprint(VersionedRecord):
     samples_per_case: int = DEFAULT_SAMPLES_PER_CASE
     seed: int = DEFAULT_SEED
     schema_version: int = FINGERPRINT_SCHEMA_VERSION
+    regions_class_order: list[int] | None = None
 
     SCHEMA_VERSION = FINGERPRINT_SCHEMA_VERSION
     RERUN_HINT = "re-run samunet_plan"
@@ -105,8 +106,8 @@ def runs_of(flags: np.ndarray) -> list[list[int]]:
     return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
 
 
-def class_statistics(label: np.ndarray) -> dict[str, ClassInCase]:
-    """Voxel counts, extents and per-axis slice runs of every label value > 0.
+def class_statistics(label: np.ndarray, ignore_label: int | None = None) -> dict[str, ClassInCase]:
+    """Voxel counts, extents and per-axis slice runs of every label value > 0 except the ignore label.
 
     Each class is examined inside its own bounding box only, so many small organs in a large CT stay cheap."""
     lab = label if np.issubdtype(label.dtype, np.integer) else label.astype(np.int32)
@@ -116,7 +117,7 @@ def class_statistics(label: np.ndarray) -> dict[str, ClassInCase]:
     boxes = ndimage.find_objects(lab)
     stats = {}
     for v in range(1, len(counts)):
-        if counts[v] == 0:
+        if counts[v] == 0 or v == ignore_label:
             continue
         box = boxes[v - 1]
         inside = lab[box] == v
@@ -139,8 +140,11 @@ def sample_foreground(image: np.ndarray, mask: np.ndarray, num_samples: int, see
 
 
 def fingerprint_case(case_id: str, image_files: list[str], label_file: str | None,
-                     num_samples: int, seed: int) -> tuple[CaseFingerprint, np.ndarray, np.ndarray]:
-    """Returns the case's fingerprint, foreground samples (C, n) and nonzero samples (C, m) as a fallback."""
+                     num_samples: int, seed: int, ignore_label: int | None = None,
+                     ) -> tuple[CaseFingerprint, np.ndarray, np.ndarray]:
+    """Returns the case's fingerprint, foreground samples (C, n) and nonzero samples (C, m) as a fallback.
+
+    Voxels of the ignore label are unannotated: they count as foreground nowhere (extents, classes, samples)."""
     from samunet.dataset.image_io import read_case_images, read_label
 
     image, geometry = read_case_images([str(f) for f in image_files])
@@ -153,6 +157,8 @@ def fingerprint_case(case_id: str, image_files: list[str], label_file: str | Non
         if tuple(label.shape) != tuple(shape):
             raise ValueError(f"{label_file}: label shape {tuple(label.shape)} differs from image {tuple(shape)}")
     foreground = label > 0 if label is not None else np.zeros(shape, dtype=bool)
+    if label is not None and ignore_label is not None:
+        foreground &= label != ignore_label
     fingerprint = CaseFingerprint(
         case_id=case_id,
         spacing=[float(s) for s in geometry.spacing],
@@ -160,7 +166,7 @@ def fingerprint_case(case_id: str, image_files: list[str], label_file: str | Non
         nonzero_bbox=crop,
         shape_after_crop=[b - a for a, b in crop],
         foreground_bbox=bbox_of(foreground),
-        classes=class_statistics(label) if label is not None else {},
+        classes=class_statistics(label, ignore_label) if label is not None else {},
     )
     fg_samples = sample_foreground(image, foreground, num_samples, seed)
     nz_samples = sample_foreground(image, nonzero, num_samples // 10, seed) if fg_samples.shape[1] == 0 else \
@@ -219,7 +225,7 @@ def compute_fingerprint(raw_folder: str | Path, num_processes: int = 1, samples_
     if not cases:
         raise FingerprintError(f"{raw_folder}: no training cases")
     jobs = [(c.case_id, [str(f) for f in c.image_files], None if c.label_file is None else str(c.label_file),
-             samples_per_case, seed) for c in cases]
+             samples_per_case, seed, info.label_scheme.ignore_label) for c in cases]
     bar = dict(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
     if num_processes <= 1:
         results = [_fingerprint_case_job(j) for j in tqdm(jobs, **bar)]
@@ -242,7 +248,8 @@ def compute_fingerprint(raw_folder: str | Path, num_processes: int = 1, samples_
     reduction = [1.0 - np.prod(c.shape_after_crop) / np.prod(c.shape) for c in case_fps]
     return DatasetFingerprint(
         dataset_name=raw_folder.name,
-        labels={str(k): int(v) for k, v in info.labels.items()},
+        labels={str(k): v for k, v in info.labels.items()},
+        regions_class_order=info.regions_class_order,
         channel_names=channel_names,
         file_ending=info.file_ending,
         cases=case_fps,

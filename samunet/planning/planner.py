@@ -13,6 +13,7 @@ from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
 from samunet.planning.model_planner import (adapter_configs, augmentation_plan, choose_adapter, choose_backbone,
                                             choose_input_size, training_plan, uses_global_attention)
+from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
 from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan,
                                     Plans, ResamplingPlan, SlicingPlan)
@@ -162,6 +163,16 @@ def plan_packing(fp: DatasetFingerprint, spacing_t: list[float]) -> ChannelPacki
     return ChannelPackingPlan("mix", c, f"{c} channels: a learned 1x1 convolution mixes them into SAM's three")
 
 
+def use_region_outputs(adapters: dict) -> None:
+    """Regions overlap, so a softmax cannot express them: every adapter gets one sigmoid output per region and
+    nnU-Net's region loss (soft Dice + binary cross-entropy)."""
+    for config in adapters.values():
+        config.output = "sigmoid_per_label"
+        config.loss = REGION_LOSS
+        config.reason = (config.reason + "; " if config.reason else "") + \
+            "regions: one sigmoid per region, Dice + BCE loss (nnU-Net)"
+
+
 def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | None = None,
          hardware: Hardware | None = None, plans_name: str = DEFAULT_PLANS_NAME) -> Plans:
     """Plans for ``fingerprint``; ``dataset_info`` (samunet.dataset.dataset_json.DatasetInfo) overrides the labels,
@@ -169,6 +180,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     fp = fingerprint
     hw = hardware or detect_hardware()
     labels = dict(dataset_info.labels) if dataset_info is not None else dict(fp.labels)
+    regions_class_order = dataset_info.regions_class_order if dataset_info is not None else fp.regions_class_order
     channel_names = dict(dataset_info.channel_names) if dataset_info is not None else dict(fp.channel_names)
     file_ending = dataset_info.file_ending if dataset_info is not None else fp.file_ending
 
@@ -194,6 +206,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
                           "the small token grid" if global_attention else ""),
                       adapter_reason=adapter_reason)
     adapters = adapter_configs()
+    if LabelScheme(labels, regions_class_order).has_regions:
+        use_region_outputs(adapters)
     return Plans(
         dataset_name=fp.dataset_name,
         plans_name=plans_name,
@@ -210,4 +224,5 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         augmentation=augmentation_plan(is_2d_dataset(fp)),
         training=training_plan(hw, chosen, input_size, cached_embeddings=adapters[adapter].cache_embeddings),
         fingerprint_sha256=fingerprint_sha256(fp),
+        regions_class_order=list(regions_class_order) if regions_class_order is not None else None,
     )

@@ -16,18 +16,20 @@ from samunet.preprocessing.resampling import resample_slices, resampled_shape
 
 def label_dtype(plans: Plans) -> np.dtype:
     """uint8 when every label value fits, else int16 (architecture.md)."""
-    return np.dtype(np.uint8) if max(plans.labels.values()) <= 255 else np.dtype(np.int16)
+    return np.dtype(np.uint8) if plans.label_scheme.max_value <= 255 else np.dtype(np.int16)
 
 
-def slices_containing(seg: np.ndarray) -> tuple[dict[str, list[int]], list[int], int]:
+def slices_containing(seg: np.ndarray, ignore_label: int | None = None) -> tuple[dict[str, list[int]], list[int], int]:
     """Per label value > 0 the S indices whose slice contains it, the S indices with any foreground, and the
-    index of the slice with the most foreground pixels (-1 when there is none)."""
+    index of the slice with the most foreground pixels (-1 when there is none). The ignore label is not
+    foreground: training never samples a slice as foreground for its unannotated pixels."""
     flat = seg.reshape(seg.shape[0], -1)
     per_class = {}
     for value in np.unique(seg):
-        if value > 0:
+        if value > 0 and value != ignore_label:
             per_class[str(int(value))] = np.flatnonzero((flat == value).any(axis=1)).tolist()
-    area = (flat > 0).sum(axis=1)
+    foreground = flat > 0 if ignore_label is None else (flat > 0) & (flat != ignore_label)
+    area = foreground.sum(axis=1)
     largest = int(np.argmax(area)) if area.size and area.max() > 0 else -1
     return per_class, np.flatnonzero(area).tolist(), largest
 
@@ -64,7 +66,7 @@ def preprocess_arrays(image: np.ndarray, geometry, plans: Plans, seg: np.ndarray
         seg_t = np.transpose(seg[crop], transpose)
         out_seg = resample_slices(seg_t, new_hw, plans.resampling.label_order)
         out_seg = np.ascontiguousarray(out_seg, dtype=label_dtype(plans))
-        class_slices, fg_slices, largest = slices_containing(out_seg)
+        class_slices, fg_slices, largest = slices_containing(out_seg, plans.label_scheme.ignore_label)
 
     props = CaseProperties(
         case_id=case_id,
