@@ -28,14 +28,14 @@ def _runner(name: str, plans, lr: float):
     adapter = build_adapter(name, plans)
     config = plans.adapter_config(name)
     optimizer = build_optimizer(adapter.trainable_parameters(), config, lr)
-    loss = build_loss(config, adapter.output_kind, list(range(1, plans.num_classes)))
+    loss = build_loss(config, adapter.output_kind, plans.label_scheme)
     return adapter, optimizer, StepRunner(adapter, loss, optimizer, CPU, precision_policy(CPU, "fp32"))
 
 
 @pytest.fixture(scope="module")
 def first_case(hippocampus_preprocessed):
     ds = hippocampus_preprocessed
-    return load_case_slices(ds.cache_folder, ds.case_ids[0], list(ds.plans.labels.values()))
+    return load_case_slices(ds.cache_folder, ds.case_ids[0], ds.plans.label_scheme)
 
 
 @pytest.mark.parametrize("name", list(LEARNING_RATES))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from samunet.core.plans import AdapterConfig
 from samunet.training.fold_lock import LOCK_NAME, FoldLock, FoldLockedError
+from samunet.core.labels import LabelScheme
 from samunet.training.losses import DiceCELoss, DiceFocalLoss, build_loss, focal_loss_with_logits, soft_dice_loss
 from samunet.training.lr_schedule import build_optimizer, learning_rate_at
 from samunet.training.time_budget import TimeBudget
@@ -39,7 +40,7 @@ def test_focal_loss_uses_logits_and_matches_definition():
 
 def test_dice_focal_is_low_for_perfect_logits_and_high_for_wrong_ones():
     seg = _seg()
-    loss = DiceFocalLoss(0.5, 0.5, 0.75, 3.0, foreground_values=[1, 2])
+    loss = DiceFocalLoss(0.5, 0.5, 0.75, 3.0, regions=[(1,), (2,)])
     target = torch.stack([(seg == 1), (seg == 2)], dim=1).float()
     perfect = (target * 2 - 1) * 20
     assert loss(perfect, seg) < 0.01
@@ -58,10 +59,11 @@ def test_dice_ce_matches_components():
 
 def test_build_loss_follows_output_kind():
     cfg = AdapterConfig(loss_weights=[0.3, 0.7])
-    assert isinstance(build_loss(cfg, "sigmoid_per_label", [1, 2]), DiceFocalLoss)
-    assert isinstance(build_loss(cfg, "softmax", [1, 2]), DiceCELoss)
+    scheme = LabelScheme({"background": 0, "a": 1, "b": 2})
+    assert isinstance(build_loss(cfg, "sigmoid_per_label", scheme), DiceFocalLoss)
+    assert isinstance(build_loss(cfg, "softmax", scheme), DiceCELoss)
     with pytest.raises(ValueError, match="output kind"):
-        build_loss(cfg, "other", [1])
+        build_loss(cfg, "other", scheme)
 
 
 def test_lr_warmup_then_poly():

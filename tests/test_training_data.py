@@ -10,7 +10,7 @@ import torch
 from samunet.inference.volume_predictor import _pad_in_plane
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
-from samunet.training.slice_dataset import SliceChoice, SliceSampler, label_lookup, load_case_slices
+from samunet.training.slice_dataset import SliceChoice, SliceSampler, load_case_slices
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 @pytest.fixture(scope="module")
 def cases(hippocampus_preprocessed):
     ds = hippocampus_preprocessed
-    return [load_case_slices(ds.cache_folder, c, list(ds.plans.labels.values())) for c in ds.case_ids[:6]]
+    return [load_case_slices(ds.cache_folder, c, ds.plans.label_scheme) for c in ds.case_ids[:6]]
 
 
 def _spec(ds, cases, **kw):
@@ -83,7 +83,7 @@ def test_unaugmented_sample_is_exactly_what_the_predictor_sees(hippocampus_prepr
     padded, keep = _pad_in_plane(volume, patch)
     expected = to_unit_range(torch.from_numpy(pack_slices(padded, [int(s)], plans)).float())[0]
     assert torch.allclose(image, expected, atol=1e-6)
-    label = label_lookup(list(plans.labels.values()))[np.load(case.seg_path)[int(s)]]
+    label = plans.label_scheme.target_lookup()[np.load(case.seg_path)[int(s)]]
     assert np.array_equal(seg.numpy()[keep], label)
 
 

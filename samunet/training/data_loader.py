@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from samunet.core.plans import Plans
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
-from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler, label_lookup
+from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler
 
 
 @contextmanager
@@ -97,7 +97,7 @@ class TrainingBatches(Dataset):
         self.patch = (int(plans.crop.patch_size[0]), int(plans.crop.patch_size[1]))
         self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached else self.patch
         self.mirror_axes = [int(a) for a in plans.augmentation.mirror_axes if int(a) in (0, 1)] if spec.augment else []
-        self.lut = label_lookup(list(plans.labels.values()))
+        self.lut = plans.label_scheme.target_lookup()  # label value -> training target (class index, ignore)
         self.sampler = SliceSampler(spec.cases, plans.slicing.mode, plans.slicing.background_fraction)
         self.transform = (build_augmentation(self.patch, plans.augmentation) if spec.augment
                           else center_crop_transform(self.patch))

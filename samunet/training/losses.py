@@ -5,6 +5,10 @@
   reference applies BCE to already-sigmoided outputs, which is numerically poor and not what the paper says.
 - ``softmax``: weighted cross-entropy + soft Dice over the foreground classes (nnU-Net style batch Dice).
 
+- regions (``loss: dice_bce``, planned for region datasets): one sigmoid per region, binary cross-entropy +
+  soft Dice over every region (nnU-Net's DC_and_BCE_loss); targets are the union of each region's values.
+
+The ignore label (``samunet.core.labels``) contributes nothing: its pixels are left out of every term.
 All arithmetic is done in float32 even under autocast: Dice sums and log-probabilities lose too much in bf16.
 """
 from __future__ import annotations
@@ -13,17 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samunet.core.labels import LabelScheme
 from samunet.core.plans import AdapterConfig
 
 SMOOTH = 1e-5
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - mean over channels of the batch soft Dice. ``probs``, ``target``: (B, K, H, W) in [0, 1].
+def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - mean over channels of the batch soft Dice. ``probs``, ``target``: (B, K, H, W) in [0, 1];
+    ``valid`` (B, 1, H, W): pixels that count (None: all).
 
     Sums run over the batch and the pixels (batch Dice), so a slice without a structure does not
     produce a noisy per-image 0/0 term.
     """
+    if valid is not None:
+        probs, target = probs * valid, target * valid
     dims = (0, 2, 3)
     intersection = (probs * target).sum(dims)
     denominator = probs.sum(dims) + target.sum(dims)
@@ -31,31 +39,70 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - dice.mean()
 
 
-def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B, K, H, W) ``values`` over the pixels where ``valid`` (B, 1, H, W) is 1 (all when None)."""
+    if valid is None:
+        return values.mean()
+    return (values * valid).sum() / (valid.sum() * values.shape[1]).clamp_min(1.0)
+
+
+def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float,
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
     """Binary focal loss (Lin et al.) from logits; ``alpha`` weighs the positive class."""
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     p = torch.sigmoid(logits)
     p_t = p * target + (1 - p) * (1 - target)
     alpha_t = alpha * target + (1 - alpha) * (1 - target)
-    return (alpha_t * (1 - p_t) ** gamma * bce).mean()
+    return masked_mean(alpha_t * (1 - p_t) ** gamma * bce, valid)
+
+
+def valid_pixels(seg: torch.Tensor, ignore_target: int | None) -> torch.Tensor | None:
+    """(B, 1, H, W) float mask of the annotated pixels; None when there is no ignore label."""
+    return None if ignore_target is None else (seg != ignore_target)[:, None].float()
+
+
+def region_targets(seg: torch.Tensor, regions: list[tuple[int, ...]]) -> torch.Tensor:
+    """(B, K, H, W) binary targets: channel k is 1 where ``seg`` holds one of ``regions[k]``'s values."""
+    return torch.stack([torch.isin(seg, torch.as_tensor(r, device=seg.device)) for r in regions], dim=1).float()
 
 
 class DiceFocalLoss(nn.Module):
-    """For ``sigmoid_per_label`` outputs: logits (B, L, H, W), one channel per foreground label."""
+    """For ``sigmoid_per_label`` outputs: logits (B, L, H, W), one channel per foreground label (``regions``:
+    the target values of each channel)."""
 
-    def __init__(self, focal_weight: float, dice_weight: float, alpha: float, gamma: float, foreground_values: list[int]):
+    def __init__(self, focal_weight: float, dice_weight: float, alpha: float, gamma: float,
+                 regions: list[tuple[int, ...]], ignore_target: int | None = None):
         super().__init__()
         self.focal_weight, self.dice_weight = focal_weight, dice_weight
         self.alpha, self.gamma = alpha, gamma
-        self.foreground_values = list(foreground_values)
+        self.regions, self.ignore_target = [tuple(r) for r in regions], ignore_target
 
     def forward(self, logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        values = torch.as_tensor(self.foreground_values, device=seg.device).view(1, -1, 1, 1)
-        target = (seg[:, None] == values).float()  # (B, L, H, W) per-label binary masks
-        focal = focal_loss_with_logits(logits, target, self.alpha, self.gamma)
-        dice = soft_dice_loss(torch.sigmoid(logits), target)
+        target = region_targets(seg, self.regions)
+        valid = valid_pixels(seg, self.ignore_target)
+        focal = focal_loss_with_logits(logits, target, self.alpha, self.gamma, valid)
+        dice = soft_dice_loss(torch.sigmoid(logits), target, valid)
         return self.focal_weight * focal + self.dice_weight * dice
+
+
+class DiceBCELoss(nn.Module):
+    """Regions (nnU-Net's DC_and_BCE_loss): logits (B, R, H, W), one sigmoid per region; binary cross-entropy
+    plus batch soft Dice over every region (all are foreground structures)."""
+
+    def __init__(self, bce_weight: float, dice_weight: float, regions: list[tuple[int, ...]],
+                 ignore_target: int | None = None):
+        super().__init__()
+        self.bce_weight, self.dice_weight = bce_weight, dice_weight
+        self.regions, self.ignore_target = [tuple(r) for r in regions], ignore_target
+
+    def forward(self, logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        target = region_targets(seg, self.regions)
+        valid = valid_pixels(seg, self.ignore_target)
+        bce = masked_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), valid)
+        dice = soft_dice_loss(torch.sigmoid(logits), target, valid)
+        return self.bce_weight * bce + self.dice_weight * dice
 
 
 class DiceCELoss(nn.Module):
@@ -64,26 +111,40 @@ class DiceCELoss(nn.Module):
     ``seg`` holds class indices 0..K-1 (the label values mapped to channel positions by the caller).
     """
 
-    def __init__(self, ce_weight: float, dice_weight: float):
+    def __init__(self, ce_weight: float, dice_weight: float, ignore_target: int | None = None):
         super().__init__()
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
+        self.ignore_target = ignore_target
 
     def forward(self, logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        ce = F.cross_entropy(logits, seg.long())
+        seg = seg.long()
+        valid = valid_pixels(seg, self.ignore_target)
+        if valid is None:
+            ce = F.cross_entropy(logits, seg)
+        else:
+            # mean over annotated pixels; a batch of ignored pixels only gives 0 (cross_entropy would give NaN)
+            ce = F.cross_entropy(logits, seg, ignore_index=self.ignore_target, reduction="sum") / valid.sum().clamp_min(1.0)
+            seg = seg.masked_fill(seg == self.ignore_target, 0)  # any class: those pixels are masked below
         probs = torch.softmax(logits, dim=1)
-        target = F.one_hot(seg.long(), logits.shape[1]).permute(0, 3, 1, 2).float()
-        dice = soft_dice_loss(probs[:, 1:], target[:, 1:]) if logits.shape[1] > 1 else logits.new_zeros(())
+        target = F.one_hot(seg, logits.shape[1]).permute(0, 3, 1, 2).float()
+        dice = soft_dice_loss(probs[:, 1:], target[:, 1:], valid) if logits.shape[1] > 1 else logits.new_zeros(())
         return self.ce_weight * ce + self.dice_weight * dice
 
 
-def build_loss(config: AdapterConfig, output_kind: str, foreground_values: list[int]) -> nn.Module:
-    """The loss for an adapter: its output kind decides the family, the plans' AdapterConfig the weights."""
+def build_loss(config: AdapterConfig, output_kind: str, scheme: LabelScheme) -> nn.Module:
+    """The loss for an adapter: its output kind (and regions) decide the family, the plans' AdapterConfig the
+    weights, ``scheme`` the targets of each output channel and the ignored pixels."""
     if len(config.loss_weights) != 2:
         raise ValueError(f"loss_weights must be [ce_or_focal, dice], got {config.loss_weights}")
     first, dice = config.loss_weights
+    ignore = scheme.ignore_target
+    if scheme.has_regions:
+        if output_kind != "sigmoid_per_label":
+            raise ValueError(f"regions need sigmoid outputs, the adapter has '{output_kind}'")
+        return DiceBCELoss(first, dice, scheme.target_regions(), ignore)
     if output_kind == "sigmoid_per_label":
-        return DiceFocalLoss(first, dice, config.focal_alpha, config.focal_gamma, foreground_values)
+        return DiceFocalLoss(first, dice, config.focal_alpha, config.focal_gamma, scheme.target_regions(), ignore)
     if output_kind == "softmax":
-        return DiceCELoss(first, dice)
+        return DiceCELoss(first, dice, ignore)
     raise ValueError(f"unknown adapter output kind {output_kind!r} (expected 'softmax' or 'sigmoid_per_label')")

@@ -76,8 +76,8 @@ class TrainingRun:
         return self.plans.training
 
     def case_slices(self, case_ids: list[str]) -> list[CaseSlices]:
-        values = list(self.plans.labels.values())
-        return [load_case_slices(self.cache_folder, c, values) for c in case_ids]
+        scheme = self.plans.label_scheme
+        return [load_case_slices(self.cache_folder, c, scheme) for c in case_ids]
 
     def validation_cases(self) -> list[ValidationCase]:
         labels = raw_root() / self.dataset_name / "labelsTr"

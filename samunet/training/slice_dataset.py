@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from samunet.core.errors import SamunetUserError
+from samunet.core.labels import LabelScheme
 from samunet.core.layout import cache_files
 
 
@@ -35,7 +36,7 @@ class CaseSlices:
     image_path: Path
     seg_path: Path
     num_slices: int
-    slices_by_class: dict[int, np.ndarray]  # class index (>= 1) -> slice indices containing it
+    slices_by_class: dict[int, np.ndarray]  # training target (>= 1, not ignore) -> slice indices containing it
     largest_foreground_slice: int = -1  # -1: no foreground (or not recorded)
     foreground_slices: np.ndarray = field(init=False)
     background_slices: np.ndarray = field(init=False)
@@ -50,15 +51,7 @@ class CaseSlices:
         return [c for c, s in sorted(self.slices_by_class.items()) if len(s)]
 
 
-def label_lookup(label_values: list[int]) -> np.ndarray:
-    """Array mapping a label value to its class index (position among the sorted label values)."""
-    values = sorted(int(v) for v in label_values)
-    lut = np.zeros(max(values) + 1, dtype=np.int64)
-    lut[values] = np.arange(len(values))
-    return lut
-
-
-def _from_properties(props_path: Path, label_values: list[int]) -> tuple[dict[int, np.ndarray], int] | None:
+def _from_properties(props_path: Path, scheme: LabelScheme) -> tuple[dict[int, np.ndarray], int] | None:
     """(class index -> slice indices, largest foreground slice) recorded by preprocessing in CASE.json."""
     from samunet.preprocessing.case_properties import CaseProperties
 
@@ -67,32 +60,33 @@ def _from_properties(props_path: Path, label_values: list[int]) -> tuple[dict[in
     props = CaseProperties.load(props_path)
     if not props.class_slices and props.foreground_slices:
         return None  # a cache without per-class lists: count them from the seg
-    lut = label_lookup(label_values)
-    by_class = {int(lut[v]): np.zeros(0, dtype=np.int64) for v in label_values if v != 0}
+    lut = scheme.target_lookup()
+    foreground = set(scheme.foreground_values)  # never the ignore label: its pixels are unannotated
+    by_class = {int(lut[v]): np.zeros(0, dtype=np.int64) for v in foreground}
     for value, indices in props.class_slices.items():
-        value = int(value)
-        if value != 0 and value < len(lut):
-            by_class[int(lut[value])] = np.asarray(indices, dtype=np.int64)
+        if int(value) in foreground:
+            by_class[int(lut[int(value)])] = np.asarray(indices, dtype=np.int64)
     return by_class, int(props.largest_foreground_slice)
 
 
-def _from_seg(seg: np.ndarray, label_values: list[int]) -> tuple[dict[int, np.ndarray], int]:
-    lut = label_lookup(label_values)
+def _from_seg(seg: np.ndarray, scheme: LabelScheme) -> tuple[dict[int, np.ndarray], int]:
+    lut = scheme.target_lookup()
     flat = np.asarray(seg).reshape(seg.shape[0], -1)
-    by_class = {int(lut[v]): np.flatnonzero((flat == v).any(axis=1)).astype(np.int64) for v in sorted(label_values) if v != 0}
-    area = (flat != 0).sum(axis=1)
+    by_class = {int(lut[v]): np.flatnonzero((flat == v).any(axis=1)).astype(np.int64) for v in scheme.foreground_values}
+    area = np.isin(flat, scheme.foreground_values).sum(axis=1)
     return by_class, int(np.argmax(area)) if area.any() else -1
 
 
-def load_case_slices(cache_folder: Path, case_id: str, label_values: list[int]) -> CaseSlices:
-    """Bookkeeping for one case; from CASE.json, or counted from the seg when it lacks the slice lists."""
+def load_case_slices(cache_folder: Path, case_id: str, scheme: LabelScheme) -> CaseSlices:
+    """Bookkeeping for one case; from CASE.json, or counted from the seg when it lacks the slice lists.
+    Classes are training targets (``LabelScheme.target_lookup``); the ignore label is never one."""
     image_path, seg_path, properties_path = cache_files(cache_folder, case_id)
     for path in (image_path, seg_path):
         if not path.is_file():
             raise CacheError(f"{path}: missing from the preprocessed cache; run samunet_preprocess (or samunet_plan) again")
     seg = np.load(seg_path, mmap_mode="r")
-    recorded = _from_properties(properties_path, label_values)
-    by_class, largest = recorded if recorded is not None else _from_seg(seg, label_values)
+    recorded = _from_properties(properties_path, scheme)
+    by_class, largest = recorded if recorded is not None else _from_seg(seg, scheme)
     return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class, largest)
 
 

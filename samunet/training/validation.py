@@ -20,8 +20,8 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
-from samunet.evaluation.metrics import compute_metrics, summarize
-from samunet.evaluation.probabilities_io import label_map_from_probabilities, save_probabilities
+from samunet.evaluation.metrics import compute_metrics, metric_key, summarize
+from samunet.evaluation.probabilities_io import save_probabilities
 from samunet.inference.volume_predictor import predict_preprocessed_volume
 from samunet.core.plans import Plans
 from samunet.preprocessing.case_properties import CaseProperties
@@ -58,9 +58,8 @@ def reference_labels(case: ValidationCase, props: CaseProperties) -> tuple[np.nd
 def validate(adapter: nn.Module, cases: list[ValidationCase], plans: Plans, mirror: bool, batch_size: int,
              output_folder: Path | None = None, progress: bool = False) -> dict:
     """Predict and score every case; returns nnU-Net's summary dict. Writes outputs when ``output_folder`` is set."""
-    label_values = sorted(plans.labels.values())
-    foreground = [v for v in label_values if v != 0]
-    labels_by_value = dict(sorted(plans.labels.items(), key=lambda kv: kv[1]))
+    scheme = plans.label_scheme  # regions: scored region by region; the ignore label: not scored
+    evaluated = scheme.evaluated()
     per_case = []
     iterator = tqdm(cases, desc="validation", unit="case", leave=False) if progress else cases
     for case in iterator:
@@ -69,22 +68,23 @@ def validate(adapter: nn.Module, cases: list[ValidationCase], plans: Plans, mirr
         probs = predict_preprocessed_volume(adapter, image, plans, mirror=mirror, batch_size=batch_size)
         geometry = props.geometry()
         if output_folder is not None:
-            probs_original = restore_probabilities(probs, props)
-            prediction = label_map_from_probabilities(probs_original, label_values)
-            save_probabilities(probs_original, geometry, labels_by_value, output_folder / f"{case.case_id}.npz")
+            probs_original = restore_probabilities(probs, props, regions=scheme.has_regions)
+            prediction = scheme.segmentation(probs_original)
+            save_probabilities(probs_original, geometry, scheme.labels, output_folder / f"{case.case_id}.npz",
+                               scheme.regions_class_order)
             prediction_file = output_folder / f"{case.case_id}{plans.file_ending}"
             from samunet.dataset.image_io import write_segmentation
 
             write_segmentation(prediction, geometry, prediction_file)
         else:
-            prediction = restore_label_volume(label_map_from_probabilities(probs, label_values), props)
+            prediction = restore_label_volume(scheme.segmentation(probs), props)
             prediction_file = None
         reference, reference_file = reference_labels(case, props)
-        metrics = compute_metrics(reference, prediction, foreground, geometry.spacing)
+        metrics = compute_metrics(reference, prediction, evaluated, geometry.spacing, ignore_label=scheme.ignore_label)
         per_case.append({"reference_file": reference_file,
                          "prediction_file": str(prediction_file) if prediction_file else case.case_id,
                          "metrics": metrics})
-    summary = summarize(per_case, labels=foreground)
+    summary = summarize(per_case, labels=[metric_key(r) for r in evaluated])
     if output_folder is not None:
         write_json(summary, output_folder / "summary.json")
     return summary
@@ -96,9 +96,9 @@ def mean_foreground_dice(summary: dict) -> float:
 
 
 def dice_per_class(summary: dict, plans: Plans) -> dict[str, float]:
-    """``{"anterior": 0.81, ...}`` from a summary (label names from the plans)."""
-    names = {v: k for k, v in plans.labels.items()}
-    return {names.get(int(label), str(label)): float(m["Dice"]) for label, m in summary["mean"].items()}
+    """``{"anterior": 0.81, ...}`` from a summary (label or region names from the plans)."""
+    scheme = plans.label_scheme
+    return {scheme.name_of(label): float(m["Dice"]) for label, m in summary["mean"].items()}
 
 
 def is_improvement(value: float, best: float | None) -> bool:
