@@ -7,7 +7,8 @@ import pytest
 from samunet.dataset.image_io import Geometry, write_segmentation
 from samunet.evaluation.find_best import main as find_best_main
 from samunet.evaluation.inference_information import InferenceInformation
-from samunet.evaluation.probabilities_io import label_map_from_probabilities, save_probabilities
+from samunet.core.labels import LabelScheme
+from samunet.evaluation.probabilities_io import save_probabilities
 from samunet.utils.atomic import write_json
 
 DATASET = "Dataset901_Toy"
@@ -48,7 +49,7 @@ def _write_validation(results, adapter, folds, good_label, cases):
         for case in cases[fold::2]:
             probs = _probabilities(_reference(), good_label, spurious=True)
             save_probabilities(probs, GEOMETRY, LABELS, validation / f"{case}.npz")
-            write_segmentation(label_map_from_probabilities(probs, [0, 1, 2]), GEOMETRY, validation / f"{case}.nii.gz")
+            write_segmentation(LabelScheme(LABELS).segmentation(probs), GEOMETRY, validation / f"{case}.nii.gz")
         write_json({"checkpoint": "final"}, validation / "summary.json")
 
 

@@ -7,22 +7,24 @@ from pathlib import Path
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
 from samunet.evaluation.evaluate_folder import EvaluationError, evaluate_folders
 from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM
+from samunet.core.labels import LabelScheme, label_problems
 from samunet.core.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name, results_root
 from samunet.utils.atomic import read_json
 from samunet.core.errors import fail
 from samunet.utils.logs import get_logger, setup_logging
 
 
-def dataset_labels(dataset: str) -> dict[str, int]:
-    """Labels (name -> value) from the dataset's dataset.json in the raw, preprocessed or results folder."""
+def dataset_labels(dataset: str) -> LabelScheme:
+    """The labels (regions, ignore label) of the dataset's dataset.json in the raw, preprocessed or results folder."""
     name = resolve_dataset_name(dataset)
     for root in (raw_root(), preprocessed_root(), results_root()):
         path = root / name / "dataset.json"
         if path.is_file():
-            labels = read_json(path).get("labels")
-            if isinstance(labels, dict) and labels:
-                return {str(k): int(v) for k, v in labels.items()}
-            raise EvaluationError(f"{path}: has no 'labels' mapping")
+            data = read_json(path)
+            problems = label_problems(data.get("labels"), data.get("regions_class_order"))
+            if problems:
+                raise EvaluationError(f"{path}: {'; '.join(problems)}")
+            return LabelScheme.from_dataset_json(data)
     raise EvaluationError(f"dataset {name}: no dataset.json in the raw, preprocessed or results folder")
 
 
@@ -34,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-ref", required=True, type=Path, help="folder of reference label maps")
     p.add_argument("-pred", required=True, type=Path, help="folder of predicted label maps (same file names)")
-    p.add_argument("-d", dest="dataset", help="dataset id or name: labels come from its dataset.json "
-                   "(default: every non-zero value found in the files)")
+    p.add_argument("-d", dest="dataset", help="dataset id or name: labels, regions and the ignore label come from "
+                   "its dataset.json (default: every non-zero value found in the files)")
     p.add_argument("-o", dest="output", type=Path, help="summary file (default: PRED/summary.json)")
     p.add_argument("--tolerance-mm", type=float, default=DEFAULT_TOLERANCE_MM,
                    help=f"normalised surface Dice tolerance in mm (default {DEFAULT_TOLERANCE_MM})")
@@ -51,14 +53,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.pred.is_dir():
             raise EvaluationError(f"{args.pred}: prediction folder does not exist")
         setup_logging(output.parent, "evaluate")
-        labels = None
-        if args.dataset is not None:
-            label_map = dataset_labels(args.dataset)
-            labels = sorted(v for v in label_map.values() if v != 0)
+        labels = ignore_label = None
+        if args.dataset is not None:  # regions are evaluated region by region, the ignore label not at all
+            scheme = dataset_labels(args.dataset)
+            labels, ignore_label = scheme.evaluated(), scheme.ignore_label
         if args.tolerance_mm < 0:
             raise EvaluationError(f"--tolerance-mm must be >= 0, got {args.tolerance_mm}")
         summary = evaluate_folders(args.ref, args.pred, labels, args.tolerance_mm, max(1, args.num_processes),
-                                   output, progress=True)
+                                   output, progress=True, ignore_label=ignore_label)
     except (EvaluationError, GeometryMismatchError, ImageReadError, UnknownDatasetError) as e:
         fail(f"samunet_evaluate: error: {e}")
     for label, values in summary["mean"].items():

@@ -10,7 +10,8 @@ import numpy as np
 
 from samunet.core.errors import SamunetUserError
 from samunet.dataset.image_io import GeometryMismatchError, file_ending_of, read_label
-from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM, compute_metrics, summarize
+from samunet.core.labels import Region
+from samunet.evaluation.metrics import DEFAULT_TOLERANCE_MM, compute_metrics, metric_key, summarize
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
@@ -58,10 +59,11 @@ def read_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]
     return reference, prediction, ref_geometry.spacing
 
 
-def evaluate_pair(pair: FilePair, labels: Sequence[int], tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict:
+def evaluate_pair(pair: FilePair, labels: Sequence[Region], tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+                  ignore_label: int | None = None) -> dict:
     """One ``metric_per_case`` entry."""
     reference, prediction, spacing = read_pair(pair)
-    metrics = compute_metrics(reference, prediction, labels, spacing, tolerance_mm)
+    metrics = compute_metrics(reference, prediction, labels, spacing, tolerance_mm, ignore_label=ignore_label)
     return {"reference_file": str(pair.reference), "prediction_file": str(pair.prediction), "metrics": metrics}
 
 
@@ -74,12 +76,15 @@ def _evaluate_star(args) -> dict:
     return evaluate_pair(*args)
 
 
-def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path, labels: Sequence[int] | None = None,
-                     tolerance_mm: float = DEFAULT_TOLERANCE_MM, num_processes: int = 1,
-                     output_file: str | Path | None = None, progress: bool = False) -> dict:
+def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path,
+                     labels: Sequence[Region] | None = None, tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+                     num_processes: int = 1, output_file: str | Path | None = None, progress: bool = False,
+                     ignore_label: int | None = None) -> dict:
     """Summary dict (nnU-Net summary.json structure); written to ``output_file`` when given.
 
-    ``labels``: foreground label values to evaluate; None: every non-zero value found in the files."""
+    ``labels``: foreground label values (or regions: tuples of values, ``LabelScheme.evaluated()``) to
+    evaluate; None: every non-zero value found in the files except ``ignore_label``, whose reference voxels
+    are left out of every metric."""
     log = get_logger()
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
     pairs, unpredicted = match_files(reference_folder, prediction_folder)
@@ -89,17 +94,18 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
         present: set[int] = set()
         for pair in pairs:
             present |= _labels_present(pair)
-        labels = sorted(v for v in present if v != 0)
+        labels = sorted(v for v in present if v != 0 and v != ignore_label)
         log.info("labels from the values present in the files: %s", labels)
-    labels = [int(v) for v in labels if int(v) != 0]
-    jobs = [(pair, labels, tolerance_mm) for pair in pairs]
+    labels = [tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else int(v) for v in labels]
+    labels = [v for v in labels if v != 0]
+    jobs = [(pair, labels, tolerance_mm, ignore_label) for pair in pairs]
     if num_processes > 1:
         with ProcessPoolExecutor(num_processes) as pool:
             results = pool.map(_evaluate_star, jobs)
             per_case = list(_progress(results, len(jobs), progress))
     else:
         per_case = [_evaluate_star(job) for job in _progress(jobs, len(jobs), progress)]
-    summary = summarize(per_case, labels)
+    summary = summarize(per_case, [metric_key(v) for v in labels])
     summary["NSD_tolerance_mm"] = float(tolerance_mm)
     if output_file is not None:
         write_json(summary, output_file)

@@ -17,7 +17,8 @@ import numpy as np
 from samunet.dataset.image_io import ImageReadError, read_label
 from samunet.evaluation.inference_information import CandidateResult, InferenceInformation
 from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
-from samunet.evaluation.probabilities_io import ProbabilitiesError, label_map_from_probabilities, load_probabilities
+from samunet.evaluation.probabilities_io import ProbabilitiesError, load_probabilities
+from samunet.core.labels import LabelScheme
 from samunet.core.layout import TrainedModelError, dataset_results_folder, fold_folders, model_folders
 from samunet.core.paths import UnknownDatasetError, raw_root
 from samunet.core.names import DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE
@@ -68,7 +69,7 @@ def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | 
     return ValidationOutputs(adapter, folds, labels, probabilities, checkpoint)
 
 
-def _prediction(outputs: list[ValidationOutputs], case: str, label_values: list[int]) -> np.ndarray:
+def _prediction(outputs: list[ValidationOutputs], case: str, scheme: LabelScheme) -> np.ndarray:
     """Label map of one case: the saved map for a single adapter (arg-max of its npz when absent),
     the arg-max of the averaged probabilities for an ensemble."""
     if len(outputs) == 1 and case in outputs[0].label_files:
@@ -77,17 +78,17 @@ def _prediction(outputs: list[ValidationOutputs], case: str, label_values: list[
     for out in outputs:
         probs = load_probabilities(out.probability_files[case]).probabilities
         mean = probs if mean is None else mean + probs
-    return label_map_from_probabilities(mean / len(outputs), label_values)
+    return scheme.segmentation(mean / len(outputs))
 
 
-def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndarray, tuple]], label_values,
+def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndarray, tuple]], scheme: LabelScheme,
            progress: bool, what: str) -> list[ValidationCase]:
     from tqdm import tqdm
 
     result = []
     for case in tqdm(sorted(references), desc=what, unit="case", disable=not progress, leave=False):
         reference, spacing = references[case]
-        prediction = _prediction(outputs, case, label_values)
+        prediction = _prediction(outputs, case, scheme)
         if prediction.shape != reference.shape:
             raise ProbabilitiesError(f"{what}: case {case} prediction {prediction.shape} vs reference {reference.shape}")
         result.append(ValidationCase(case, reference, prediction, spacing))
@@ -117,8 +118,8 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     if not common:
         raise TrainedModelError(f"{results}: the adapters' validation outputs share no case; train the same folds")
     dataset_json = read_json(folders[collected[0].adapter] / "dataset.json")
-    label_values = sorted(int(v) for v in dataset_json["labels"].values())
-    foreground = [v for v in label_values if v != 0]
+    scheme = LabelScheme.from_dataset_json(dataset_json)
+    foreground, ignore = scheme.evaluated(), scheme.ignore_label  # regions are compared region by region
     ending = dataset_json["file_ending"]
     label_folder = raw_root() / results.name / "labelsTr"
     references = {}
@@ -139,8 +140,8 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     scored: list[CandidateResult] = []
     for members in candidates:
         name = "+".join(o.adapter for o in members)
-        cases = _cases(members, references, label_values, progress, name)
-        mean, per_class = mean_dice(cases, foreground)
+        cases = _cases(members, references, scheme, progress, name)
+        mean, per_class = mean_dice(cases, foreground, ignore_label=ignore)
         scored.append(CandidateResult([o.adapter for o in members], mean, {str(k): v for k, v in per_class.items()},
                                       {o.adapter: o.folds for o in members}))
         log.info("%-30s mean foreground Dice %.4f  (%s)", name, mean,
@@ -148,11 +149,11 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     best_index = max(range(len(scored)), key=lambda i: -np.inf if np.isnan(scored[i].mean_dice) else scored[i].mean_dice)
     best, members = scored[best_index], candidates[best_index]
     log.info("best: %s (mean Dice %.4f)", "+".join(best.adapters), best.mean_dice)
-    cases = _cases(members, references, label_values, progress, "postprocessing")
-    steps = decide_postprocessing(cases, foreground)
+    cases = _cases(members, references, scheme, progress, "postprocessing")
+    steps = decide_postprocessing(cases, foreground, ignore)
     kept = [s for s in steps if s.kept]
     after = mean_dice([ValidationCase(c.name, c.reference, apply_postprocessing(c.prediction, kept), c.spacing)
-                       for c in cases], foreground)[0] if kept else best.mean_dice
+                       for c in cases], foreground, ignore_label=ignore)[0] if kept else best.mean_dice
     checkpoints = {o.checkpoint for o in members}
     info = InferenceInformation(
         dataset_name=results.name, plans_name=plans_name, adapters=best.adapters, folds=best.folds,

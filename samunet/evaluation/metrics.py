@@ -9,6 +9,10 @@ Conventions (documentation/evaluation.md states them for users):
   masks lying within the tolerance of the other mask's surface. Both empty: 1. Exactly one empty: 0.
 - Surfaces are the mask voxels with a face neighbour outside the mask (the image border counts as
   outside); distances use the voxel spacing, so anisotropic grids are measured in mm.
+- Regions (``samunet.core.labels``): a region is the union of its label values and is keyed as nnU-Net
+  writes it in summary.json, ``"(1, 2, 3)"``; plain labels keep their integer value as key.
+- The ignore label: voxels the reference marks as ignored are left out of every metric (as nnU-Net does),
+  whatever the prediction holds there.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from typing import Iterable
 
 import numpy as np
 from scipy import ndimage
+
+from samunet.core.labels import Region, region_key, region_mask
 
 DEFAULT_TOLERANCE_MM = 1.0
 METRIC_NAMES = ("Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred")
@@ -52,18 +58,23 @@ def image_diagonal_mm(shape, spacing) -> float:
 
 
 def binary_metrics(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm: float = DEFAULT_TOLERANCE_MM,
-                   surface: bool = True) -> dict:
+                   surface: bool = True, ignored: np.ndarray | None = None) -> dict:
     """All metrics for one pair of boolean masks (same shape), spacing in the arrays' axis order.
 
-    ``surface=False`` skips HD95 and NSD (the distance transforms are most of the cost)."""
+    ``surface=False`` skips HD95 and NSD (the distance transforms are most of the cost). ``ignored``: voxels
+    left out (the reference's ignore label): in neither mask, not counted as true negatives."""
     ref = np.asarray(ref, dtype=bool)
     pred = np.asarray(pred, dtype=bool)
     if ref.shape != pred.shape:
         raise ValueError(f"reference shape {ref.shape} differs from prediction shape {pred.shape}")
+    counted = ref.size
+    if ignored is not None:
+        ref, pred = ref & ~ignored, pred & ~ignored
+        counted -= int(np.count_nonzero(ignored))
     tp = int(np.count_nonzero(ref & pred))
     fp = int(np.count_nonzero(~ref & pred))
     fn = int(np.count_nonzero(ref & ~pred))
-    tn = int(ref.size - tp - fp - fn)
+    tn = int(counted - tp - fp - fn)
     n_ref, n_pred = tp + fn, tp + fp
     if n_ref + n_pred == 0:
         dice = iou = float("nan")
@@ -85,18 +96,28 @@ def binary_metrics(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm: flo
     return {"Dice": float(dice), "IoU": float(iou), "HD95": float(hd95), "NSD": float(nsd), **counts}
 
 
-def compute_metrics(ref: np.ndarray, pred: np.ndarray, labels: Iterable[int], spacing,
-                    tolerance_mm: float = DEFAULT_TOLERANCE_MM, surface: bool = True) -> dict[int, dict]:
-    """Per foreground label: ``{label: {"Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred"}}``.
+def metric_key(region: Region) -> int | str:
+    """The key of a label (its value) or region (nnU-Net's ``"(1, 2, 3)"``) in metrics and summaries."""
+    return region_key(region) if isinstance(region, tuple) else int(region)
 
-    ``ref`` and ``pred`` are label maps of the same shape; ``spacing`` is in the same axis order."""
+
+def compute_metrics(ref: np.ndarray, pred: np.ndarray, labels: Iterable[Region], spacing,
+                    tolerance_mm: float = DEFAULT_TOLERANCE_MM, surface: bool = True,
+                    ignore_label: int | None = None) -> dict[int | str, dict]:
+    """Per foreground label or region: ``{key: {"Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref",
+    "n_pred"}}`` (keys from ``metric_key``).
+
+    ``ref`` and ``pred`` are label maps of the same shape; ``spacing`` is in the same axis order; voxels where
+    ``ref`` holds ``ignore_label`` are not evaluated."""
     ref = np.asarray(ref)
     pred = np.asarray(pred)
     if ref.shape != pred.shape:
         raise ValueError(f"reference shape {ref.shape} differs from prediction shape {pred.shape}")
     if len(spacing) != ref.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {ref.ndim}-D array")
-    return {int(label): binary_metrics(ref == label, pred == label, spacing, tolerance_mm, surface) for label in labels}
+    ignored = (ref == ignore_label) if ignore_label is not None else None
+    return {metric_key(r): binary_metrics(region_mask(ref, r), region_mask(pred, r), spacing, tolerance_mm, surface,
+                                          ignored) for r in labels}
 
 
 def _nanmean(values: list[float]) -> float:

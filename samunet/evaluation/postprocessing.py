@@ -4,7 +4,8 @@ A step keeps, among the voxels whose label is in ``step.labels``, only the large
 (26-connectivity in 3D: diagonal contact joins components, so less is removed); the rest becomes
 background. The decision (nnU-Net's): try all foreground as one object first, then each class on top of
 whatever was kept; a step is kept only if the mean foreground Dice over the validation cases rises and no
-class's mean Dice falls.
+class's mean Dice falls. Region datasets (``samunet.core.labels``) are scored per region, and each region's
+values form one candidate object; the reference's ignore label is left out of the scores.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from samunet.evaluation.metrics import compute_metrics, summarize
+from samunet.core.labels import Region
+from samunet.evaluation.metrics import compute_metrics, metric_key, summarize
 from samunet.utils.logs import get_logger
 
 MIN_IMPROVEMENT = 1e-6  # float noise must not count as an improvement
@@ -65,17 +67,21 @@ class ValidationCase:
     spacing: tuple[float, ...]
 
 
-def mean_dice(cases: Sequence[ValidationCase], labels: Sequence[int],
-              transform: Callable[[np.ndarray], np.ndarray] = lambda s: s) -> tuple[float, dict[int, float]]:
-    """(mean foreground Dice, per-class mean Dice) of the cases after ``transform`` (nnU-Net NaN rules)."""
+def mean_dice(cases: Sequence[ValidationCase], labels: Sequence[Region],
+              transform: Callable[[np.ndarray], np.ndarray] = lambda s: s,
+              ignore_label: int | None = None) -> tuple[float, dict]:
+    """(mean foreground Dice, per-class (or per-region) mean Dice) of the cases after ``transform``
+    (nnU-Net NaN rules)."""
     per_case = []
     for case in cases:
         # Dice only: distances are not needed for the decision and cost the most
-        metrics = compute_metrics(case.reference, transform(case.prediction), labels, case.spacing, surface=False)
+        metrics = compute_metrics(case.reference, transform(case.prediction), labels, case.spacing, surface=False,
+                                  ignore_label=ignore_label)
         per_case.append({"reference_file": case.name, "prediction_file": case.name,
                          "metrics": {k: {"Dice": v["Dice"]} for k, v in metrics.items()}})
-    summary = summarize(per_case, labels)
-    return summary["foreground_mean"]["Dice"], {k: summary["mean"][k]["Dice"] for k in labels}
+    keys = [metric_key(r) for r in labels]
+    summary = summarize(per_case, keys)
+    return summary["foreground_mean"]["Dice"], {k: summary["mean"][k]["Dice"] for k in keys}
 
 
 def _accept(before: tuple[float, dict], after: tuple[float, dict]) -> bool:
@@ -85,20 +91,26 @@ def _accept(before: tuple[float, dict], after: tuple[float, dict]) -> bool:
     return improves and no_class_worse
 
 
-def decide_postprocessing(cases: Sequence[ValidationCase], labels: Sequence[int]) -> list[PostprocessingStep]:
-    """Steps tried in order (all foreground, then each class), each marked kept or not with its Dice figures."""
+def decide_postprocessing(cases: Sequence[ValidationCase], labels: Sequence[Region],
+                          ignore_label: int | None = None) -> list[PostprocessingStep]:
+    """Steps tried in order (all foreground, then each class or region), each marked kept or not with its Dice
+    figures. ``labels``: the evaluated foreground labels, or regions (tuples of values)."""
     log = get_logger()
-    labels = [int(k) for k in labels]
+    labels = [tuple(int(v) for v in k) if isinstance(k, tuple) else int(k) for k in labels]
     kept: list[PostprocessingStep] = []
     tried: list[PostprocessingStep] = []
-    current = mean_dice(cases, labels)
-    candidates = ([labels] if len(labels) > 1 else []) + [[k] for k in labels]
+    current = mean_dice(cases, labels, ignore_label=ignore_label)
+    objects = [sorted(k) if isinstance(k, tuple) else [k] for k in labels]
+    everything = sorted({v for o in objects for v in o})
+    candidates = ([everything] if len(labels) > 1 else []) + objects
     for step_labels in candidates:
         step = PostprocessingStep(list(step_labels))
-        result = mean_dice(cases, labels, lambda s, st=step: apply_step(apply_postprocessing(s, kept), st.labels))
+        result = mean_dice(cases, labels, lambda s, st=step: apply_step(apply_postprocessing(s, kept), st.labels),
+                           ignore_label)
         step.dice_before, step.dice_after = current[0], result[0]
         step.kept = _accept(current, result)
-        what = "all foreground" if len(step_labels) > 1 else f"label {step_labels[0]}"
+        what = ("all foreground" if step_labels == everything and len(labels) > 1
+                else f"label {step_labels[0]}" if len(step_labels) == 1 else f"region {tuple(step_labels)}")
         # the change is printed too: gains below the 4th decimal are common and would read as "no change"
         log.info("largest component of %s: mean Dice %.4f -> %.4f (%+.5f): %s", what, current[0], result[0],
                  result[0] - current[0], "kept" if step.kept else "not kept")

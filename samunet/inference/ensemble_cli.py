@@ -11,7 +11,7 @@ from pathlib import Path
 
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, write_segmentation
 from samunet.evaluation.probabilities_io import (
-    ProbabilitiesError, label_map_from_probabilities, load_probabilities, save_probabilities,
+    ProbabilitiesError, load_probabilities, save_probabilities,
 )
 from samunet.core.errors import SamunetUserError, fail
 from samunet.utils.logs import get_logger, setup_logging
@@ -29,22 +29,22 @@ def probability_cases(folder: Path) -> dict[str, Path]:
 
 def ensemble_case(npz_files: list[Path]):
     """Mean probabilities of one case over the folders, with the labels and geometry they agree on."""
-    mean, labels, geometry = None, None, None
+    mean, scheme, geometry = None, None, None
     for path in npz_files:
         saved = load_probabilities(path)
         if saved.labels is None or saved.geometry is None:
             raise EnsembleError(f"{path}: its CASE.json sidecar (labels and geometry) is missing; "
                                 f"write probabilities with samunet_predict --save-probabilities")
         if mean is None:
-            mean, labels, geometry = saved.probabilities.copy(), saved.labels, saved.geometry
+            mean, scheme, geometry = saved.probabilities.copy(), saved.scheme, saved.geometry
             continue
-        if saved.labels != labels:
-            raise EnsembleError(f"{path}: labels {saved.labels} differ from {npz_files[0]}'s {labels}")
+        if saved.scheme != scheme:
+            raise EnsembleError(f"{path}: labels {saved.labels} differ from {npz_files[0]}'s {scheme.labels}")
         differences = geometry.differences(saved.geometry)
         if differences:
             raise EnsembleError(f"{path}: geometry differs from {npz_files[0]}: {'; '.join(differences)}")
         mean += saved.probabilities
-    return mean / len(npz_files), labels, geometry
+    return mean / len(npz_files), scheme, geometry
 
 
 def ensemble_folders(inputs: list[Path], output: Path, file_ending: str = ".nii.gz",
@@ -66,10 +66,11 @@ def ensemble_folders(inputs: list[Path], output: Path, file_ending: str = ".nii.
 
     written = []
     for case in tqdm(common, desc="ensembling", unit="case", disable=not progress):
-        probabilities, labels, geometry = ensemble_case([cases[case] for cases in per_folder])
-        segmentation = label_map_from_probabilities(probabilities, sorted(labels.values()))
+        probabilities, scheme, geometry = ensemble_case([cases[case] for cases in per_folder])
+        segmentation = scheme.segmentation(probabilities)
         if save_probs:
-            save_probabilities(probabilities, geometry, labels, output / f"{case}.npz")
+            save_probabilities(probabilities, geometry, scheme.labels, output / f"{case}.npz",
+                               scheme.regions_class_order)
         target = output / f"{case}{file_ending}"
         write_segmentation(segmentation, geometry, target)
         written.append(target)

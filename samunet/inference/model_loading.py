@@ -5,6 +5,7 @@ else the plans' recommended adapter (``plans.model.adapter``) with every fold th
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class TrainedConfiguration:
     adapter: str
     folder: Path
     plans: Plans
-    labels: dict[str, int]  # dataset.json labels (name -> value)
+    labels: dict  # dataset.json labels (name -> value, or list of values for a region)
     file_ending: str
     num_channels: int
     checkpoints: dict[int | str, Path]  # fold (number or "all") -> checkpoint file
@@ -51,7 +52,7 @@ class TrainedConfiguration:
 
     @property
     def label_values(self) -> list[int]:
-        return sorted(self.labels.values())
+        return self.plans.label_scheme.label_values
 
 
 @dataclass
@@ -118,10 +119,10 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
                                     f"({describe_checkpoints(folder)}); train first or pick another -chk")
         dataset_json = read_json(folder / "dataset.json")
         configurations.append(TrainedConfiguration(
-            adapter, folder, Plans.load(folder / "plans.json"), {str(k): int(v) for k, v in dataset_json["labels"].items()},
+            adapter, folder, Plans.load(folder / "plans.json"), {str(k): v for k, v in dataset_json["labels"].items()},
             dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen))
         log.info("%s: fold(s) %s, checkpoint_%s", adapter, sorted(chosen), checkpoint)
-    label_sets = {tuple(sorted(c.labels.items(), key=lambda kv: kv[1])) for c in configurations}
+    label_sets = {json.dumps([c.labels, c.plans.regions_class_order], sort_keys=True) for c in configurations}
     if len(label_sets) > 1:
         raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")
     steps = []

@@ -18,7 +18,7 @@ from samunet.dataset.dataset_json import channel_file_pattern, find_images_by_ca
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, Geometry, read_case_images, write_segmentation
 from samunet.evaluation.postprocessing import apply_postprocessing
 from samunet.inference.model_loading import Selection
-from samunet.evaluation.probabilities_io import label_map_from_probabilities, save_probabilities
+from samunet.evaluation.probabilities_io import save_probabilities
 from samunet.inference.volume_predictor import predict_preprocessed_volume
 from samunet.preprocessing.case_preprocessor import preprocess_arrays
 from samunet.preprocessing.inverse import restore_probabilities
@@ -74,8 +74,7 @@ class Predictor:
         self.batch_size = batch_size
         self.progress = progress
         first = selection.configurations[0]
-        self.labels = dict(sorted(first.labels.items(), key=lambda kv: kv[1]))
-        self.label_values = first.label_values
+        self.scheme = first.plans.label_scheme
         self.num_channels = first.num_channels
         self.file_ending = first.file_ending
 
@@ -99,16 +98,17 @@ class Predictor:
             image, props = case.preprocessed[config.plans.sha256()]
             probs = predict_preprocessed_volume(config.ensemble, image, config.plans, mirror=self.mirror,
                                                 batch_size=self.batch_size, device=None)
-            restored = restore_probabilities(probs, props)
+            restored = restore_probabilities(probs, props, regions=self.scheme.has_regions)
             total = restored if total is None else total + restored
         return total / len(self.selection.configurations)
 
     def finish(self, case: PreparedCase, probabilities: np.ndarray, output_folder: Path, ending: str) -> Path:
-        segmentation = label_map_from_probabilities(probabilities, self.label_values)
+        segmentation = self.scheme.segmentation(probabilities)
         segmentation = apply_postprocessing(segmentation, self.selection.postprocessing)
         target = output_folder / f"{case.case_id}{ending}"
         if self.save_probabilities:
-            save_probabilities(probabilities, case.geometry, self.labels, output_folder / f"{case.case_id}.npz")
+            save_probabilities(probabilities, case.geometry, self.scheme.labels, output_folder / f"{case.case_id}.npz",
+                               self.scheme.regions_class_order)
         write_segmentation(segmentation, case.geometry, target)  # last: its presence marks the case as done
         return target
 

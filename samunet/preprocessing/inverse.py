@@ -31,18 +31,23 @@ def restore_label_volume(seg: np.ndarray, props: CaseProperties) -> np.ndarray:
     return out
 
 
-def restore_probabilities(probs: np.ndarray, props: CaseProperties) -> np.ndarray:
+def restore_probabilities(probs: np.ndarray, props: CaseProperties, regions: bool = False) -> np.ndarray:
     """(K, S, H, W) class probabilities (class 0 = background) -> (K, z, y, x) float32; outside the crop box
-    the background has probability 1. Resampling is linear, then renormalised to sum to 1."""
+    the background has probability 1. Resampling is linear, then renormalised to sum to 1.
+
+    ``regions``: the K channels are independent region sigmoids (no background channel): not renormalised,
+    0 outside the crop box."""
     if probs.ndim != 4:
         raise ValueError(f"{props.case_id}: expected probabilities (K, S, H, W), got shape {probs.shape}")
     _check_shape(probs.shape[1:], props, "the probability map")
     restored = resample_slices(probs.astype(np.float32, copy=False), props.shape_before_resampling[1:], order=1)
     if props.resampled:
-        np.clip(restored, 0.0, None, out=restored)
-        restored /= np.maximum(restored.sum(axis=0, keepdims=True), 1e-8)
+        np.clip(restored, 0.0, None if not regions else 1.0, out=restored)
+        if not regions:
+            restored /= np.maximum(restored.sum(axis=0, keepdims=True), 1e-8)
     restored = np.transpose(restored, [0] + [a + 1 for a in np.argsort(props.transpose)])
     out = np.zeros((probs.shape[0], *props.original_shape), dtype=np.float32)
-    out[0] = 1.0
+    if not regions:
+        out[0] = 1.0
     out[(slice(None), *_crop_slices(props))] = restored
     return out
