@@ -20,6 +20,7 @@ ALLOWED = {
     "planning": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters"},
     "inference": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation"},
     "training": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference"},
+    "sharing": {"core", "utils", "modeling"},  # export/install: files and hashes; modeling for base-weight names
     "demo": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference",
              "planning", "training"},
 }

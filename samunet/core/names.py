@@ -27,6 +27,12 @@ DEBUG_FILE = "debug.json"
 VALIDATION_FOLDER = "validation"
 SUMMARY_FILE = "summary.json"
 INFERENCE_INFORMATION_FILE = "inference_information.json"
+PROGRESS_PLOT_FILE = "progress.png"
+
+# a shared model (samunet_export_model / samunet_install_model): a zip whose payload paths are relative to the
+# results root (<dataset>/<adapter>__<plans>/...), as nnU-Net's, plus these two files at the zip's root
+MODEL_ZIP_MANIFEST_FILE = "samunet_model_manifest.json"  # sha256 and size of every payload file
+MODEL_ZIP_README_FILE = "README.md"  # what the model is, which base weights it needs (name + sha256)
 
 
 def model_folder_name(adapter: str, plans_name: str) -> str:

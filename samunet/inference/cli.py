@@ -10,7 +10,7 @@ import torch
 from samunet.adapters.checkpoint import AdapterCheckpointError
 from samunet.dataset.dataset_json import DatasetError
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
-from samunet.inference.model_loading import ModelRequest, load_networks, select_models
+from samunet.inference.model_loading import ModelRequest, load_networks, resolve_model_folder, select_models
 from samunet.inference.predictor import PredictionError, Predictor
 from samunet.core.errors import fail
 from samunet.core.layout import TrainedModelError, dataset_results_folder
@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-i", dest="input", required=True, type=Path, help="input folder (never modified)")
     p.add_argument("-o", dest="output", required=True, type=Path, help="output folder (not the input folder)")
-    p.add_argument("-d", dest="dataset", required=True, help="dataset id or name the models were trained on")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("-d", dest="dataset", help="dataset id or name the models were trained on")
+    source.add_argument("-m", dest="model_folder", type=Path, help="instead of -d: a model folder "
+                        "(<adapter>__<plans>, e.g. installed with samunet_install_model) or a dataset results folder")
     p.add_argument("-a", dest="adapters", nargs="+", help="adapter(s); several are ensembled (default: the choice "
                    "of samunet_find_best, else the plans' recommendation)")
     p.add_argument("-p", dest="plans", help="plans name (default: samunet_find_best's, else samunetPlans)")
@@ -86,9 +89,13 @@ def main(argv: list[str] | None = None) -> None:
             raise PredictionError(f"{args.input}: input folder does not exist")
         request = ModelRequest(args.adapters, args.plans, parse_folds(args.folds), args.checkpoint,
                                not args.no_postprocessing)
+        if args.model_folder is not None:
+            results_folder, request = resolve_model_folder(args.model_folder, request)
+        else:
+            results_folder = dataset_results_folder(args.dataset)
         device = resolve_device(args.device)
         setup_logging(args.output, "predict")
-        selection = select_models(dataset_results_folder(args.dataset), request)
+        selection = select_models(results_folder, request)
         predictor = Predictor(selection, device, mirror=not args.disable_tta, save_probabilities=args.save_probabilities,
                               overwrite=args.overwrite, num_preprocessing=args.num_preprocessing,
                               batch_size=args.batch_size)

@@ -2,6 +2,9 @@
 
 Defaults: the adapters, folds and checkpoint that ``samunet_find_best`` chose (inference_information.json),
 else the plans' recommended adapter (``plans.model.adapter``) with every fold that has the checkpoint.
+``-m MODEL_FOLDER`` names the models by folder instead of by dataset id (``resolve_model_folder``), e.g. one
+installed from a zip; the base SAM weights are then found by name and checked against the sha256 that the
+checkpoints recorded (``base_weights_for``).
 """
 from __future__ import annotations
 
@@ -17,7 +20,10 @@ from samunet.evaluation.postprocessing import PostprocessingStep
 from samunet.core.layout import (
     TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folders,
 )
-from samunet.core.names import ALL_FOLD, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, model_folder_name
+from samunet.core.names import (
+    ADAPTER_NAMES, ALL_FOLD, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, MODEL_FOLDER_SEPARATOR, MODEL_PLANS_FILE,
+    model_folder_name,
+)
 from samunet.core.plans import Plans
 from samunet.utils.atomic import read_json
 from samunet.utils.logs import get_logger
@@ -79,6 +85,33 @@ def _recommended_adapter(dataset_folder: Path, plans_name: str) -> str:
         return next(iter(folders))
     raise TrainedModelError(f"{dataset_folder}: the recommended adapter '{plans.model.adapter}' is not trained and "
                             f"several others are ({', '.join(folders)}); choose one with -a")
+
+
+def _is_model_folder(path: Path) -> bool:
+    adapter, sep, plans_name = path.name.partition(MODEL_FOLDER_SEPARATOR)
+    return bool(sep and plans_name) and adapter in ADAPTER_NAMES and (path / MODEL_PLANS_FILE).is_file()
+
+
+def resolve_model_folder(path: Path, request: ModelRequest) -> tuple[Path, ModelRequest]:
+    """``-m``: an ``<adapter>__<plans>`` folder (that adapter and plans) or a dataset results folder holding such
+    folders (defaults as with ``-d``). Returns the dataset results folder and the request completed."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TrainedModelError(f"-m {path}: folder does not exist")
+    if _is_model_folder(path):
+        adapter, _, plans_name = path.name.partition(MODEL_FOLDER_SEPARATOR)
+        if request.adapters not in (None, [adapter]):
+            raise TrainedModelError(f"-m {path} is the model folder of adapter {adapter}; -a "
+                                    f"{' '.join(request.adapters)} contradicts it (give the dataset folder "
+                                    f"{path.parent} to choose adapters)")
+        if request.plans_name not in (None, plans_name):
+            raise TrainedModelError(f"-m {path} holds plans {plans_name}; -p {request.plans_name} contradicts it")
+        return path.parent, ModelRequest([adapter], plans_name, request.folds, request.checkpoint,
+                                         request.use_postprocessing)
+    if any(_is_model_folder(p) for p in path.iterdir() if p.is_dir()):
+        return path, request
+    raise TrainedModelError(f"-m {path}: not a model folder (<adapter>__<plans> with {MODEL_PLANS_FILE} and "
+                            f"fold_N) nor a dataset results folder holding one")
 
 
 def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
@@ -146,8 +179,9 @@ def load_networks(selection: Selection, device: torch.device) -> None:
     log = get_logger()
     for config in selection.configurations:
         config.networks, frozen = [], []
+        base = base_weights_for(config)
         for fold, path in config.checkpoints.items():
-            network = build_adapter(config.adapter, config.plans)
+            network = build_adapter(config.adapter, config.plans, checkpoint=base)
             load_adapter_checkpoint(network, path, expected={"fold": fold})
             frozen.append(encoder_is_frozen(network))
             network.merge()
@@ -157,3 +191,35 @@ def load_networks(selection: Selection, device: torch.device) -> None:
             log.info("%s: the folds share one frozen encoder: each slice is encoded once for all %d folds",
                      config.adapter, len(config.networks))
         config.ensemble = FoldEnsemble(config.networks, shared_encoder=shared).eval()
+
+
+def base_weights_for(config: TrainedConfiguration) -> Path | None:
+    """The base SAM weights to build ``config``'s adapters on, checked against the sha256 its checkpoints
+    recorded before anything is built. The plans' explicit file when it exists; else a file of that name in
+    ``$SAMUNET_CHECKPOINTS`` (a model trained or installed elsewhere); None: the backbone's default lookup
+    (which names the file and where to put it when absent)."""
+    from samunet.adapters.checkpoint import read_checkpoint_metadata
+    from samunet.modeling.checkpoints import (
+        CheckpointIntegrityError, CheckpointNotFoundError, checkpoints_folder, default_checkpoint_path, file_digest,
+    )
+
+    recorded = read_checkpoint_metadata(next(iter(config.checkpoints.values()))).get("base_checkpoint_sha256")
+    backbone, explicit = config.plans.model.backbone, config.plans.model.checkpoint
+    chosen: Path | None = None
+    if explicit:
+        chosen = Path(explicit).expanduser()
+        if not chosen.is_file():
+            by_name = checkpoints_folder() / chosen.name
+            if not by_name.is_file():
+                raise CheckpointNotFoundError(
+                    f"{config.folder}: base weights {chosen.name} (backbone {backbone}, sha256 {recorded}) not found "
+                    f"at {chosen} nor in {by_name.parent}; put that file in {by_name.parent} (set "
+                    f"$SAMUNET_CHECKPOINTS to choose that folder)")
+            get_logger().info("%s: base weights %s absent; using %s (same name)", config.adapter, chosen, by_name)
+            chosen = by_name
+    candidate = chosen if chosen is not None else default_checkpoint_path(backbone)
+    if recorded and candidate is not None and candidate.is_file() and file_digest(candidate) != recorded:
+        raise CheckpointIntegrityError(
+            f"{candidate}: sha256 {file_digest(candidate)} differs from {recorded}, the base weights "
+            f"{config.folder.name} was trained on (backbone {backbone}); put the right file there")
+    return chosen
