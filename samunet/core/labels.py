@@ -207,7 +207,7 @@ class LabelScheme:
     def name_of(self, key) -> str:
         """Label or region name of a summary key (``1``, ``"1"``, ``"(1, 2, 3)"``)."""
         for name, region in _foreground_entries(self.labels):
-            if region_key(region) == str(key) or (not isinstance(region, tuple) and str(region) == str(key)):
+            if region_key(region) == str(key):
                 return name
         return str(key)
 
