@@ -1,6 +1,6 @@
 """Sharing models: samunet_export_model -> samunet_install_model into a fresh results root -> samunet_predict -m
 gives what samunet_predict -d gave; altered zips, unsafe paths and overwrites are refused; base weights are
-found by name and checked by sha256."""
+found by name and checked by sha256; -num_parts/-part_id split the cases exactly once."""
 from __future__ import annotations
 
 import copy
@@ -20,6 +20,7 @@ from samunet.adapters.checkpoint import save_adapter_checkpoint
 from samunet.core.names import MODEL_ZIP_MANIFEST_FILE, MODEL_ZIP_README_FILE
 from samunet.evaluation.probabilities_io import load_probabilities
 from samunet.inference.cli import main as predict_main
+from samunet.inference.prediction_parts import PartError, check_part, part_of
 from samunet.modeling.checkpoints import file_digest
 from samunet.sharing.cli import export_main, install_main
 from tests.fixtures_models import write_tiny_sam_checkpoint
@@ -257,3 +258,33 @@ def test_export_errors_are_one_line_and_write_nothing(lab, tmp_path, monkeypatch
         err = _error_line(capsys)
         assert exc.value.code == 1 and expected in err, err
         assert not list(tmp_path.glob("*.zip")) and not list(tmp_path.glob(".m.zip*"))
+
+
+# ---- -num_parts / -part_id ------------------------------------------------------------------------------
+
+def test_parts_cover_every_case_exactly_once():
+    cases = [f"case_{i:03d}" for i in range(11)][::-1]
+    for num_parts in (1, 2, 3, 4, 11, 13):
+        parts = [part_of(cases, num_parts, k) for k in range(num_parts)]
+        assert sorted(c for part in parts for c in part) == sorted(cases)
+        assert all(part == sorted(cases)[k::num_parts] for k, part in enumerate(parts))  # nnU-Net's split
+    for num_parts, part_id in ((2, 2), (2, -1), (0, 0), (3, 5)):
+        with pytest.raises(PartError):
+            check_part(num_parts, part_id)
+
+
+def test_predict_parts_share_a_folder(lab, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAMUNET_RESULTS", str(lab.results))
+    out = tmp_path / "out"
+    base = ["-i", str(lab.input_folder), "-o", str(out), "-m", str(lab.model_folder), "--disable-tta", "-f", "0"]
+    seen = []
+    for part_id in (1, 0):
+        before = set(p.name for p in out.glob("*.nii.gz")) if out.is_dir() else set()
+        predict_main([*base, "-num_parts", "2", "-part_id", str(part_id)])
+        new = sorted(set(p.name for p in out.glob("*.nii.gz")) - before)
+        assert new == [f"{c}.nii.gz" for c in sorted(lab.case_ids)[part_id::2]]
+        seen += new
+    assert sorted(seen) == sorted(f"{c}.nii.gz" for c in lab.case_ids)
+    with pytest.raises(SystemExit) as exc:
+        predict_main([*base, "-num_parts", "2", "-part_id", "2"])
+    assert exc.value.code == 1 and "-part_id 2" in _error_line(capsys)

@@ -11,6 +11,7 @@ from samunet.adapters.checkpoint import AdapterCheckpointError
 from samunet.dataset.dataset_json import DatasetError
 from samunet.dataset.image_io import GeometryMismatchError, ImageReadError
 from samunet.inference.model_loading import ModelRequest, load_networks, resolve_model_folder, select_models
+from samunet.inference.prediction_parts import PartError, check_part
 from samunet.inference.predictor import PredictionError, Predictor
 from samunet.core.errors import fail
 from samunet.core.layout import TrainedModelError, dataset_results_folder
@@ -23,7 +24,7 @@ from samunet.core.records import SchemaError
 
 USER_ERRORS = (PredictionError, TrainedModelError, DatasetError, ImageReadError, GeometryMismatchError,
                UnknownDatasetError, SchemaError, FileNotFoundError, AdapterCheckpointError, CheckpointIntegrityError,
-               NormalizationError)
+               NormalizationError, PartError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: the plans' batch size)")
     p.add_argument("-npp", dest="num_preprocessing", type=int, default=1,
                    help="background threads reading and preprocessing the next cases (default 1)")
+    p.add_argument("-num_parts", type=int, default=1, help="split the cases into this many parts, one per "
+                   "samunet_predict call (e.g. a SLURM array); default 1")
+    p.add_argument("-part_id", type=int, default=0, help="which part this call predicts: 0 .. num_parts-1 (the "
+                   "sorted cases part_id, part_id+num_parts, ...); default 0")
     return p
 
 
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                                   f"(inputs are never overwritten)")
         if not args.input.is_dir():
             raise PredictionError(f"{args.input}: input folder does not exist")
+        check_part(args.num_parts, args.part_id)
         request = ModelRequest(args.adapters, args.plans, parse_folds(args.folds), args.checkpoint,
                                not args.no_postprocessing)
         if args.model_folder is not None:
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor(selection, device, mirror=not args.disable_tta, save_probabilities=args.save_probabilities,
                               overwrite=args.overwrite, num_preprocessing=args.num_preprocessing,
                               batch_size=args.batch_size)
-        jobs, ending = predictor.find_jobs(args.input, args.output)  # input problems surface before loading
+        jobs, ending = predictor.find_jobs(args.input, args.output, args.num_parts, args.part_id)  # before loading
         if not jobs:
             log.info("nothing to predict: every case in %s has its output in %s", args.input, args.output)
             return

@@ -18,6 +18,7 @@ from samunet.dataset.dataset_json import channel_file_pattern, find_images_by_ca
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, Geometry, read_case_images, write_segmentation
 from samunet.evaluation.postprocessing import apply_postprocessing
 from samunet.inference.model_loading import Selection
+from samunet.inference.prediction_parts import part_of
 from samunet.evaluation.probabilities_io import save_probabilities
 from samunet.inference.volume_predictor import predict_preprocessed_volume
 from samunet.preprocessing.case_preprocessor import preprocess_arrays
@@ -118,14 +119,20 @@ class Predictor:
             done = done and (output_folder / f"{case_id}.npz").is_file()
         return done
 
-    def find_jobs(self, input_folder: Path, output_folder: Path) -> tuple[list[tuple[str, list[Path]]], str]:
-        """(cases still to predict with their channel files, output file ending); checks inputs before any work."""
+    def find_jobs(self, input_folder: Path, output_folder: Path, num_parts: int = 1,
+                  part_id: int = 0) -> tuple[list[tuple[str, list[Path]]], str]:
+        """(cases still to predict with their channel files, output file ending); checks inputs before any work.
+        With ``num_parts`` > 1 only part ``part_id`` of the sorted cases (``prediction_parts``)."""
         log = get_logger()
         if input_folder.resolve() == output_folder.resolve():
             raise PredictionError(f"{output_folder}: the output folder must differ from the input folder "
                                   f"(inputs are never overwritten)")
         cases, in_ending = input_cases(input_folder, self.file_ending, self.num_channels)
         ending = output_ending(in_ending)
+        if num_parts > 1:
+            mine = part_of(list(cases), num_parts, part_id)
+            log.info("part %d of %d (counting from 0): %d of the %d case(s)", part_id, num_parts, len(mine), len(cases))
+            cases = {c: cases[c] for c in mine}
         todo = [(c, f) for c, f in cases.items() if self.overwrite or not self._done(c, output_folder, ending)]
         if len(todo) < len(cases):
             log.info("%d of %d case(s) already predicted in %s: skipped (use --overwrite to redo them)",
