@@ -102,3 +102,18 @@ def test_plans_with_regions_round_trip_and_build_region_adapters(tmp_path):
     assert adapter.identity["class_names"] == ["whole", "core", "enhancing"]
     with pytest.raises(PlansError, match="regions need one sigmoid per region"):
         build_adapter("decoder", loaded, pretrained=False)  # still planned as softmax: a clear error
+
+
+def test_plans_without_regions_keep_their_hash():
+    import hashlib
+
+    from tests.fixtures_models import make_tiny_plans
+
+    plans = make_tiny_plans()
+    before_the_field = {k: v for k, v in plans.to_dict().items()
+                        if k not in ("training", "adapters", "edited_by_user", "regions_class_order")}
+    assert plans.sha256() == hashlib.sha256(json.dumps(before_the_field, sort_keys=True).encode()).hexdigest()
+    plans.labels, plans.regions_class_order = dict(BRATS), [1, 2, 3]
+    with_regions = plans.sha256()
+    plans.regions_class_order = [3, 2, 1]
+    assert plans.sha256() != with_regions  # the order changes the label maps: it is part of the hash

@@ -174,6 +174,9 @@ class Plans(VersionedRecord):
     def sha256(self) -> str:
         """Hash of the decisions that change what a model sees (checkpoints record it)."""
         relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "edited_by_user")}
+        if relevant.get("regions_class_order") is None:
+            # plans without regions hash as before the field existed: their caches and checkpoints stay valid
+            relevant.pop("regions_class_order", None)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
     def adapter_config(self, adapter: str) -> AdapterConfig:
