@@ -252,7 +252,8 @@ def test_export_errors_are_one_line_and_write_nothing(lab, tmp_path, monkeypatch
     for args, expected in ((["-a", "ssam"], "no trained model for adapter ssam"),
                            (["-a", ADAPTER, "-f", "3"], "fold(s) 3 lack"),
                            (["-a", ADAPTER, "-chk", "best"], "no fold has checkpoint(s) best"),
-                           (["-a", ADAPTER, "-chk", "latest"], "-chk latest")):
+                           (["-a", ADAPTER, "-chk", "latest"], "-chk latest"),
+                           (["-a", ADAPTER, "-chk", "checkpoint_best.pth"], "no fold has checkpoint(s) best")):
         with pytest.raises(SystemExit) as exc:
             export_main(["-d", "4", "-o", str(tmp_path / "m.zip"), *args])
         err = _error_line(capsys)

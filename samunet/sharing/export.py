@@ -29,6 +29,14 @@ from samunet.utils.logs import get_logger
 EXPORT_CHECKPOINTS = ("final", "best")
 
 
+def checkpoint_choice(text: str) -> str:
+    """``final`` / ``best``; nnU-Net's file-name spelling (``checkpoint_final.pth``) means the same."""
+    name = text.removeprefix("checkpoint_").removesuffix(".pth").removesuffix(".safetensors")
+    if name not in EXPORT_CHECKPOINTS:
+        raise ModelZipError(f"-chk {text}: choose from {', '.join(EXPORT_CHECKPOINTS)}")
+    return name
+
+
 def _chosen_folds(folder: Path, folds: list[str] | None, checkpoints: list[str]) -> list[str]:
     """Fold suffixes ("0", "all", ...) whose folders have every requested checkpoint."""
     have = {str(fold): path for fold, path in fold_folders(folder).items()
@@ -70,9 +78,7 @@ def _base_file_name(plans: dict, backbone: str) -> str | None:
 def collect_files(dataset: str | int, adapters: list[str], plans_name: str, folds: list[str] | None,
                   checkpoints: list[str]) -> tuple[Path, dict[str, Path], ModelManifest]:
     """(results root, zip path -> source file, manifest without file hashes); every problem found before writing."""
-    for c in checkpoints:
-        if c not in EXPORT_CHECKPOINTS:
-            raise ModelZipError(f"-chk {c}: choose from {', '.join(EXPORT_CHECKPOINTS)}")
+    checkpoints = [checkpoint_choice(c) for c in checkpoints]
     if folds is not None:
         bad = [f for f in folds if not (f.isdigit() or f == ALL_FOLD)]
         if bad:
