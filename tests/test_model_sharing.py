@@ -237,11 +237,15 @@ def test_existing_model_is_kept_unless_force(lab, model_zip, tmp_path, monkeypat
     results = tmp_path / "results"
     _install(model_zip, results, monkeypatch)
     installed = results / lab.dataset_name / f"{ADAPTER}__samunetPlans"
+    _install(model_zip, results, monkeypatch)  # again, identical: kept (an interrupted install re-runs)
+    assert "already installed, identical" in capsys.readouterr().err
     marker = installed / "fold_0" / "my_notes.txt"
     marker.write_text("a colleague's file")
+    summary = installed / "fold_0" / "validation" / "summary.json"
+    summary.write_text('{"edited": true}')
     with pytest.raises(SystemExit):
         _install(model_zip, results, monkeypatch)
-    assert "already exists" in capsys.readouterr().err and marker.is_file()
+    assert "already exists" in capsys.readouterr().err and marker.is_file() and "edited" in summary.read_text()
     _install(model_zip, results, monkeypatch, "--force")
     assert not marker.exists() and (installed / "fold_0" / "checkpoint_final.safetensors").is_file()
     assert [p.name for p in results.iterdir() if p.name.startswith(".")] == []

@@ -2,7 +2,8 @@
 
 nnU-Net's installer extracts everything over the results folder. This one is stricter: every file must be
 listed in the zip's manifest with its sha256 and size; zip-slip paths (absolute, ``..``, outside a
-``DatasetXXX_Name`` folder) and links are refused; an existing model folder is kept unless ``--force``; files are
+``DatasetXXX_Name`` folder) and links are refused; an existing model folder that differs is kept unless ``--force`` (one identical to the zip's is left as
+is, so an interrupted install can be re-run); files are
 unpacked and checked in a staging folder inside the results root first, then each model folder (and
 ``inference_information.json``) is moved into place with one rename, so an interrupted or refused install
 leaves the results root as it was.
@@ -67,6 +68,19 @@ def install_units(manifest: ModelManifest) -> list[str]:
     return sorted({"/".join(name.split("/")[:2]) for name in manifest.files})
 
 
+def unit_installed(results: Path, unit: str, manifest: ModelManifest) -> bool:
+    """Whether ``unit`` already holds every file the zip has for it, byte for byte (re-running an install, or
+    installing two zips of one dataset that share ``inference_information.json``): then it is kept as is."""
+    from samunet.sharing.manifest import sha256_of_file
+
+    for name, entry in manifest.files.items():
+        if name == unit or name.startswith(unit + "/"):
+            path = results.joinpath(*name.split("/"))
+            if not path.is_file() or path.stat().st_size != entry.size or sha256_of_file(path) != entry.sha256:
+                return False
+    return True
+
+
 def _unpack_checked(zf: zipfile.ZipFile, manifest: ModelManifest, staging: Path, zip_path: Path) -> None:
     import hashlib
 
@@ -94,6 +108,10 @@ def install_model(zip_path: Path, results: Path, force: bool = False) -> ModelMa
     with _open_zip(zip_path) as zf:
         manifest = read_manifest(zf, zip_path)
         units = install_units(manifest)
+        same = [unit for unit in units if (results / unit).exists() and unit_installed(results, unit, manifest)]
+        if same:
+            log.info("already installed, identical: %s (kept)", ", ".join(same))
+        units = [unit for unit in units if unit not in same]
         existing = [unit for unit in units if (results / unit).exists()]
         if existing and not force:
             raise ModelZipError(f"{results / existing[0]} already exists; samunet_install_model --force replaces "
