@@ -55,7 +55,7 @@ def write_msd_task(root, num_cases: int = 6):
     return task
 
 
-def test_brats_like_regions_convert_plan_train_predict_evaluate(tmp_path, monkeypatch):
+def test_brats_like_regions_convert_plan_train_predict_evaluate(tmp_path, monkeypatch, capsys):
     from samunet.evaluation.cli import main as evaluate_main
     from samunet.evaluation.find_best import find_best
     from samunet.inference.cli import main as predict_main
@@ -70,12 +70,16 @@ def test_brats_like_regions_convert_plan_train_predict_evaluate(tmp_path, monkey
     # convert: 4D files become 4 channel files per case
     raw = convert_msd_task(write_msd_task(tmp_path), roots["raw"], num_processes=1)
     assert sorted(p.name for p in (raw / "imagesTr").glob("BRATS_000_*")) == [f"BRATS_000_{c:04d}.nii.gz" for c in range(4)]
+    plan_main(["-d", "1", "--backbone", "tiny", "-np", "1", "--no-preprocess"])  # plain labels first
     # the user turns the labels into regions, as for nnU-Net
     dataset_json = json.loads((raw / "dataset.json").read_text())
     dataset_json["labels"], dataset_json["regions_class_order"] = REGIONS, [1, 2, 3]
     (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    capsys.readouterr()
+    plan_main(["-d", "1", "--backbone", "tiny", "-np", "1", "--no-preprocess"])
+    assert "labels / regions_class_order differ from the kept plans" in capsys.readouterr().err
 
-    plan_main(["-d", "1", "--backbone", "tiny", "-np", "1"])
+    plan_main(["-d", "1", "--backbone", "tiny", "-np", "1", "--overwrite"])
     plans = Plans.load(roots["preprocessed"] / raw.name / "samunetPlans.json")
     assert plans.labels == REGIONS and plans.regions_class_order == [1, 2, 3]
     assert plans.packing.mode == "mix" and plans.packing.num_channels == 4  # 4 modalities -> SAM's 3 channels

@@ -19,6 +19,7 @@ from samunet.evaluation.inference_information import CandidateResult, InferenceI
 from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
 from samunet.evaluation.probabilities_io import ProbabilitiesError, load_probabilities
 from samunet.core.labels import LabelScheme
+from samunet.core.plans import Plans
 from samunet.core.layout import TrainedModelError, dataset_results_folder, fold_folders, model_folders
 from samunet.core.paths import UnknownDatasetError, raw_root
 from samunet.core.names import DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE
@@ -118,7 +119,9 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     if not common:
         raise TrainedModelError(f"{results}: the adapters' validation outputs share no case; train the same folds")
     dataset_json = read_json(folders[collected[0].adapter] / "dataset.json")
-    scheme = LabelScheme.from_dataset_json(dataset_json)
+    # the plans the models were trained with say what their outputs are (regions, ignore label)
+    plans_path = folders[collected[0].adapter] / "plans.json"
+    scheme = Plans.load(plans_path).label_scheme if plans_path.is_file() else LabelScheme.from_dataset_json(dataset_json)
     foreground, ignore = scheme.evaluated(), scheme.ignore_label  # regions are compared region by region
     ending = dataset_json["file_ending"]
     label_folder = raw_root() / results.name / "labelsTr"

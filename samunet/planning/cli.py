@@ -68,6 +68,10 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
                         backbone, plans.model.backbone)
         if plans.fingerprint_sha256 and plans.fingerprint_sha256 != fingerprint_sha256(fingerprint):
             log.warning("the dataset changed since these plans were made; consider --overwrite")
+        if (plans.labels, plans.regions_class_order) != (fingerprint.labels, fingerprint.regions_class_order):
+            log.warning("dataset.json's labels / regions_class_order differ from the kept plans' (%s): models train "
+                        "and predict with the plans' labels; re-plan with --overwrite to use the new ones",
+                        plans.labels)
     else:
         plans = plan(fingerprint, DatasetInfo.load(raw_folder), backbone=backbone, plans_name=plans_name)
         plans.save(plans_path)
