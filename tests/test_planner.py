@@ -152,10 +152,11 @@ def test_training_plan_follows_the_hardware():
     tight = plan(fp, backbone="vit_b", hardware=Hardware("cuda", 6 * GIB, 64 * GIB, 16, False)).training
     assert tight.batch_size < roomy.batch_size and tight.batch_size >= 1
     assert (roomy.precision, tight.precision) == ("bf16", "fp16")
-    cpu = plan(fp, backbone="litemedsam", hardware=CPU).training
+    cpu_plans = plan(fp, backbone="litemedsam", hardware=CPU)
+    cpu = cpu_plans.training
     assert cpu.device == "cpu" and cpu.precision == "fp32"
-    assert 1 <= cpu.validate_every <= cpu.epochs
-    assert cpu.epochs // cpu.validate_every == 2  # two whole-volume validations in a CPU run, then the final one
+    assert cpu.time_budget_min == 30 and cpu_plans.cost.source.startswith("estimated")
+    assert 1 <= cpu.validate_every
     assert cpu.num_workers <= CPU.cpu_count
 
 
@@ -167,11 +168,3 @@ def test_plans_round_trip_and_every_section_has_a_reason():
         assert section.reason.strip(), type(section).__name__
     assert plans.model.adapter_reason.strip()
     assert plans.fingerprint_sha256
-
-
-def test_cached_embedding_adapters_get_a_longer_schedule_in_the_same_budget():
-    trained_encoder = model_planner.training_plan(CPU, "litemedsam", 128)
-    cached = model_planner.training_plan(CPU, "litemedsam", 128, cached_embeddings=True)
-    assert cached.batch_size == trained_encoder.batch_size
-    assert cached.epochs > trained_encoder.epochs
-    assert "cached embeddings" in cached.reason

@@ -10,6 +10,7 @@ DEFAULT_PLANS_NAME = "samunetPlans"
 DATASET_JSON_FILE = "dataset.json"
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 SPLITS_FILE = "splits_final.json"  # nnU-Net's name and format
+COST_MODEL_CACHE_FILE = "cost_model_cache.json"  # under the preprocessed root: this machine's measured timings
 
 # the preprocessed cache: <preprocessed>/<dataset>/<plans_name>/CASE{suffix}
 CACHE_IMAGE_SUFFIX = "_image.npy"  # (C, S, H, W) float32

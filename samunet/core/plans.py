@@ -130,6 +130,24 @@ class TrainingPlan:
     device: str  # "cpu" | "cuda" | "mps"
     precision: str  # "bf16" | "fp16" | "fp32"
     seed: int = 12345
+    time_budget_min: float | None = None  # wall time of one fold incl. validation, honoured by default; None: none
+    reason: str = ""
+
+
+@dataclass
+class CostPlan:
+    """What one fold costs on the machine that planned (measured by planning/cost_model.py, or estimated);
+    samunet_train compares these figures with what it sees and records both in debug.json."""
+
+    adapter: str  # the recommended adapter these figures are for
+    precision: str
+    source: str  # "measured" | "estimated"
+    machine: str  # processor or GPU, CPUs, torch version
+    seconds_per_encoded_slice: float
+    seconds_per_cached_iteration: float  # one batch whose embeddings are cached
+    seconds_per_uncached_iteration: float  # one batch encoded on the fly (or any batch when the encoder trains)
+    seconds_per_validation_case: float  # one validation volume, first encoding included, no mirroring
+    predicted_minutes_per_fold: float
     reason: str = ""
 
 
@@ -149,6 +167,7 @@ class Plans(VersionedRecord):
     adapters: dict[str, AdapterConfig]
     augmentation: AugmentationPlan
     training: TrainingPlan
+    cost: CostPlan | None = None  # None: plans made before the cost model
     fingerprint_sha256: str = ""  # of dataset_fingerprint.json the plans were made from
     schema_version: int = PLANS_SCHEMA_VERSION
     edited_by_user: bool = False  # informational; set True by hand if you like
@@ -173,7 +192,7 @@ class Plans(VersionedRecord):
 
     def sha256(self) -> str:
         """Hash of the decisions that change what a model sees (checkpoints record it)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "edited_by_user")}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "cost", "edited_by_user")}
         if relevant.get("regions_class_order") is None:
             # plans without regions hash as before the field existed: their caches and checkpoints stay valid
             relevant.pop("regions_class_order", None)

@@ -40,10 +40,27 @@ def verify_raw_dataset(dataset_name: str, num_processes: int) -> None:
     get_logger().info("dataset verified (%.1f s)", time.perf_counter() - started)
 
 
+def _measured_cost_model(root: Path):
+    """The planner's cost model: timings on this machine, cached under ``root`` (see planning/cost_model.py)."""
+    from samunet.planning.cost_model import CostCache, MeasuredCosts, TimeCap, cost_cache_path
+
+    cache = CostCache(cost_cache_path(root))
+    cap = TimeCap()
+
+    def costs(backbone, adapter, precision, device, num_classes, in_channels, global_attention):
+        return MeasuredCosts(backbone, adapter, precision, device, cache, time_cap=cap, num_classes=num_classes,
+                             in_channels=in_channels, global_attention=global_attention)
+
+    return costs
+
+
 def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbone: str | None = None,
                  overwrite: bool = False, num_processes: int | None = None, preprocess: bool = True,
-                 progress: bool = True) -> Plans:
-    """Fingerprint, plan (keeping an existing plans file unless ``overwrite``) and preprocess a verified dataset."""
+                 progress: bool = True, measure_costs: bool = True) -> Plans:
+    """Fingerprint, plan (keeping an existing plans file unless ``overwrite``) and preprocess a verified dataset.
+
+    ``measure_costs``: time the planned model on this machine (cached in the preprocessed root) for the budget
+    decisions; False: the fixed estimates."""
     from samunet.dataset.dataset_json import DatasetInfo
     from samunet.planning.planner import plan
     from samunet.preprocessing.runner import preprocess_dataset
@@ -73,10 +90,11 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
                         "and predict with the plans' labels; re-plan with --overwrite to use the new ones",
                         plans.labels)
     else:
-        plans = plan(fingerprint, DatasetInfo.load(raw_folder), backbone=backbone, plans_name=plans_name)
+        plans = plan(fingerprint, DatasetInfo.load(raw_folder), backbone=backbone, plans_name=plans_name,
+                     cost_model=_measured_cost_model(preprocessed_root()) if measure_costs else None)
         plans.save(plans_path)
         log.info("plans written to %s", plans_path)
-        for section in ("slicing", "crop", "resampling", "packing", "model", "training"):
+        for section in ("slicing", "crop", "resampling", "packing", "model", "training", "cost"):
             log.info("  %s: %s", section, getattr(plans, section).reason)
         log.info("  adapter %s: %s", plans.model.adapter, plans.model.adapter_reason)
     if preprocess:
@@ -101,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=None,
                         help="worker processes (default: one per CPU, fewer when RAM is short)")
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing the plans")
+    parser.add_argument("--no-measure", action="store_true",
+                        help="plan with fixed cost estimates instead of timing the model on this machine (about 20 s, "
+                             "cached per machine in the preprocessed root)")
     return parser
 
 
@@ -121,7 +142,7 @@ def plan_main(argv: list[str] | None = None) -> None:
         log_file = setup_logging(preprocessed_root() / dataset_name / "logs", "plan")
         log.info("samunet_plan %s (log: %s)", " ".join(sys.argv[1:] if argv is None else argv), log_file)
         plan_dataset(dataset_name, args.plans, args.backbone, args.overwrite, args.num_processes,
-                     preprocess=not args.no_preprocess)
+                     preprocess=not args.no_preprocess, measure_costs=not args.no_measure)
     except VerificationFailed as e:
         log.error("samunet_plan: %s", e)
         sys.exit(1)

@@ -1,16 +1,16 @@
 """Model, adapter and training decisions of the planner (geometry and intensity: ``planner.py``).
 
 Hyper-parameters per adapter follow the papers (METHODS.md); the batch size and run length follow
-the hardware found (``hardware.py``). documentation/planning.md states every rule.
+the hardware found (``hardware.py``); the run length and validation rhythm are decided with the input size
+inside the time budget (``budget.py``). documentation/planning.md states every rule.
 """
 from __future__ import annotations
 
 import math
 
-from samunet.planning.hardware import (VIT_BACKBONES, Hardware, batch_size_for_memory,
-                                       seconds_per_training_image)
+from samunet.planning.hardware import VIT_BACKBONES, Hardware, batch_size_for_memory
 from samunet.core.names import BACKBONE_NAMES
-from samunet.core.plans import AdapterConfig, AugmentationPlan, TrainingPlan
+from samunet.core.plans import AdapterConfig, AugmentationPlan
 
 # the input side each backbone's pretrained weights expect (the tiny test model: its pretrain size)
 NATIVE_INPUT = {"vit_b": 1024, "vit_l": 1024, "vit_h": 1024, "medsam_vit_b": 1024, "litemedsam": 256, "tiny": 128}
@@ -30,12 +30,6 @@ TRAINING_BUDGET_S = {"cpu": 30 * 60, "gpu": 4 * 3600}  # default wall time one f
 BATCH_CAP = {"cpu": 8, "gpu": 32}
 ITERATIONS_PER_EPOCH = {"cpu": 100, "gpu": 250}
 EPOCH_RANGE = {"cpu": (2, 200), "gpu": (50, 1000)}
-# whole-volume validations during a run (the final one comes on top): on a CPU the first one encodes every
-# validation slice, which costs as much as minutes of training
-VALIDATIONS_PER_RUN = {"cpu": 2, "gpu": 5}
-# a frozen-encoder adapter pays the encoder once per distinct input (embedding cache), then only the head:
-# on average over a CPU run about half the cost of an uncached image
-CACHED_COST_SHARE = 0.5
 
 
 def weights_present(backbone: str) -> bool:
@@ -133,34 +127,16 @@ def augmentation_plan(two_d: bool) -> AugmentationPlan:
     return AugmentationPlan(reason=f"{kind}: nnU-Net-like in-plane defaults (rotation, scaling, intensity, mirroring)")
 
 
-def _device_class(hw: Hardware) -> str:
+def device_class(hw: Hardware) -> str:
     return "cpu" if hw.device == "cpu" else "gpu"
 
 
-def training_plan(hw: Hardware, backbone: str, input_size: int, cached_embeddings: bool = False) -> TrainingPlan:
-    """Batch, run length and validation rhythm; ``cached_embeddings``: the recommended adapter's encoder is
-    frozen and served from the embedding cache, which makes iterations cheaper."""
-    kind = _device_class(hw)
-    batch = batch_size_for_memory(hw, backbone, input_size, BATCH_CAP[kind])
-    per_image = seconds_per_training_image(backbone, input_size, hw.device)
-    per_iteration = per_image * batch * (CACHED_COST_SHARE if cached_embeddings else 1.0)
-    iterations = ITERATIONS_PER_EPOCH[kind]
-    low, high = EPOCH_RANGE[kind]
-    epochs = int(min(high, max(low, round(TRAINING_BUDGET_S[kind] / (per_iteration * iterations)))))
-    if kind == "cpu":  # data loading competes with training for the same few cores
-        workers = 0 if hw.cpu_count <= 4 else min(4, hw.cpu_count // 4)
-    else:
-        workers = max(1, min(8, hw.cpu_count - 1))
-    budget_min = TRAINING_BUDGET_S[kind] / 60
-    return TrainingPlan(
-        batch_size=batch, epochs=epochs, iterations_per_epoch=iterations,
-        validate_every=max(1, epochs // VALIDATIONS_PER_RUN[kind]), foreground_oversample=0.33, num_workers=workers,
-        device=hw.device, precision=hw.precision,
-        reason=(f"{hw.device} with {hw.free_memory_bytes / 1024**3:.1f} GiB free: batch {batch} (activations in half "
-                f"the free memory, at most {BATCH_CAP[kind]}); about {per_iteration:.2f} s per iteration, so "
-                f"{epochs} epochs of {iterations} iterations target about {budget_min:.0f} min per fold "
-                f"{'with cached embeddings (the recommended adapter freezes the encoder)' if cached_embeddings else 'with the encoder trained'}"
-                f", validated every {max(1, epochs // VALIDATIONS_PER_RUN[kind])} epochs; {hw.precision} "
-                f"({'native bf16' if hw.bf16_supported else 'no native bf16'}); {workers} loader workers for "
-                f"{hw.cpu_count} CPUs"),
-    )
+def batch_size(hw: Hardware, backbone: str, input_size: int) -> int:
+    """Largest batch whose activations fit in half the free memory, at most the device class's cap."""
+    return batch_size_for_memory(hw, backbone, input_size, BATCH_CAP[device_class(hw)])
+
+
+def loader_workers(hw: Hardware) -> int:
+    if device_class(hw) == "cpu":  # data loading competes with training for the same few cores
+        return 0 if hw.cpu_count <= 4 else min(4, hw.cpu_count // 4)
+    return max(1, min(8, hw.cpu_count - 1))

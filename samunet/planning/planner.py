@@ -6,17 +6,22 @@ Geometry and intensity decisions are made here; model, adapter and training deci
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.model_planner import (adapter_configs, augmentation_plan, choose_adapter, choose_backbone,
-                                            choose_input_size, training_plan, uses_global_attention)
+from samunet.planning.budget import INPUT_STEP, SliceCounts, decide, min_input_for_structures
+from samunet.planning.cost_model import MeasuredCost
+from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
+                                            TRAINING_BUDGET_S, adapter_configs, augmentation_plan, batch_size,
+                                            choose_adapter, choose_backbone, choose_input_size, device_class,
+                                            loader_workers, uses_global_attention)
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
-from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan,
-                                    Plans, ResamplingPlan, SlicingPlan)
+from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
+                                ResamplingPlan, SlicingPlan, TrainingPlan)
 
 ISOTROPY_RATIO = 1.25  # largest / smallest spacing at or below this: isotropic, choose the axis by content
 AXIS_TIE_RATIO = 1.10  # cross-sections within 10% of the best count as equal: keep the lower axis (z first)
@@ -173,10 +178,46 @@ def use_region_outputs(adapters: dict) -> None:
             "regions: one sigmoid per region, Dice + BCE loss (nnU-Net)"
 
 
+def slice_counts(fp: DatasetFingerprint, axis: int, folds: int = 5) -> SliceCounts:
+    """Slices of a typical fold (nnU-Net's 5 folds: a fifth of the cases validate): totals scaled by case share."""
+    per_case = []
+    for c in fp.cases:
+        present: set[int] = set()
+        for stats in c.classes.values():
+            for a, b in stats.slice_runs[axis]:
+                present.update(range(a, b))
+        total = c.shape_after_crop[axis]
+        per_case.append((total, min(len(present), total)))
+    n = len(per_case)
+    val_cases = max(1, n // folds) if n >= 2 else 0
+    train_share = (n - val_cases) / max(n, 1)
+    total_all = sum(t for t, _ in per_case)
+    total_fg = sum(f for _, f in per_case)
+    return SliceCounts(train_cases=max(1, n - val_cases), train_all=max(1, round(total_all * train_share)),
+                       train_foreground=round(total_fg * train_share),
+                       train_background=round((total_all - total_fg) * train_share),
+                       val_cases=max(1, val_cases), val_slices=max(1, round(total_all * val_cases / max(n, 1))))
+
+
+def smallest_structure_px(fp: DatasetFingerprint, transpose: list[int], target_hw: list[float]) -> float | None:
+    """The smallest foreground class's median in-plane extent (the smaller of its two sides), in target pixels."""
+    sides = []
+    for summary in fp.classes.values():
+        extent_mm = summary.median_extent_mm
+        if extent_mm:
+            sides.append(min(extent_mm[a] / t for a, t in zip(transpose[1:], target_hw)))
+    return min(sides) if sides else None
+
+
 def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | None = None,
-         hardware: Hardware | None = None, plans_name: str = DEFAULT_PLANS_NAME) -> Plans:
+         hardware: Hardware | None = None, plans_name: str = DEFAULT_PLANS_NAME,
+         cost_model: Callable[..., Callable[[int], MeasuredCost]] | None = None) -> Plans:
     """Plans for ``fingerprint``; ``dataset_info`` (samunet.dataset.dataset_json.DatasetInfo) overrides the labels,
-    channel names and file ending recorded in the fingerprint."""
+    channel names and file ending recorded in the fingerprint.
+
+    ``cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention)`` gives the
+    per-slice cost at an input side (``cost_model.MeasuredCosts`` measures on this machine); None: the fixed
+    estimates of ``hardware.py``."""
     fp = fingerprint
     hw = hardware or detect_hardware()
     labels = dict(dataset_info.labels) if dataset_info is not None else dict(fp.labels)
@@ -208,6 +249,9 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     adapters = adapter_configs()
     if LabelScheme(labels, regions_class_order).has_regions:
         use_region_outputs(adapters)
+    packing = plan_packing(fp, target)
+    training, cost = fit_to_budget(fp, hw, model, slicing, crop, adapters[adapter].cache_embeddings, cost_model,
+                                   len(labels), packing, target[1:])
     return Plans(
         dataset_name=fp.dataset_name,
         plans_name=plans_name,
@@ -218,11 +262,81 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         crop=crop,
         resampling=resampling,
         normalization=plan_normalization(fp),
-        packing=plan_packing(fp, target),
+        packing=packing,
         model=model,
         adapters=adapters,
         augmentation=augmentation_plan(is_2d_dataset(fp)),
-        training=training_plan(hw, chosen, input_size, cached_embeddings=adapters[adapter].cache_embeddings),
+        training=training,
+        cost=cost,
         fingerprint_sha256=fingerprint_sha256(fp),
         regions_class_order=list(regions_class_order) if regions_class_order is not None else None,
     )
+
+
+def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicing: SlicingPlan, crop: CropPlan,
+                  frozen_encoder: bool, cost_model, num_classes: int, packing: ChannelPackingPlan,
+                  target_hw: list[float]) -> tuple[TrainingPlan, CostPlan]:
+    """Input side, slice sampling, run length and validation rhythm inside the fold's time budget (``budget.py``):
+    updates ``model`` and ``slicing`` in place, returns the training plan and the cost figures."""
+    from samunet.planning.cost_model import EstimatedCosts, machine_key
+    from samunet.preprocessing.packing import packed_channel_count
+
+    kind = device_class(hw)
+    budget_s = TRAINING_BUDGET_S[kind]
+    in_channels = packed_channel_count(packing.mode, packing.num_channels)
+    batch, workers, precision = batch_size(hw, model.backbone, model.input_size), loader_workers(hw), hw.precision
+    precision_reason = f"{precision} ({'native bf16 instructions' if hw.bf16_supported else 'no native bf16'})"
+    candidates = list(range(MIN_INPUT, model.input_size + 1, INPUT_STEP)) or [model.input_size]
+    smallest = smallest_structure_px(fp, slicing.transpose, target_hw)
+    min_input = min(min_input_for_structures(smallest, max(crop.patch_size), candidates), model.input_size)
+    if cost_model is None:
+        costs, source = EstimatedCosts(model.backbone, hw.device, frozen_encoder), "estimated (not measured)"
+    else:
+        def costs_for(p: str):
+            return cost_model(model.backbone, model.adapter, p, hw.device, num_classes, in_channels,
+                              model.global_attention)
+
+        costs, source = costs_for(precision), "measured"
+        if hw.device == "cpu" and precision == "bf16":  # never assume: bf16 is only faster with AMX-class units
+            fp32 = costs_for("fp32")
+            probe = min_input  # the cheapest size: the ratio is the hardware's, not the size's
+            bf16_s, fp32_s = costs(probe).uncached_step_seconds(), fp32(probe).uncached_step_seconds()
+            if fp32_s <= bf16_s:
+                costs, precision = fp32, "fp32"
+            precision_reason = (f"{precision}: measured faster ({bf16_s:.3f} s bf16 vs {fp32_s:.3f} s fp32 per "
+                                f"uncached slice at input {probe})")
+        costs(min_input), costs(model.input_size)  # the two ends of the sweep, measured; sizes between interpolated
+    counts = slice_counts(fp, slicing.axis)
+
+    def decide_with_costs():
+        return decide(budget_s, counts, batch, model.input_size, min_input, slicing.mode,
+                      slicing.background_fraction, frozen_encoder, costs.estimate, ITERATIONS_PER_EPOCH[kind],
+                      EPOCH_RANGE[kind], source)
+
+    decision = decide_with_costs()
+    if not costs.estimate(decision.input_size).measured and cost_model is not None:
+        costs(decision.input_size)  # the chosen size measured itself when the time cap allows, then decided again
+        decision = decide_with_costs()
+    if decision.input_size != model.input_size:
+        model.reason += f"; budget: input {decision.input_size} instead of {model.input_size} (see training.reason)"
+        model.input_size = decision.input_size
+        model.global_attention = uses_global_attention(model.backbone, model.input_size)
+    if (decision.mode, decision.background_fraction) != (slicing.mode, slicing.background_fraction):
+        slicing.reason += (f"; budget: {decision.mode} slices (+{decision.background_fraction:.0%} of background-only) "
+                           "so every training slice is encoded once within the budget")
+        slicing.mode, slicing.background_fraction = decision.mode, decision.background_fraction
+    training = TrainingPlan(
+        batch_size=batch, epochs=decision.epochs, iterations_per_epoch=decision.iterations_per_epoch,
+        validate_every=decision.validate_every, foreground_oversample=0.33, num_workers=workers, device=hw.device,
+        precision=precision, time_budget_min=budget_s / 60,
+        reason=(f"{hw.device} with {hw.free_memory_bytes / 1024**3:.1f} GiB free: batch {batch} (activations in half "
+                f"the free memory, at most {BATCH_CAP[kind]}); {workers} loader workers for {hw.cpu_count} CPUs; "
+                f"{precision_reason}; time budget {budget_s / 60:.0f} min per fold incl. validation: {decision.reason}"))
+    return training, CostPlan(adapter=model.adapter, precision=precision, source=source,
+                    machine=machine_key(hw.device) if cost_model is not None else "",
+                    seconds_per_encoded_slice=round(decision.seconds_per_encoded_slice, 5),
+                    seconds_per_cached_iteration=round(decision.seconds_per_cached_iteration, 5),
+                    seconds_per_uncached_iteration=round(decision.seconds_per_uncached_iteration, 5),
+                    seconds_per_validation_case=round(decision.seconds_per_validation_case, 3),
+                    predicted_minutes_per_fold=round(decision.predicted_minutes_per_fold, 2),
+                    reason=f"{source} for adapter {model.adapter} ({precision}), batch {batch}")

@@ -1,0 +1,321 @@
+"""What the planned model costs on this machine, measured, not assumed.
+
+The planner trades input resolution, slices per epoch, validation and the time budget against each other; the
+figures it trades with come from here. For each candidate input size it times, on random inputs (weights and
+content do not change the cost), a few passes of:
+
+- the encoder forward without gradients (frozen encoders: what every uncached slice, validation slice and
+  predicted slice pays);
+- the trainable part after the embedding, forward and backward (a cached training step of a frozen-encoder
+  adapter);
+- the whole adapter forward and backward (adapters that train before the embedding).
+
+Timings are cached per machine, torch version, backbone, adapter, precision, batch and input size in
+``$SAMUNET_PREPROCESSED/cost_model_cache.json``, so a re-plan is instant. About 20 s in all: sizes are measured
+as the planner asks for them, and those asked for once the time cap is spent are extrapolated from the measured
+ones (a power law in the input side), which the plans' reason records.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from samunet.core.names import COST_MODEL_CACHE_FILE
+from samunet.utils.atomic import write_json
+from samunet.utils.logs import get_logger
+
+log = get_logger()
+
+DEFAULT_TIME_CAP_S = 20.0
+DEFAULT_BATCH = 2  # small: the per-slice cost of batch 2 is within a few percent of batch 8 on a CPU, at 1/4 the wait
+TIMED_PASSES = 2  # after one untimed warm-up pass
+CACHE_VERSION = 1
+
+
+@dataclass
+class MeasuredCost:
+    """Seconds per slice at one input size (None: not applicable to this adapter)."""
+
+    input_size: int
+    encode_seconds: float | None  # frozen encoder forward, no gradients
+    head_step_seconds: float | None  # trainable part after the embedding, forward + backward
+    full_step_seconds: float | None  # whole adapter forward + backward (encoder trains)
+    measured: bool = True  # False: extrapolated from measured sizes
+
+    def uncached_step_seconds(self) -> float:
+        """One training slice whose embedding is not cached yet."""
+        if self.full_step_seconds is not None:
+            return self.full_step_seconds
+        return (self.encode_seconds or 0.0) + (self.head_step_seconds or 0.0)
+
+    def cached_step_seconds(self) -> float:
+        """One training slice served from the embedding cache (= uncached when nothing can be cached)."""
+        return self.head_step_seconds if self.full_step_seconds is None else self.full_step_seconds
+
+    def inference_seconds(self) -> float:
+        """One predicted slice: encoder forward plus the decoder (about a third of its training step)."""
+        if self.encode_seconds is not None:
+            return self.encode_seconds + (self.head_step_seconds or 0.0) / 3.0
+        return (self.full_step_seconds or 0.0) / 3.0
+
+
+def machine_key(device: str) -> str:
+    """Identity of what the timings depend on: processor (or GPU), usable CPUs, torch version."""
+    import torch
+
+    from samunet.utils.processes import usable_cpu_count
+
+    if device == "cuda":
+        what = torch.cuda.get_device_name()
+    else:
+        what = _cpu_model_name()
+    return f"{device}|{what}|{usable_cpu_count()} cpus|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
+def _cpu_model_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+class CostCache:
+    """The measured timings of this machine, one JSON file; unreadable or foreign files are ignored."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, dict] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict):
+                    self.entries = data["entries"]
+            except (OSError, json.JSONDecodeError, AttributeError):
+                log.warning("%s: unreadable, measuring again", self.path)
+
+    @staticmethod
+    def key(machine: str, backbone: str, adapter: str, precision: str, batch: int, input_size: int) -> str:
+        return hashlib.sha256(f"{machine}|{backbone}|{adapter}|{precision}|{batch}|{input_size}".encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> MeasuredCost | None:
+        entry = self.entries.get(key)
+        if not entry:
+            return None
+        try:
+            return MeasuredCost(**entry)
+        except TypeError:
+            return None
+
+    def put(self, key: str, cost: MeasuredCost) -> None:
+        self.entries[key] = asdict(cost)
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_json({"version": CACHE_VERSION, "entries": self.entries}, self.path)
+
+
+def cost_cache_path(preprocessed_root: Path) -> Path:
+    return Path(preprocessed_root) / COST_MODEL_CACHE_FILE
+
+
+def _autocast(device: str, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device, dtype=dtype)
+
+
+def _timed(fn, device: str, passes: int = TIMED_PASSES) -> float:
+    """Seconds per call, after one warm-up call (first calls pay allocation and kernel selection); one timed
+    call when the warm-up alone took over a second (the cap is about 20 s for every size together)."""
+    import torch
+
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    if time.perf_counter() - start > 1.0:
+        passes = 1
+    start = time.perf_counter()
+    for _ in range(passes):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / passes
+
+
+def measure_input_size(backbone: str, adapter_name: str, input_size: int, precision: str, device: str,
+                       batch: int = DEFAULT_BATCH, num_classes: int = 3, in_channels: int = 3,
+                       global_attention: bool = False) -> MeasuredCost:
+    """Time one input size (random weights and inputs); per-slice seconds."""
+    import torch
+
+    from samunet.adapters.registry import build_adapter_from_parts
+    from samunet.modeling.build import build_sam
+
+    sam = build_sam(backbone, input_size, pretrained=False, global_attention=global_attention)
+    adapter = build_adapter_from_parts(adapter_name, sam, num_classes, input_size=input_size,
+                                       in_channels=in_channels).to(device)
+    images = torch.rand(batch, in_channels, input_size, input_size, device=device)
+    frozen = adapter.supports_embedding_cache
+    adapter.train()
+
+    def encode():
+        with torch.no_grad(), _autocast(device, precision):
+            return adapter.encode(images)
+
+    if frozen:
+        embeddings = encode().float().detach()
+
+        def head_step():
+            with _autocast(device, precision):
+                logits = adapter.forward_from_embeddings(embeddings, images.shape[-2:])
+            logits.float().mean().backward()
+
+        encode_s = _timed(encode, device) / batch
+        head_s = _timed(head_step, device) / batch
+        return MeasuredCost(input_size, encode_s, head_s, None)
+
+    def full_step():
+        with _autocast(device, precision):
+            logits = adapter(images)
+        logits.float().mean().backward()
+
+    full_s = _timed(full_step, device) / batch
+    return MeasuredCost(input_size, None, None, full_s)
+
+
+def _extrapolate(measured: list[MeasuredCost], input_size: int) -> MeasuredCost:
+    """Power law in the input side through the two measured sizes nearest to ``input_size`` (exponent at least 2:
+    the cost grows at least with the pixels); from one measured size, the square law."""
+    near = sorted(measured, key=lambda c: abs(c.input_size - input_size))[:2]
+    near.sort(key=lambda c: c.input_size)
+    b = near[-1]
+    a = near[0] if len(near) == 2 and near[0].input_size != b.input_size else None
+
+    def scale(x: float | None, y: float | None) -> float | None:
+        if y is None:
+            return None
+        exponent = 2.0
+        if a is not None and x is not None:
+            exponent = max(2.0, math.log(max(y, 1e-9) / max(x, 1e-9)) / math.log(b.input_size / a.input_size))
+        return y * (input_size / b.input_size) ** exponent
+
+    return MeasuredCost(input_size, scale(a.encode_seconds if a else None, b.encode_seconds),
+                        scale(a.head_step_seconds if a else None, b.head_step_seconds),
+                        scale(a.full_step_seconds if a else None, b.full_step_seconds), measured=False)
+
+
+class TimeCap:
+    """Seconds of measuring left, shared by every cost table of one planning run."""
+
+    def __init__(self, seconds: float = DEFAULT_TIME_CAP_S):
+        self.seconds, self.spent = seconds, 0.0
+
+    @property
+    def left(self) -> bool:
+        return self.spent < self.seconds
+
+
+class MeasuredCosts:
+    """Input side -> per-slice cost for one backbone/adapter/precision: from the cache, else measured on first
+    request while the time cap lasts, else interpolated (power law) from the measured sizes nearest to it."""
+
+    def __init__(self, backbone: str, adapter_name: str, precision: str, device: str, cache: CostCache,
+                 batch: int = DEFAULT_BATCH, time_cap: TimeCap | None = None, num_classes: int = 3,
+                 in_channels: int = 3, global_attention: bool = False):
+        self.backbone, self.adapter_name, self.precision, self.device = backbone, adapter_name, precision, device
+        self.cache, self.batch, self.time_cap = cache, batch, time_cap or TimeCap()
+        self.num_classes, self.in_channels, self.global_attention = num_classes, in_channels, global_attention
+        self.machine = machine_key(device)
+        self.known: dict[int, MeasuredCost] = {}
+
+    def _key(self, size: int) -> str:
+        adapter = f"{self.adapter_name}{'+global' if self.global_attention else ''}"
+        return CostCache.key(self.machine, self.backbone, adapter, self.precision, self.batch, size)
+
+    def __call__(self, input_size: int) -> MeasuredCost:
+        size = int(input_size)
+        known = self.known.get(size)
+        if known is not None and known.measured:
+            return known
+        cached = self.cache.get(self._key(size))
+        if cached is not None:
+            self.known[size] = cached
+            return cached
+        measured = [c for c in self.known.values() if c.measured]
+        if measured and not self.time_cap.left:
+            self.known[size] = _extrapolate(measured, size)
+            return self.known[size]
+        return self.measure(size)
+
+    def estimate(self, input_size: int) -> MeasuredCost:
+        """Like calling, but measures only when nothing is known yet (for sweeping many candidate sizes)."""
+        size = int(input_size)
+        cached = self.known.get(size) or self.cache.get(self._key(size))
+        if cached is not None:
+            return cached
+        measured = [c for c in self.known.values() if c.measured]
+        return _extrapolate(measured, size) if measured else self(size)
+
+    def measure(self, size: int) -> MeasuredCost:
+        import torch
+
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            cost = measure_input_size(self.backbone, self.adapter_name, size, self.precision, self.device, self.batch,
+                                      self.num_classes, self.in_channels, self.global_attention)
+        took = time.perf_counter() - start
+        self.time_cap.spent += took
+        self.known[size] = cost
+        self.cache.put(self._key(size), cost)
+        self.cache.save()
+        log.info("cost model: %s + %s at %d px, %s: %s (%.1f s to measure)", self.backbone, self.adapter_name, size,
+                 self.precision, describe(cost), took)
+        return cost
+
+    def any_extrapolated(self) -> bool:
+        return any(not c.measured for c in self.known.values())
+
+
+def describe(cost: MeasuredCost) -> str:
+    parts = []
+    if cost.encode_seconds is not None:
+        parts.append(f"encode {cost.encode_seconds:.3f} s/slice")
+    if cost.head_step_seconds is not None:
+        parts.append(f"cached step {cost.head_step_seconds:.3f} s/slice")
+    if cost.full_step_seconds is not None:
+        parts.append(f"step {cost.full_step_seconds:.3f} s/slice")
+    return ", ".join(parts) + ("" if cost.measured else " (extrapolated)")
+
+
+class EstimatedCosts:
+    """Costs from the fixed table in ``hardware.py`` (when measuring is turned off): rough, and said so."""
+
+    ENCODE_SHARE_OF_STEP = 0.35  # frozen-encoder forward / whole forward+backward (LiteMedSAM, 2-core CPU)
+    HEAD_SHARE_OF_STEP = 0.05
+
+    def __init__(self, backbone: str, device: str, frozen_encoder: bool):
+        self.backbone, self.device, self.frozen_encoder = backbone, device, frozen_encoder
+
+    def __call__(self, input_size: int) -> MeasuredCost:
+        from samunet.planning.hardware import seconds_per_training_image
+
+        step = seconds_per_training_image(self.backbone, input_size, self.device)
+        if self.frozen_encoder:
+            return MeasuredCost(input_size, step * self.ENCODE_SHARE_OF_STEP, step * self.HEAD_SHARE_OF_STEP, None,
+                                measured=False)
+        return MeasuredCost(input_size, None, None, step, measured=False)
+
+    estimate = __call__

@@ -1,0 +1,127 @@
+"""Resolution, slice sampling, run length and validation decided inside one time budget (planning/budget.py), from
+costs measured on this machine (planning/cost_model.py)."""
+from __future__ import annotations
+
+import pytest
+
+from samunet.planning import cost_model as cost_model_module
+from samunet.planning.budget import (ENCODE_SHARE, MIDRUN_VALIDATION_SHARE, MIN_STRUCTURE_PIXELS, SliceCounts,
+                                     decide, min_input_for_structures)
+from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
+from samunet.planning.hardware import Hardware
+from samunet.planning.planner import plan
+from tests.test_planner import make_case, make_fingerprint
+
+GIB = 1024**3
+BUDGET_S = 1800.0
+COUNTS = SliceCounts(train_cases=24, train_all=2000, train_foreground=900, train_background=1100, val_cases=6,
+                     val_slices=500)
+
+
+def frozen_costs(encode_at_256: float, head_at_256: float = 0.02):
+    """A frozen-encoder cost table that grows with the pixels."""
+    return lambda s: MeasuredCost(s, encode_at_256 * (s / 256) ** 2, head_at_256 * (s / 256) ** 2, None)
+
+
+def run(costs, counts=COUNTS, planned=256, min_input=64, mode="all", frozen=True):
+    return decide(BUDGET_S, counts, 8, planned, min_input, mode, 1.0, frozen, costs, 100, (2, 200))
+
+
+def test_cheap_encoder_keeps_the_planned_resolution_and_every_slice():
+    d = run(frozen_costs(0.05))
+    assert (d.input_size, d.mode) == (256, "all")
+    assert COUNTS.train_all * 0.05 <= ENCODE_SHARE * BUDGET_S
+    assert d.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01
+
+
+def test_expensive_encoder_lowers_the_resolution_until_every_slice_is_encoded_within_the_share():
+    d = run(frozen_costs(2.0))
+    assert d.input_size < 256
+    slices = COUNTS.train_all if d.mode == "all" else COUNTS.train_foreground + round(0.1 * COUNTS.train_background)
+    assert slices * frozen_costs(2.0)(d.input_size).uncached_step_seconds() <= ENCODE_SHARE * BUDGET_S
+    # the next larger size would not have fitted with the same sampling
+    bigger = frozen_costs(2.0)(d.input_size + 16)
+    assert slices * bigger.uncached_step_seconds() > ENCODE_SHARE * BUDGET_S or d.mode == "foreground"
+
+
+def test_resolution_never_drops_below_the_smallest_structure_limit():
+    d = run(frozen_costs(50.0), min_input=192)
+    assert d.input_size == 192 and "OVER" in d.reason
+
+
+def test_structure_limit_keeps_the_smallest_structure_eight_pixels_across():
+    candidates = list(range(64, 257, 16))
+    size = min_input_for_structures(10.0, 256, candidates)  # a 10 px structure in a 256 px patch
+    assert size * 10.0 / 256 >= MIN_STRUCTURE_PIXELS
+    assert (size - 16) * 10.0 / 256 < MIN_STRUCTURE_PIXELS
+    assert min_input_for_structures(None, 256, candidates) == 64
+
+
+def test_midrun_validations_stay_within_a_tenth_of_the_budget_or_only_the_final_one_runs():
+    cheap = run(frozen_costs(0.02))
+    assert cheap.validate_every <= cheap.epochs
+    first = COUNTS.val_slices * frozen_costs(0.02)(cheap.input_size).inference_seconds()
+    assert first <= MIDRUN_VALIDATION_SHARE * BUDGET_S
+    costly = run(frozen_costs(1.0), counts=SliceCounts(24, 200, 100, 100, 6, 5000))
+    assert costly.validate_every > costly.epochs and "final only" in costly.reason
+
+
+def test_a_frozen_encoder_gets_more_iterations_than_a_trained_one_at_the_same_cost():
+    frozen = run(frozen_costs(0.3))
+    trained = run(lambda s: MeasuredCost(s, None, None, 0.32 * (s / 256) ** 2), frozen=False)
+    assert frozen.epochs * frozen.iterations_per_epoch > trained.epochs * trained.iterations_per_epoch
+
+
+CPU_BF16 = Hardware("cpu", 16 * GIB, 16 * GIB, 2, True)
+
+
+def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
+    fp = make_fingerprint([make_case(i, shape=(30, 200, 180)) for i in range(10)])
+    calls = []
+
+    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention):
+        slow = 3.0 if precision == "bf16" else 1.0  # a CPU with bf16 instructions but no AMX
+
+        class Table:
+            def __call__(self, s):
+                calls.append((precision, s))
+                return MeasuredCost(s, 0.01 * slow * (s / 64) ** 2, 0.001 * (s / 64) ** 2, None)
+
+            estimate = __call__
+        return Table()
+
+    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
+    assert plans.training.precision == "fp32" and plans.cost.precision == "fp32"
+    assert {"bf16", "fp32"} <= {p for p, _ in calls}
+    assert "measured faster" in plans.training.reason
+    assert plans.cost.source == "measured" and plans.training.time_budget_min == 30
+    assert plans.cost.predicted_minutes_per_fold <= 30 * 1.01
+
+
+def test_measured_costs_are_cached_per_machine_and_reused(tmp_path, monkeypatch):
+    measured = []
+    real = cost_model_module.measure_input_size
+
+    def counting(*args, **kwargs):
+        measured.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cost_model_module, "measure_input_size", counting)
+    path = tmp_path / "cost_model_cache.json"
+    first = MeasuredCosts("tiny", "decoder", "fp32", "cpu", CostCache(path), time_cap=TimeCap(30))
+    a = first(64)
+    assert measured == [64] and a.measured and a.encode_seconds > 0 and a.head_step_seconds > 0
+    again = MeasuredCosts("tiny", "decoder", "fp32", "cpu", CostCache(path), time_cap=TimeCap(30))
+    assert again(64) == a and measured == [64]  # from the file: no second measurement
+    other = MeasuredCosts("tiny", "ssam", "fp32", "cpu", CostCache(path), time_cap=TimeCap(30))
+    full = other(64)
+    assert measured == [64, 64] and full.full_step_seconds > 0 and full.encode_seconds is None
+
+
+def test_sizes_asked_after_the_time_cap_are_interpolated_not_measured(tmp_path, monkeypatch):
+    table = MeasuredCosts("tiny", "decoder", "fp32", "cpu", CostCache(None), time_cap=TimeCap(0.0))
+    monkeypatch.setattr(cost_model_module, "measure_input_size",
+                        lambda b, a, s, *rest, **kw: MeasuredCost(s, 0.01 * (s / 64) ** 2, 0.001, None))
+    table(64)  # the first size is always measured
+    guess = table(128)
+    assert not guess.measured and guess.encode_seconds == pytest.approx(0.04)
