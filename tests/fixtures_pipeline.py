@@ -1,7 +1,7 @@
 """Planned and preprocessed datasets shared by the training, inference and evaluation tests (owner: planning).
 
 ``hippocampus_preprocessed`` (session scope) runs samunet's own fingerprint -> plan -> preprocess on the
-10-case ``hippocampus_raw_small`` with backbone ``tiny``, once per test run. It does NOT leave
+8-case ``hippocampus_raw_small`` with backbone ``tiny``, once per test run. It does NOT leave
 SAMUNET_* environment variables set (other tests point them elsewhere); a test that calls code reading
 them does ``hippocampus_preprocessed.set_env(monkeypatch)``. Treat everything as read-only: copy the folder
 (``shutil.copytree``) or ``copy.deepcopy(plans)`` before changing anything.
@@ -92,7 +92,7 @@ def plan_and_preprocess(raw_dataset_folder: Path, work_root: Path, backbone: str
 
 @pytest.fixture(scope="session")
 def hippocampus_preprocessed(hippocampus_raw_small, tmp_path_factory) -> PreprocessedDataset:
-    """10 Hippocampus cases planned (backbone ``tiny``) and preprocessed; see the module docstring."""
+    """The 8 shipped Hippocampus cases planned (backbone ``tiny``) and preprocessed; see the module docstring."""
     return plan_and_preprocess(hippocampus_raw_small, tmp_path_factory.mktemp("hippocampus_pipeline"))
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 ADAPTER = "decoder"  # the tiny plans' recommendation: frozen encoder, cheap to train briefly
 TRAIN_STEPS = 60
-PREDICT_CASES = 2  # the last cases of the 10-case fixture; the others train fold 0
+PREDICT_CASES = 2  # the last cases of the 8-case fixture; the others train fold 0
 
 
 @dataclass
