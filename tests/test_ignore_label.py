@@ -85,3 +85,26 @@ def test_fingerprint_class_statistics_leave_the_ignore_label_out(tmp_path):
     assert samples.shape[1] == np.count_nonzero((ref == 1) | (ref == 2))
     unaware, _, _ = fingerprint_case("c", [str(tmp_path / "c_0000.nii.gz")], str(tmp_path / "c.nii.gz"), 1000, 0)
     assert "3" in unaware.classes
+
+
+def test_ordinary_patches_are_centred_on_annotated_pixels(tmp_path):
+    from samunet.training.data_loader import BatchSpec, TrainingBatches
+    from samunet.training.slice_dataset import SliceChoice
+    from tests.fixtures_models import make_tiny_plans
+
+    plans = make_tiny_plans(input_size=64)
+    plans.labels = {"background": 0, "a": 1, "ignore": 2}
+    plans.crop.patch_size = [8, 8]
+    seg = np.full((1, 32, 32), 2, dtype=np.uint8)  # everything unannotated ...
+    seg[0, 24:28, 4:8] = 0  # ... but a small block of annotated background
+    np.save(tmp_path / "c_image.npy", np.zeros((1, 1, 32, 32), dtype=np.float32))
+    np.save(tmp_path / "c_seg.npy", seg)
+    case = CaseSlices("c", tmp_path / "c_image.npy", tmp_path / "c_seg.npy", 1, {1: np.zeros(0, dtype=np.int64)})
+    batches = TrainingBatches(BatchSpec([case], plans, 1, seed=0, augment=False))
+    rng = np.random.default_rng(0)
+    centres = [batches._center(batches.lut[seg[0]], SliceChoice(0, 0, None), rng) for _ in range(50)]
+    assert all(24 <= y < 28 and 4 <= x < 8 for y, x in centres)
+    plans.labels = {"background": 0, "a": 1, "b": 2}  # the same map without an ignore label: centred anywhere
+    anywhere = TrainingBatches(BatchSpec([case], plans, 1, seed=0, augment=False))
+    centres = [anywhere._center(seg[0], SliceChoice(0, 0, None), rng) for _ in range(50)]
+    assert not all(24 <= y < 28 and 4 <= x < 8 for y, x in centres)

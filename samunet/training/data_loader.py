@@ -98,6 +98,7 @@ class TrainingBatches(Dataset):
         self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached else self.patch
         self.mirror_axes = [int(a) for a in plans.augmentation.mirror_axes if int(a) in (0, 1)] if spec.augment else []
         self.lut = plans.label_scheme.target_lookup()  # label value -> training target (class index, ignore)
+        self.ignore_target = plans.label_scheme.ignore_target
         self.sampler = SliceSampler(spec.cases, plans.slicing.mode, plans.slicing.background_fraction)
         self.transform = (build_augmentation(self.patch, plans.augmentation) if spec.augment
                           else center_crop_transform(self.patch))
@@ -114,7 +115,8 @@ class TrainingBatches(Dataset):
 
     def _center(self, seg: np.ndarray, choice: SliceChoice, rng: np.random.Generator) -> tuple[int, int]:
         """Patch centre in the padded slice: on a pixel of the forced class (jittered by up to a quarter patch),
-        or anywhere for ordinary samples; always keeping the patch inside the slice."""
+        or anywhere for ordinary samples (on an annotated pixel when there is an ignore label); always keeping
+        the patch inside the slice."""
         shape = seg.shape
         low = [p // 2 for p in self.patch]
         high = [max(n - (p - p // 2), lo) for n, p, lo in zip(shape, self.patch, low)]
@@ -124,6 +126,13 @@ class TrainingBatches(Dataset):
                 k = int(rng.integers(len(ys)))
                 jitter = [int(rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
                 return (int(np.clip(ys[k] + jitter[0], low[0], high[0])), int(np.clip(xs[k] + jitter[1], low[1], high[1])))
+        if self.ignore_target is not None:
+            # sparse annotation (nnU-Net): ordinary patches are centred on an annotated pixel, of any label or
+            # background, so they do not land where the loss has nothing to learn from
+            ys, xs = np.nonzero(seg != self.ignore_target)
+            if len(ys):
+                k = int(rng.integers(len(ys)))
+                return (int(np.clip(ys[k], low[0], high[0])), int(np.clip(xs[k], low[1], high[1])))
         return (int(rng.integers(low[0], high[0] + 1)), int(rng.integers(low[1], high[1] + 1)))
 
     def _unit_slice(self, choice: SliceChoice) -> tuple[np.ndarray, np.ndarray]:
