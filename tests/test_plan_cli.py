@@ -58,7 +58,7 @@ def test_rerun_keeps_edited_plans_unless_overwrite(raw_boxes, capsys):
     capsys.readouterr()
     run_plan("--no-preprocess")
     assert Plans.load(path).training.epochs == planned_epochs + 7
-    assert "keeping the existing plans" in capsys.readouterr().err
+    assert "keeping the existing plans" in capsys.readouterr().out  # information goes to stdout
     run_plan("--no-preprocess", "--overwrite")
     assert Plans.load(path).training.epochs == planned_epochs
 

@@ -6,6 +6,12 @@ BACKBONE_NAMES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny
 
 DEFAULT_PLANS_NAME = "samunetPlans"
 
+# image and label files (nnU-Net's file_ending); 2D images become single-slice volumes
+VOLUME_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
+IMAGE_2D_FILE_ENDINGS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SUPPORTED_FILE_ENDINGS = VOLUME_FILE_ENDINGS + IMAGE_2D_FILE_ENDINGS
+LOSSY_FILE_ENDINGS = (".jpg", ".jpeg")  # never for label maps: they would change label values
+
 # raw and preprocessed dataset folders
 DATASET_JSON_FILE = "dataset.json"
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -20,6 +26,7 @@ CACHE_PROPERTIES_SUFFIX = ".json"  # CaseProperties
 # results: <results>/<dataset>/<adapter>__<plans_name>/fold_N/
 MODEL_FOLDER_SEPARATOR = "__"
 MODEL_PLANS_FILE = "plans.json"  # the plans copy prediction reads
+NUM_FOLDS = 5  # nnU-Net's 5-fold cross-validation
 ALL_FOLD = "all"  # fold_all: trained on every case (nnU-Net's convention), no validation of its own
 CHECKPOINT_CHOICES = ("final", "best", "latest")
 CHECKPOINT_SUFFIX = ".safetensors"  # adapter-only weights; a .json sidecar beside each
@@ -34,6 +41,9 @@ PROGRESS_PLOT_FILE = "progress.png"
 # results root (<dataset>/<adapter>__<plans>/...), as nnU-Net's, plus these two files at the zip's root
 MODEL_ZIP_MANIFEST_FILE = "samunet_model_manifest.json"  # sha256 and size of every payload file
 MODEL_ZIP_README_FILE = "README.md"  # what the model is, which base weights it needs (name + sha256)
+
+# evaluation: the default tolerance of the normalised surface Dice (here so --help needs no metrics import)
+DEFAULT_NSD_TOLERANCE_MM = 1.0
 
 
 def model_folder_name(adapter: str, plans_name: str) -> str:

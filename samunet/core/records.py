@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from samunet.core.errors import SamunetUserError
+from samunet.core.errors import MissingFileError, SamunetUserError
 from samunet.utils.atomic import write_json
 
 T = TypeVar("T")
@@ -111,7 +111,7 @@ class VersionedRecord:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: does not exist; {cls.RERUN_HINT}") from None
+            raise MissingFileError(f"{path}: does not exist; {cls.RERUN_HINT}") from None
         except json.JSONDecodeError as e:
             raise SchemaError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(data, source=str(path))

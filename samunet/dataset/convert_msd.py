@@ -9,19 +9,18 @@ written last, so an interrupted run leaves no dataset.json and a re-run skips th
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
-from tqdm import tqdm
 
+from samunet.core import nnunet_flags
+from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.dataset.dataset_json import DatasetError, escapes_folder
-from samunet.dataset.image_io import ImageReadError, read_image_channels, read_label, write_image, write_segmentation
+from samunet.dataset.image_io import read_image_channels, read_label, write_image, write_segmentation
 from samunet.core.paths import DATASET_FOLDER_RE, dataset_folder_name, raw_root
 from samunet.utils.atomic import read_json, write_json
 from samunet.utils.logs import get_logger, setup_logging
@@ -217,7 +216,9 @@ def convert_msd_task(task_dir: str | Path, output_root: str | Path | None = None
 
 def _tally(results, total: int) -> dict[str, int]:
     counts = {"converted": 0, "skipped": 0}
-    for _, outcome in tqdm(results, total=total, desc="convert", unit="case", disable=total < 2):
+    from samunet.utils.progress import progress
+
+    for _, outcome in progress(results, total=total, desc="convert", unit="case", disable=total < 2):
         counts[outcome] += 1
     return counts
 
@@ -233,8 +234,9 @@ def _refuse_id_clash(out_folder: Path) -> None:
             raise DatasetError(f"{other}: dataset id {wanted} is already used; choose another with --id")
 
 
+@user_command("samunet_convert_msd")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="samunet_convert_msd",
         description="Convert a Medical Segmentation Decathlon task folder into $SAMUNET_RAW/DatasetNNN_Name.",
     )
@@ -242,16 +244,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--id", type=int, default=None, help="dataset id (default: NN of TaskNN_Name)")
     parser.add_argument("-o", "--output_root", default=None, help="raw folder (default: $SAMUNET_RAW)")
     parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_nnunet_spellings(parser, nnunet_flags.CONVERT_MSD)
     args = parser.parse_args(argv)
-    try:
-        out_folder = target_folder(args.input, args.output_root, args.id)
-        if not (Path(args.input) / "dataset.json").is_file():  # checked before the log creates out_folder
-            raise DatasetError(f"{Path(args.input) / 'dataset.json'}: MSD dataset.json does not exist")
-        setup_logging(out_folder, prefix="convert_msd")
-        convert_msd_task(args.input, args.output_root, args.id, num_processes=args.num_processes)
-    except (DatasetError, ImageReadError, ValueError, OSError) as e:
-        print(f"samunet_convert_msd: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    out_folder = target_folder(args.input, args.output_root, args.id)
+    if not (Path(args.input) / "dataset.json").is_file():  # checked before the log creates out_folder
+        raise DatasetError(f"{Path(args.input) / 'dataset.json'}: MSD dataset.json does not exist")
+    setup_logging(out_folder, prefix="convert_msd")
+    convert_msd_task(args.input, args.output_root, args.id, num_processes=args.num_processes)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,12 @@ import SimpleITK as sitk
 from PIL import Image
 
 from samunet.core.errors import SamunetUserError
+from samunet.core.names import IMAGE_2D_FILE_ENDINGS, LOSSY_FILE_ENDINGS, SUPPORTED_FILE_ENDINGS, VOLUME_FILE_ENDINGS
 from samunet.utils.atomic import atomic_path
 
-VOLUME_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
-IMAGE_2D_FILE_ENDINGS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-SUPPORTED_FILE_ENDINGS = VOLUME_FILE_ENDINGS + IMAGE_2D_FILE_ENDINGS
 SPACING_2D = (999.0, 1.0, 1.0)  # nnU-Net's marker for "no spacing across slices"
 GEOMETRY_RTOL = 1e-4  # relative tolerance when comparing geometries (plus the same absolute tolerance)
-_LOSSY_ENDINGS = (".jpg", ".jpeg")
+_LOSSY_ENDINGS = LOSSY_FILE_ENDINGS
 
 
 class ImageReadError(SamunetUserError, ValueError):
@@ -86,18 +84,38 @@ def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
-def _read_sitk(path: Path) -> sitk.Image:
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise ImageReadError(f"{path}: file does not exist")
     if not file_ending_of(path):
         raise ImageReadError(f"{path}: unsupported file ending (supported: {', '.join(SUPPORTED_FILE_ENDINGS)})")
+
+
+def _read_error(path: Path, error: RuntimeError) -> ImageReadError:
+    # SimpleITK's message starts with a C++ source location; keep only the reason
+    lines = [ln.split("ERROR:", 1)[-1].strip() for ln in str(error).splitlines() if ln.strip()]
+    reason = lines[-1] if lines else "unknown reason"
+    return ImageReadError(f"{path}: cannot be read as an image ({reason[:200]})")
+
+
+def _read_sitk(path: Path) -> sitk.Image:
+    _check_file(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        # SimpleITK's message starts with a C++ source location; keep only the reason
-        lines = [ln.split("ERROR:", 1)[-1].strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = lines[-1] if lines else "unknown reason"
-        raise ImageReadError(f"{path}: cannot be read as an image ({reason[:200]})") from None
+        raise _read_error(path, e) from None
+
+
+def check_readable(path: str | Path) -> None:
+    """Read only the header: an unreadable file is reported before any slow work (model loading)."""
+    path = Path(path)
+    _check_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise _read_error(path, e) from None
 
 
 def _geometry_3d(image: sitk.Image, shape_zyx: tuple[int, ...]) -> Geometry:

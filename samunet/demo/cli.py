@@ -1,11 +1,10 @@
-"""``samunet_demo``: the whole pipeline on a built-in default, in a few minutes on a CPU.
+"""samunet_demo: the whole pipeline on a built-in default, in a few minutes on a CPU.
 
 It runs the same commands a user runs (printed as it goes), each in its own process:
 make data -> samunet_plan -> samunet_train (fold 0) -> samunet_predict (held-out cases) -> samunet_evaluate.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -14,12 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-from samunet.dataset.convert_msd import convert_msd_task
-from samunet.demo.synthetic import DEMO_DATASET_NAME, write_demo_dataset
+from samunet.core.command import CommandParser, user_command
+from samunet.core.errors import InvalidValueError, SamunetUserError
 from samunet.core.paths import DATASET_FOLDER_RE
 from samunet.utils.logs import get_logger, setup_logging
 
 log = get_logger()
+PROG = "samunet_demo"
+
+
+class DemoStepFailed(SamunetUserError):
+    """A step's own command already printed why it failed; the demo adds which step it was."""
 
 
 def _command(name: str) -> str:
@@ -34,7 +38,7 @@ def _run(args: list[str], env: dict[str, str]) -> None:
     started = time.time()
     result = subprocess.run([_command(args[0])] + args[1:], env=env)
     if result.returncode != 0:
-        raise SystemExit(f"samunet_demo: '{printable}' failed with exit code {result.returncode}")
+        raise DemoStepFailed(f"'{printable}' failed with exit code {result.returncode} (its error is above)")
     log.info("  (%.0f s)", time.time() - started)
 
 
@@ -47,9 +51,11 @@ def _use_real_dataset(data: Path, raw_root: Path, env: dict[str, str]) -> str:
             target.symlink_to(data, target_is_directory=True)
         return data.name
     if (data / "dataset.json").is_file() and data.name.startswith("Task"):
+        from samunet.dataset.convert_msd import convert_msd_task
+
         log.info("Converting the MSD task %s (samunet_convert_msd) ...", data)
         return convert_msd_task(data, raw_root).name
-    raise SystemExit(f"samunet_demo: {data} is neither a DatasetXXX_Name raw folder nor an MSD TaskXX_Name folder")
+    raise InvalidValueError(f"--data {data}: is neither a DatasetXXX_Name raw folder nor an MSD TaskXX_Name folder")
 
 
 def _held_out_cases(raw_dataset: Path, preprocessed_dataset: Path, out: Path) -> tuple[Path, Path]:
@@ -72,8 +78,9 @@ def _held_out_cases(raw_dataset: Path, preprocessed_dataset: Path, out: Path) ->
     return images, labels
 
 
+@user_command(PROG)
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="samunet_demo", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog=PROG, description=__doc__)
     parser.add_argument("-o", "--output", type=Path, default=Path("samunet_demo_output"),
                         help="folder for everything the demo writes (default: ./samunet_demo_output)")
     parser.add_argument("--data", type=Path, default=None,
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     backbone = "tiny" if args.quick else args.backbone
 
     if args.data is None:
+        from samunet.demo.synthetic import DEMO_DATASET_NAME, write_demo_dataset
+
         log.info("Writing a synthetic MR-like dataset (16 training + 4 held-out volumes) ...")
         num_train, num_test = (8, 2) if args.quick else (16, 4)
         write_demo_dataset(roots["SAMUNET_RAW"], num_train=num_train, num_test=num_test,

@@ -113,8 +113,6 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
 
 
 def _progress(iterable, total: int, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
+    from samunet.utils.progress import progress
 
-    return tqdm(iterable, total=total, desc="evaluating", unit="case")
+    return progress(iterable, total=total, desc="evaluating", unit="case", disable=not enabled)

@@ -1,4 +1,4 @@
-"""``samunet_find_best -d 4 [-p PLANS] [-a ADAPTER ...]``: pick the best adapter (or pair of adapters) and postprocessing.
+"""samunet_find_best -d 4 [-p PLANS] [-a ADAPTER ...]: pick the best adapter (or pair of adapters) and postprocessing.
 
 Reads the cross-validation outputs of every trained fold (``fold_N/validation/CASE<ending>`` label maps and
 ``CASE.npz`` probabilities), compares each adapter and each pair of adapters (probabilities averaged, as
@@ -12,21 +12,18 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from samunet.dataset.image_io import ImageReadError, read_label
-from samunet.evaluation.inference_information import CandidateResult, InferenceInformation
-from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
-from samunet.evaluation.probabilities_io import ProbabilitiesError, load_probabilities
-from samunet.core.labels import LabelScheme
-from samunet.core.plans import Plans
+from samunet.core import nnunet_flags
+from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.layout import TrainedModelError, dataset_results_folder, fold_folders, model_folders
-from samunet.core.paths import UnknownDatasetError, raw_root
-from samunet.core.names import DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE
+from samunet.core.names import DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, NUM_FOLDS
+from samunet.core.paths import raw_root
 from samunet.utils.atomic import read_json
-from samunet.core.errors import fail
 from samunet.utils.logs import get_logger, setup_logging
 
+# numpy, image reading and the evaluation modules are imported inside the functions that use them, so that
+# samunet_find_best --help answers at once
+
+PROG = "samunet_find_best"
 DEFAULT_VALIDATION_CHECKPOINT = "final"
 
 
@@ -73,6 +70,9 @@ def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | 
 def _prediction(outputs: list[ValidationOutputs], case: str, scheme: LabelScheme) -> np.ndarray:
     """Label map of one case: the saved map for a single adapter (arg-max of its npz when absent),
     the arg-max of the averaged probabilities for an ensemble."""
+    from samunet.dataset.image_io import read_label
+    from samunet.evaluation.probabilities_io import load_probabilities
+
     if len(outputs) == 1 and case in outputs[0].label_files:
         return read_label(outputs[0].label_files[case])[0]
     mean = None
@@ -84,10 +84,12 @@ def _prediction(outputs: list[ValidationOutputs], case: str, scheme: LabelScheme
 
 def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndarray, tuple]], scheme: LabelScheme,
            progress: bool, what: str) -> list[ValidationCase]:
-    from tqdm import tqdm
+    from samunet.evaluation.postprocessing import ValidationCase
+    from samunet.evaluation.probabilities_io import ProbabilitiesError
+    from samunet.utils.progress import progress as progress_bar
 
     result = []
-    for case in tqdm(sorted(references), desc=what, unit="case", disable=not progress, leave=False):
+    for case in progress_bar(sorted(references), desc=what, unit="case", disable=not progress, leave=False):
         reference, spacing = references[case]
         prediction = _prediction(outputs, case, scheme)
         if prediction.shape != reference.shape:
@@ -98,6 +100,14 @@ def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndar
 
 def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list[str] | None = None,
               progress: bool = True) -> InferenceInformation:
+    import numpy as np
+
+    from samunet.core.labels import LabelScheme
+    from samunet.core.plans import Plans
+    from samunet.dataset.image_io import read_label
+    from samunet.evaluation.inference_information import CandidateResult, InferenceInformation
+    from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
+
     log = get_logger()
     results = dataset_results_folder(dataset)
     folders = model_folders(results, plans_name)
@@ -114,7 +124,7 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
         raise TrainedModelError(f"{results}: no fold of any {'/'.join(folders) or '<adapter>'}__{plans_name} folder has validation outputs; train first")
     for out in collected:
         log.info("%s: validation of fold(s) %s (%s)", out.adapter, out.folds,
-                 "all 5 folds" if sorted(out.folds) == list(range(5)) else "not all 5 folds")
+                 f"all {NUM_FOLDS} folds" if sorted(out.folds) == list(range(NUM_FOLDS)) else f"not all {NUM_FOLDS} folds")
     common = set.intersection(*[set(o.label_files) | set(o.probability_files) for o in collected])
     if not common:
         raise TrainedModelError(f"{results}: the adapters' validation outputs share no case; train the same folds")
@@ -170,24 +180,23 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="samunet_find_best",
+    p = CommandParser(
+        prog=PROG,
         description="Compare trained adapters (and pairs of them) on their cross-validation outputs, decide "
         "largest-component postprocessing, and write inference_information.json for samunet_predict.",
     )
     p.add_argument("-d", dest="dataset", required=True, help="dataset id or name (4, Dataset004_Hippocampus)")
     p.add_argument("-p", dest="plans", default=DEFAULT_PLANS_NAME, help=f"plans name (default {DEFAULT_PLANS_NAME})")
     p.add_argument("-a", dest="adapters", nargs="+", help="adapters to compare (default: every trained one)")
+    add_nnunet_spellings(p, nnunet_flags.FIND_BEST)
     return p
 
 
+@user_command(PROG)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        setup_logging(dataset_results_folder(args.dataset), "find_best")
-        find_best(args.dataset, args.plans, args.adapters)
-    except (TrainedModelError, UnknownDatasetError, ImageReadError, ProbabilitiesError) as e:
-        fail(f"samunet_find_best: error: {e}")
+    setup_logging(dataset_results_folder(args.dataset), "find_best")
+    find_best(args.dataset, args.plans, args.adapters)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import numpy as np
 from scipy import ndimage
 
 from samunet.core.labels import Region, region_key, region_mask
+from samunet.core.names import DEFAULT_NSD_TOLERANCE_MM as DEFAULT_TOLERANCE_MM
 
-DEFAULT_TOLERANCE_MM = 1.0
 METRIC_NAMES = ("Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred")
 
 

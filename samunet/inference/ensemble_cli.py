@@ -1,20 +1,22 @@
-"""``samunet_ensemble -i DIR_A DIR_B ... -o OUT [--save-probabilities]``: average saved probabilities.
+"""samunet_ensemble -i DIR_A DIR_B ... -o OUT [--save-probabilities]: average saved probabilities.
 
-Each input folder holds ``CASE.npz`` + ``CASE.json`` from ``samunet_predict --save-probabilities`` (or from
-training validation). Cases present in every folder are averaged; the label map is the arg-max, written in
-the geometry recorded in ``CASE.json`` with the file ending given by ``--file-ending``.
+Each input folder holds CASE.npz + CASE.json from samunet_predict --save-probabilities (or from training
+validation). Cases present in every folder are averaged; the label map is the arg-max, written in the
+geometry recorded in CASE.json with the file ending given by --file-ending.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, write_segmentation
-from samunet.evaluation.probabilities_io import (
-    ProbabilitiesError, load_probabilities, save_probabilities,
-)
-from samunet.core.errors import SamunetUserError, fail
+from samunet.core import nnunet_flags
+from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
+from samunet.core.errors import SamunetUserError
+from samunet.core.names import LOSSY_FILE_ENDINGS, SUPPORTED_FILE_ENDINGS
 from samunet.utils.logs import get_logger, setup_logging
+
+PROG = "samunet_ensemble"
+LABEL_FILE_ENDINGS = tuple(e for e in SUPPORTED_FILE_ENDINGS if e not in LOSSY_FILE_ENDINGS)
 
 
 class EnsembleError(SamunetUserError, ValueError):
@@ -29,6 +31,8 @@ def probability_cases(folder: Path) -> dict[str, Path]:
 
 def ensemble_case(npz_files: list[Path]):
     """Mean probabilities of one case over the folders, with the labels and geometry they agree on."""
+    from samunet.evaluation.probabilities_io import load_probabilities
+
     mean, scheme, geometry = None, None, None
     for path in npz_files:
         saved = load_probabilities(path)
@@ -49,6 +53,10 @@ def ensemble_case(npz_files: list[Path]):
 
 def ensemble_folders(inputs: list[Path], output: Path, file_ending: str = ".nii.gz",
                      save_probs: bool = False, progress: bool = True) -> list[Path]:
+    from samunet.dataset.image_io import write_segmentation
+    from samunet.evaluation.probabilities_io import save_probabilities
+    from samunet.utils.progress import progress as progress_bar
+
     log = get_logger()
     if len(inputs) < 2:
         raise EnsembleError("give at least two input folders to ensemble")
@@ -62,10 +70,8 @@ def ensemble_folders(inputs: list[Path], output: Path, file_ending: str = ".nii.
         extra = set(cases) - set(common)
         if extra:
             log.warning("%s: %d case(s) not in every folder are skipped (first: %s)", folder, len(extra), sorted(extra)[0])
-    from tqdm import tqdm
-
     written = []
-    for case in tqdm(common, desc="ensembling", unit="case", disable=not progress):
+    for case in progress_bar(common, desc="ensembling", unit="case", disable=not progress):
         probabilities, scheme, geometry = ensemble_case([cases[case] for cases in per_folder])
         segmentation = scheme.segmentation(probabilities)
         if save_probs:
@@ -79,25 +85,24 @@ def ensemble_folders(inputs: list[Path], output: Path, file_ending: str = ".nii.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="samunet_ensemble", description="Average the saved probabilities (CASE.npz) "
+    p = CommandParser(prog=PROG, description="Average the saved probabilities (CASE.npz) "
                                 "of several prediction folders and write the arg-max label maps.")
     p.add_argument("-i", dest="inputs", nargs="+", required=True, type=Path, help="two or more folders with CASE.npz")
     p.add_argument("-o", dest="output", required=True, type=Path, help="output folder")
-    p.add_argument("--file-ending", default=".nii.gz", choices=[e for e in SUPPORTED_FILE_ENDINGS if e not in (".jpg", ".jpeg")],
+    p.add_argument("--file-ending", default=".nii.gz", choices=LABEL_FILE_ENDINGS,
                    help="format of the label maps (default .nii.gz)")
     p.add_argument("--save-probabilities", action="store_true", help="also write the averaged CASE.npz + CASE.json")
+    add_nnunet_spellings(p, nnunet_flags.ENSEMBLE)
     return p
 
 
+@user_command(PROG)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        if any(p.resolve() == args.output.resolve() for p in args.inputs):
-            raise EnsembleError(f"{args.output}: the output folder must differ from the input folders")
-        setup_logging(args.output, "ensemble")
-        ensemble_folders(args.inputs, args.output, args.file_ending, args.save_probabilities)
-    except (EnsembleError, ProbabilitiesError) as e:
-        fail(f"samunet_ensemble: error: {e}")
+    if any(p.resolve() == args.output.resolve() for p in args.inputs):
+        raise EnsembleError(f"{args.output}: the output folder must differ from the input folders")
+    setup_logging(args.output, "ensemble")
+    ensemble_folders(args.inputs, args.output, args.file_ending, args.save_probabilities)
 
 
 if __name__ == "__main__":

@@ -144,13 +144,13 @@ class Predictor:
     def predict_jobs(self, jobs: list[tuple[str, list[Path]]], output_folder: Path, ending: str) -> list[Path]:
         """Predict the cases (models must be loaded); the next cases are read while one is predicted."""
         log = get_logger()
-        from tqdm import tqdm
+        from samunet.utils.progress import progress as progress_bar
 
         written = []
         ahead = self.num_preprocessing + 1  # bounded read-ahead keeps memory flat
         with ThreadPoolExecutor(self.num_preprocessing) as pool:
             pending = {i: pool.submit(self.prepare, *jobs[i]) for i in range(min(ahead, len(jobs)))}
-            for i in tqdm(range(len(jobs)), desc="predicting", unit="case", disable=not self.progress):
+            for i in progress_bar(range(len(jobs)), desc="predicting", unit="case", disable=not self.progress):
                 case = pending.pop(i).result()
                 if i + ahead < len(jobs):
                     pending[i + ahead] = pool.submit(self.prepare, *jobs[i + ahead])

@@ -144,9 +144,9 @@ def predict_preprocessed_volume(
     slices_per_chunk = max(1, math.ceil(batch_size / len(starts)))
     chunks = range(0, num_slices, slices_per_chunk)
     if progress:
-        from tqdm import tqdm
+        from samunet.utils.progress import progress as progress_bar
 
-        chunks = tqdm(chunks, desc="slices", unit="chunk", leave=False)
+        chunks = progress_bar(chunks, desc="slices", unit="chunk", leave=False, lines=False)
 
     was_training = adapter.training
     adapter.eval()

@@ -1,7 +1,7 @@
-"""``samunet_plan -d N``: verify the raw dataset, fingerprint it, write the plans, preprocess.
+"""samunet_plan -d N: verify the raw dataset, fingerprint it, write the plans, preprocess.
 
 A verification failure prints every problem and writes nothing into the preprocessed folder. An existing
-plans file (perhaps edited by hand) is kept unless ``--overwrite``.
+plans file (perhaps edited by hand) is kept unless --overwrite.
 """
 from __future__ import annotations
 
@@ -10,22 +10,26 @@ import sys
 import time
 from pathlib import Path
 
-from samunet.core.errors import SamunetUserError
-from samunet.core.paths import UnknownDatasetError, preprocessed_root, raw_root, resolve_dataset_name
-from samunet.planning.fingerprint import FingerprintError, compute_fingerprint, fingerprint_sha256
-from samunet.utils.processes import usable_cpu_count
+from samunet.core import nnunet_flags
+from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
+from samunet.core.errors import InvalidValueError, MissingFileError, SamunetUserError
 from samunet.core.names import BACKBONE_NAMES, DEFAULT_PLANS_NAME, FINGERPRINT_FILE
+from samunet.core.paths import preprocessed_root, raw_root, resolve_dataset_name
 from samunet.core.plans import Plans
 from samunet.utils.atomic import copy_file
 from samunet.utils.logs import get_logger, setup_logging
-from samunet.core.records import SchemaError
+
+PROG = "samunet_plan"
 
 
 class VerificationFailed(SamunetUserError, RuntimeError):
     def __init__(self, raw_folder: Path, problems: list):
         self.problems = problems
+        if len(problems) == 1:  # one problem, one line
+            super().__init__(f"{problems[0]} (nothing was written)")
+            return
         listing = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{raw_folder} has {len(problems)} problem(s); nothing was written:\n{listing}")
+        super().__init__(f"{raw_folder} has {len(problems)} problems; nothing was written:\n{listing}")
 
 
 def verify_raw_dataset(dataset_name: str, num_processes: int) -> None:
@@ -62,7 +66,9 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
     ``measure_costs``: time the planned model on this machine (cached in the preprocessed root) for the budget
     decisions; False: the fixed estimates."""
     from samunet.dataset.dataset_json import DatasetInfo
+    from samunet.planning.fingerprint import compute_fingerprint, fingerprint_sha256
     from samunet.planning.planner import plan
+    from samunet.utils.processes import usable_cpu_count
     from samunet.preprocessing.runner import preprocess_dataset
 
     log = get_logger()
@@ -105,8 +111,8 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="samunet_plan",
+    parser = CommandParser(
+        prog=PROG,
         description="Verify a raw dataset, fingerprint it, write the plans and preprocess the training cases.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (4, 004) or folder name (Dataset004_Name)")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME,
@@ -122,33 +128,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-measure", action="store_true",
                         help="plan with fixed cost estimates instead of timing the model on this machine (about 20 s, "
                              "cached per machine in the preprocessed root)")
+    add_nnunet_spellings(parser, nnunet_flags.PLAN)
     return parser
 
 
+@user_command(PROG)
 def plan_main(argv: list[str] | None = None) -> None:
-    from samunet.preprocessing.runner import PreprocessingError
+    from samunet.utils.processes import usable_cpu_count
 
     args = build_parser().parse_args(argv)
     setup_logging()  # console only until verification passed: a failed check writes nothing
     log = get_logger()
-    try:
-        if args.num_processes is not None and args.num_processes < 1:
-            raise ValueError(f"-np must be at least 1, got {args.num_processes}")
-        dataset_name = resolve_dataset_name(args.dataset)
-        if not (raw_root() / dataset_name).is_dir():
-            raise FileNotFoundError(f"{raw_root() / dataset_name}: raw dataset folder does not exist")
-        if not args.no_verify:
-            verify_raw_dataset(dataset_name, args.num_processes or usable_cpu_count())
-        log_file = setup_logging(preprocessed_root() / dataset_name / "logs", "plan")
-        log.info("samunet_plan %s (log: %s)", " ".join(sys.argv[1:] if argv is None else argv), log_file)
-        plan_dataset(dataset_name, args.plans, args.backbone, args.overwrite, args.num_processes,
-                     preprocess=not args.no_preprocess, measure_costs=not args.no_measure)
-    except VerificationFailed as e:
-        log.error("samunet_plan: %s", e)
-        sys.exit(1)
-    except (UnknownDatasetError, FileNotFoundError, SchemaError, FingerprintError, PreprocessingError, ValueError) as e:
-        log.error("samunet_plan: %s", e)
-        sys.exit(1)
+    if args.num_processes is not None and args.num_processes < 1:
+        raise InvalidValueError(f"-np must be at least 1, got {args.num_processes}")
+    dataset_name = resolve_dataset_name(args.dataset)
+    if not (raw_root() / dataset_name).is_dir():
+        raise MissingFileError(f"{raw_root() / dataset_name}: raw dataset folder does not exist")
+    if not args.no_verify:
+        verify_raw_dataset(dataset_name, args.num_processes or usable_cpu_count())
+    log_file = setup_logging(preprocessed_root() / dataset_name / "logs", "plan")
+    log.info("samunet_plan %s (log: %s)", " ".join(sys.argv[1:] if argv is None else argv), log_file)
+    plan_dataset(dataset_name, args.plans, args.backbone, args.overwrite, args.num_processes,
+                 preprocess=not args.no_preprocess, measure_costs=not args.no_measure)
     log.info("done")
 
 

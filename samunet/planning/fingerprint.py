@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
+from samunet.utils.progress import progress as progress_bar
 
 from samunet.core.errors import SamunetUserError
 from samunet.core.records import VersionedRecord
@@ -228,10 +228,10 @@ def compute_fingerprint(raw_folder: str | Path, num_processes: int = 1, samples_
              samples_per_case, seed, info.label_scheme.ignore_label) for c in cases]
     bar = dict(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
     if num_processes <= 1:
-        results = [_fingerprint_case_job(j) for j in tqdm(jobs, **bar)]
+        results = [_fingerprint_case_job(j) for j in progress_bar(jobs, **bar)]
     else:
         with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
-            results = list(tqdm(pool.imap_unordered(_fingerprint_case_job, jobs, chunksize=4), **bar))
+            results = list(progress_bar(pool.imap_unordered(_fingerprint_case_job, jobs, chunksize=4), **bar))
     failures = [f"{case_id}: {err}" for case_id, *_, err in results if err]
     if failures:
         raise FingerprintError(f"{len(failures)} case(s) could not be fingerprinted:\n  " + "\n  ".join(failures))

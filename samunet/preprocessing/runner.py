@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from samunet.utils.progress import progress as progress_bar
 
 from samunet.core.errors import SamunetUserError
 from samunet.core.layout import cache_files, cache_folder
@@ -102,11 +102,11 @@ def preprocess_dataset(dataset_name: str, plans: Plans, num_processes: int | Non
     jobs = [(c.case_id, [str(f) for f in c.image_files], str(c.label_file), plans, str(folder)) for c in pending]
     bar = dict(total=len(jobs), desc="preprocess", unit="case", disable=not progress or not jobs)
     if workers <= 1:
-        results = [_preprocess_job(j) for j in tqdm(jobs, **bar)]
+        results = [_preprocess_job(j) for j in progress_bar(jobs, **bar)]
     else:
         # spawn: SimpleITK's thread pool is not safe to fork
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = list(tqdm(pool.imap_unordered(_preprocess_job, jobs), **bar))
+            results = list(progress_bar(pool.imap_unordered(_preprocess_job, jobs), **bar))
     failures = sorted(f"{case_id}: {error}" for case_id, error in results if error)
     if failures:
         raise PreprocessingError(f"{len(failures)} of {len(jobs)} case(s) failed (the others are saved in {folder}):\n  "

@@ -1,34 +1,35 @@
-"""``samunet_train DATASET ADAPTER FOLD``: train one adapter on one fold (0-4, or ``all``).
+"""samunet_train DATASET ADAPTER FOLD: train one adapter on one fold (0-4, or 'all').
 
 Hyper-parameters come from the plans; every option below overrides them for this run and is recorded in
-``fold_N/debug.json``. Also runs under ``torchrun --nproc_per_node N -m samunet.training.cli ...``.
+fold_N/debug.json. Also runs under torchrun --nproc_per_node N -m samunet.training.cli ...
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from samunet.training.ddp import launch_torchrun, launched_by_torchrun
-from samunet.training.run_setup import TrainingOptions
-from samunet.training.splits import parse_fold
-from samunet.utils.logs import get_logger
+from samunet.core import nnunet_flags
+from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
+from samunet.core.errors import InvalidValueError
+from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME
 
-log = get_logger()
+PROG = "samunet_train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="samunet_train", description=__doc__.splitlines()[0],
+    p = CommandParser(
+        prog=PROG, description=__doc__,
         epilog="Example: samunet_train 4 ssam 0 --epochs 20 --time-limit-min 30")
     p.add_argument("dataset", help="dataset id or name: 4, 004 or Dataset004_Hippocampus")
-    p.add_argument("adapter", help="ssam, samed, loramednet, cnnhead, decoder or full")
+    p.add_argument("adapter", help=" | ".join(ADAPTER_NAMES))
     p.add_argument("fold", help="0-4, or 'all' (train on every case, no validation)")
-    p.add_argument("-p", "--plans", dest="plans_name", default="samunetPlans", help="plans name (default samunetPlans)")
+    p.add_argument("-p", "--plans", dest="plans_name", default=DEFAULT_PLANS_NAME,
+                   help=f"plans name (default {DEFAULT_PLANS_NAME})")
     p.add_argument("--epochs", type=int, help="number of epochs (with --continue: extends the run)")
     p.add_argument("--iters-per-epoch", type=int, help="optimizer steps per epoch")
     p.add_argument("--batch-size", type=int, help="global batch size (split across DDP processes)")
     p.add_argument("--lr", type=float, help="base learning rate of the adapter")
-    p.add_argument("--backbone", help="override the planned backbone (vit_b, litemedsam, tiny, ...)")
+    p.add_argument("--backbone", help=f"override the planned backbone ({', '.join(BACKBONE_NAMES)})")
     p.add_argument("--checkpoint", help="base weights file for the backbone (default: looked up by backbone name)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     p.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest")
@@ -42,10 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-tta", action="store_true", help="final validation without mirroring (4x faster; "
                    "Dice usually a little lower)")
     p.add_argument("--no-augment", action="store_true", help="train on centred, unaugmented patches")
+    add_nnunet_spellings(p, nnunet_flags.TRAIN)
     return p
 
 
-def options_from_args(args: argparse.Namespace) -> TrainingOptions:
+def check_adapter(name: str) -> None:
+    """Refuse an unknown adapter before any work (an nnU-Net configuration gets its samunet equivalent)."""
+    if name not in ADAPTER_NAMES:
+        hint = nnunet_flags.adapter_hint(name) or f"choose one of {', '.join(ADAPTER_NAMES)}"
+        raise InvalidValueError(f"adapter {name!r} is unknown; {hint}")
+
+
+def options_from_args(args: argparse.Namespace):
+    from samunet.training.run_setup import TrainingOptions
+    from samunet.training.splits import parse_fold
+
     return TrainingOptions(
         dataset=args.dataset, adapter=args.adapter, fold=parse_fold(args.fold), plans_name=args.plans_name,
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
@@ -55,37 +67,19 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         disable_tta=args.disable_tta)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from samunet.adapters.checkpoint import AdapterCheckpointError
-    from samunet.core.paths import UnknownDatasetError
-    from samunet.training.fold_lock import FoldLockedError
-    from samunet.training.run_setup import SetupError
-    from samunet.training.slice_dataset import CacheError
-    from samunet.training.splits import SplitsError
-    from samunet.training.train_step import DeviceError
-    from samunet.training.training_state import CheckpointError
-    from samunet.core.records import SchemaError
-
-    return (AdapterCheckpointError, UnknownDatasetError, FoldLockedError, SetupError, CacheError, SplitsError, CheckpointError, SchemaError,
-            DeviceError, FloatingPointError)
-
-
+@user_command(PROG, interrupted_hint="resume with --continue")
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.num_gpus > 1 and not launched_by_torchrun():
-        sys.exit(launch_torchrun(args.num_gpus, argv))
-    try:
-        options = options_from_args(args)
-        from samunet.training.run_training import run_training
+    check_adapter(args.adapter)
+    options = options_from_args(args)
+    from samunet.training.ddp import launch_torchrun, launched_by_torchrun
 
-        run_training(options, argv)
-    except _user_errors() as e:
-        print(f"samunet_train: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("samunet_train: interrupted; resume with --continue", file=sys.stderr)
-        sys.exit(130)
+    if args.num_gpus > 1 and not launched_by_torchrun():
+        sys.exit(launch_torchrun(args.num_gpus, ["--num-gpus" if a == "-num_gpus" else a for a in argv]))
+    from samunet.training.run_training import run_training
+
+    run_training(options, argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from samunet.core.errors import SamunetUserError
-from samunet.core.names import SPLITS_FILE
+from samunet.core.names import NUM_FOLDS, SPLITS_FILE
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
 log = get_logger()
 
-NUM_FOLDS = 5
 SPLIT_SEED = 12345
 
 

@@ -24,6 +24,10 @@ class DeviceError(SamunetUserError, ValueError):
     pass
 
 
+class DivergedError(SamunetUserError, FloatingPointError):
+    """The loss became NaN or infinite: a learning rate or precision the user can change."""
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device that is unavailable is a clear error."""
     if requested == "auto":
@@ -88,7 +92,7 @@ class StepRunner:
             logits = self.model(images)
         loss = self.loss_fn(logits, seg)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss.item()}; lower the learning rate (--lr) "
+            raise DivergedError(f"the training loss became {loss.item()}; lower the learning rate (--lr) "
                                      "or train in fp32 (set training.precision in the plans)")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         if self.scaler is not None:

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from samunet.utils.progress import progress as progress_bar
 
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
@@ -90,8 +90,8 @@ class FoldTrainer:
         total = t.epochs * t.iterations_per_epoch
         losses = []
         self.model.train()
-        bar = tqdm(loader, total=t.iterations_per_epoch, desc=f"epoch {self.epoch}", unit="it",
-                   disable=not self.ctx.is_main, leave=False, mininterval=2.0)
+        bar = progress_bar(loader, total=t.iterations_per_epoch, desc=f"epoch {self.epoch}", unit="it",
+                           disable=not self.ctx.is_main, leave=False, lines=False, mininterval=2.0)
         for batch in bar:
             # the same value on every rank (the clocks differ slightly), so DDP copies stay identical
             time_used = max_over_ranks(self.ctx, self.budget.fraction_used(), self.device) if self.budget.limited else 0.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from torch import nn
-from tqdm import tqdm
+from samunet.utils.progress import progress as progress_bar
 
 from samunet.evaluation.metrics import compute_metrics, metric_key, summarize
 from samunet.evaluation.probabilities_io import save_probabilities
@@ -61,7 +61,7 @@ def validate(adapter: nn.Module, cases: list[ValidationCase], plans: Plans, mirr
     scheme = plans.label_scheme  # regions: scored region by region; the ignore label: not scored
     evaluated = scheme.evaluated()
     per_case = []
-    iterator = tqdm(cases, desc="validation", unit="case", leave=False) if progress else cases
+    iterator = progress_bar(cases, desc="validation", unit="case", leave=False, disable=not progress)
     for case in iterator:
         props = CaseProperties.load(case.properties_path)
         image = np.load(case.image_path, mmap_mode="r")

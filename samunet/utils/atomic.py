@@ -8,7 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
+
+def _read_umask() -> int:
+    """The process umask (os.umask can only be read by setting it, so set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# read once at import, before any worker thread could create a file while the mask is briefly changed
+_UMASK = _read_umask()
 
 
 @contextmanager
@@ -22,6 +31,8 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     suffix = "".join(final_path.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=f".tmp{suffix}", dir=final_path.parent)
     os.close(fd)
+    # mkstemp makes the file 0600; a shared results folder needs the permissions the user's umask gives
+    os.chmod(tmp_name, 0o666 & ~_UMASK)
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -49,7 +60,9 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def write_npy(array: np.ndarray, path: str | os.PathLike) -> None:
+def write_npy(array, path: str | os.PathLike) -> None:
+    import numpy as np  # here, not at the top: every command imports this module, --help included
+
     with atomic_path(path) as tmp:
         # np.save on an open file keeps the exact name (np.save(str) would append .npy)
         with open(tmp, "wb") as f:
