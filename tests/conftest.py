@@ -23,7 +23,7 @@ CT_EXAMPLE = SHARED_DATASETS / "Example_CT_TotalSegmentator"
 # a test using one of these fixtures (directly or through another fixture) must be marked slow
 SHARED_DATA_FIXTURES = {"hippocampus_task_full": HIPPOCAMPUS_TASK, "ct_example": CT_EXAMPLE}
 
-# fixtures that build real pipelines live in these modules (one owner each)
+# fixtures that build real pipelines live in these modules (one per stage)
 pytest_plugins = ["tests.fixtures_data", "tests.fixtures_pipeline", "tests.fixtures_models"]
 
 

@@ -1,4 +1,4 @@
-"""Raw-dataset fixtures shared by every stage's tests (owner: data).
+"""Raw-dataset fixtures shared by every stage's tests.
 
 Session-scoped: each dataset is built once per test run. Treat them as read-only; copy the folder
 (``shutil.copytree``) before changing anything in it.

@@ -1,4 +1,4 @@
-"""Model fixtures (owner: models), usable by every engineer's tests.
+"""Model fixtures, usable by every test module.
 
 - ``tiny_sam_checkpoint`` (session): a ``.pth`` state dict in the official SAM key layout at the ``tiny``
   backbone's pretraining size (128 px), written by the test run, loaded through the real loading path.

@@ -1,4 +1,4 @@
-"""Planned and preprocessed datasets shared by the training, inference and evaluation tests (owner: planning).
+"""Planned and preprocessed datasets shared by the training, inference and evaluation tests.
 
 ``hippocampus_preprocessed`` (session scope) runs samunet's own fingerprint -> plan -> preprocess on the
 8-case ``hippocampus_raw_small`` with backbone ``tiny``, once per test run. It does NOT leave

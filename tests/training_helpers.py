@@ -1,4 +1,4 @@
-"""Shared helpers for the training tests (owner: training)."""
+"""Shared helpers for the training tests."""
 from __future__ import annotations
 
 import shutil

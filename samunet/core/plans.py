@@ -86,7 +86,8 @@ class ModelPlan:
 
 @dataclass
 class AdapterConfig:
-    """Per-adapter hyper-parameters (METHODS.md); overridable from the command line."""
+    """Per-adapter hyper-parameters (from each adapter's paper, see documentation/adapters.md); overridable from the
+    command line."""
 
     optimizer: str = "adamw"
     learning_rate: float = 1e-4

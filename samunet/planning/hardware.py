@@ -17,7 +17,7 @@ GIB = 1024**3
 # Backbone -> (native input side, training activation memory per image at the native side in GiB at fp32,
 # seconds per image forward+backward on a 2-core CPU at the native side). Memory grows with the number of
 # tokens, i.e. (input / native)^2. The LiteMedSAM time was measured on this project's CPU (3-5 s at 256);
-# ViT-B from METHODS.md (batch 4 at 256: 2.4-3.7 s), scaled to 1024 by the token count; L/H by their FLOPs.
+# ViT-B measured on the same CPU (batch 4 at 256: 2.4-3.7 s), scaled to 1024 by the token count; L/H by their FLOPs.
 BACKBONE_COSTS: dict[str, tuple[int, float, float]] = {
     "vit_b": (1024, 8.0, 12.0),
     "medsam_vit_b": (1024, 8.0, 12.0),

@@ -1,6 +1,7 @@
 """Model, adapter and training decisions of the planner (geometry and intensity: ``planner.py``).
 
-Hyper-parameters per adapter follow the papers (METHODS.md); the batch size and run length follow
+Hyper-parameters per adapter follow the papers (documentation/adapters.md lists them: S-SAM, Paranjape et al.
+2024; SAMed, Zhang and Liu 2023; CNN head, Hu, Xu and Shi 2023; LoRaMedNet, Li and Rajpurkar 2024); the batch size and run length follow
 the hardware found (``hardware.py``); the run length and validation rhythm are decided with the input size
 inside the time budget (``budget.py``). documentation/planning.md states every rule.
 """
@@ -73,8 +74,8 @@ def choose_input_size(backbone: str, patch_size: list[int]) -> tuple[int, str]:
 
 
 def uses_global_attention(backbone: str, input_size: int) -> bool:
-    """ViT encoders below 1024: global attention in every block (METHODS.md: windows pad 16x16 grids to 28x28,
-    costing 1.5-2.4x)."""
+    """ViT encoders below 1024: global attention in every block, S-SAM's layout (Paranjape et al. 2024): SAM's
+    14-token windows pad a 16x16 grid to 28x28, which cost 1.5-2.4x on this project's 2-core CPU."""
     return backbone in VIT_BACKBONES and input_size < 1024
 
 
@@ -89,7 +90,8 @@ def choose_adapter(hw: Hardware, num_training_cases: int) -> tuple[str, str]:
 
 
 def adapter_configs() -> dict[str, AdapterConfig]:
-    """Per-adapter hyper-parameters from the papers (METHODS.md). AdamW with weight decay 0 is Adam."""
+    """Per-adapter hyper-parameters from each adapter's paper (named in its reason). AdamW with weight decay 0 is
+    Adam."""
     return {
         "ssam": AdapterConfig(
             optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, lr_schedule="constant", loss="dice_focal",

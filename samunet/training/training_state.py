@@ -46,7 +46,7 @@ class ResumeState:
 
 
 def save_checkpoint(adapter, fold_folder: Path, name: str, metadata: dict) -> Path:
-    """Adapter-only checkpoint ``checkpoint_<name>`` (atomic, via the models engineer's checkpoint module)."""
+    """Adapter-only checkpoint ``checkpoint_<name>`` (atomic, via ``samunet.adapters.checkpoint``)."""
     from samunet.adapters.checkpoint import save_adapter_checkpoint
 
     path = checkpoint_path(fold_folder, name)
