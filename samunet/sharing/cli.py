@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from samunet.core.errors import SamunetUserError, fail
+from samunet.core.command import CommandParser, user_command
 from samunet.core.names import DEFAULT_PLANS_NAME
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="samunet_export_model", allow_abbrev=False,
+    p = CommandParser(
+        prog="samunet_export_model",
         description="Write a zip with trained adapter weights (adapter-only safetensors + JSON sidecars), plans, "
         "dataset.json, find_best's inference_information.json and a README naming the base backbone and its "
         "sha256. The base SAM weights are never included. Like nnUNetv2_export_model_to_zip.")
@@ -27,8 +27,8 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 
 def build_install_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="samunet_install_model", allow_abbrev=False,
+    p = CommandParser(
+        prog="samunet_install_model",
         description="Check a zip written by samunet_export_model (sha256 of every file, safe paths) and unpack it "
         "into $SAMUNET_RESULTS. Like nnUNetv2_install_pretrained_model_from_zip.")
     p.add_argument("zip", type=Path, help="model zip")
@@ -36,27 +36,23 @@ def build_install_parser() -> argparse.ArgumentParser:
     return p
 
 
+@user_command("samunet_export_model")
 def export_main(argv: list[str] | None = None) -> None:
     args = build_export_parser().parse_args(argv)
     from samunet.sharing.export import export_model
     from samunet.utils.logs import setup_logging
 
-    try:
-        setup_logging(args.output.parent, "export_model")
-        export_model(args.dataset, args.adapters, args.output, args.plans, args.folds, args.checkpoints)
-    except SamunetUserError as e:
-        fail(f"samunet_export_model: error: {e}")
+    setup_logging(args.output.parent, "export_model")
+    export_model(args.dataset, args.adapters, args.output, args.plans, args.folds, args.checkpoints)
 
 
+@user_command("samunet_install_model")
 def install_main(argv: list[str] | None = None) -> None:
     args = build_install_parser().parse_args(argv)
     from samunet.core.paths import results_root
     from samunet.sharing.install import install_model
     from samunet.utils.logs import setup_logging
 
-    try:
-        results = results_root()
-        setup_logging(results, "install_model")
-        install_model(args.zip, results, force=args.force)
-    except SamunetUserError as e:
-        fail(f"samunet_install_model: error: {e}")
+    results = results_root()
+    setup_logging(results, "install_model")
+    install_model(args.zip, results, force=args.force)
