@@ -117,3 +117,27 @@ def test_plans_without_regions_keep_their_hash():
     with_regions = plans.sha256()
     plans.regions_class_order = [3, 2, 1]
     assert plans.sha256() != with_regions  # the order changes the label maps: it is part of the hash
+
+
+def test_ensembling_region_probabilities_thresholds_the_mean_in_class_order(tmp_path):
+    import SimpleITK as sitk
+
+    from samunet.dataset.image_io import Geometry
+    from samunet.evaluation.probabilities_io import load_probabilities, save_probabilities
+    from samunet.inference.ensemble_cli import ensemble_folders
+
+    shape = (2, 3, 4)
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3).ravel(), shape)
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, *shape)).astype(np.float32), rng.random((3, *shape)).astype(np.float32)
+    save_probabilities(a, geometry, BRATS, tmp_path / "A" / "c.npz", [1, 2, 3])
+    save_probabilities(b, geometry, BRATS, tmp_path / "B" / "c.npz", [1, 2, 3])
+    with pytest.raises(ValueError, match="3 probability channels for 4 outputs"):
+        save_probabilities(a, geometry, {"background": 0, "a": 1, "b": 2, "c": 3}, tmp_path / "C" / "c.npz")
+    ensemble_folders([tmp_path / "A", tmp_path / "B"], tmp_path / "out", progress=False)
+    stored = [load_probabilities(tmp_path / f / "c.npz") for f in ("A", "B")]
+    assert stored[0].regions_class_order == [1, 2, 3] and stored[0].labels == BRATS
+    mean = (stored[0].probabilities + stored[1].probabilities) / 2
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "c.nii.gz")))
+    np.testing.assert_array_equal(written, LabelScheme(BRATS, (1, 2, 3)).segmentation(mean))
+    assert set(np.unique(written)) > {0}  # not a vacuous all-background map
