@@ -238,7 +238,7 @@ def test_existing_model_is_kept_unless_force(lab, model_zip, tmp_path, monkeypat
     _install(model_zip, results, monkeypatch)
     installed = results / lab.dataset_name / f"{ADAPTER}__samunetPlans"
     _install(model_zip, results, monkeypatch)  # again, identical: kept (an interrupted install re-runs)
-    assert "already installed, identical" in capsys.readouterr().err
+    assert "already installed, identical" in capsys.readouterr().out  # information is on stdout
     marker = installed / "fold_0" / "my_notes.txt"
     marker.write_text("a colleague's file")
     summary = installed / "fold_0" / "validation" / "summary.json"
