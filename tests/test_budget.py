@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from samunet.planning import cost_model as cost_model_module
-from samunet.planning.budget import (ENCODE_SHARE, MIDRUN_VALIDATION_SHARE, MIN_STRUCTURE_PIXELS, SliceCounts,
-                                     decide, min_input_for_structures)
+from samunet.planning.budget import (ENCODE_SHARE, MIDRUN_VALIDATION_SHARE, SliceCounts, decide,
+                                     structure_threshold_px, window_for)
 from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
 from samunet.planning.hardware import Hardware
 from samunet.planning.planner import plan
@@ -44,17 +44,27 @@ def test_expensive_encoder_lowers_the_resolution_until_every_slice_is_encoded_wi
     assert slices * bigger.uncached_step_seconds() > ENCODE_SHARE * BUDGET_S or d.mode == "foreground"
 
 
-def test_resolution_never_drops_below_the_smallest_structure_limit():
+def test_nothing_fits_gives_the_cheapest_choice_and_says_so():
     d = run(frozen_costs(50.0), min_input=192)
-    assert d.input_size == 192 and "OVER" in d.reason
+    assert d.input_size == 192 and d.mode == "foreground" and "OVER" in d.reason
 
 
-def test_structure_limit_keeps_the_smallest_structure_eight_pixels_across():
-    candidates = list(range(64, 257, 16))
-    size = min_input_for_structures(10.0, 256, candidates)  # a 10 px structure in a 256 px patch
-    assert size * 10.0 / 256 >= MIN_STRUCTURE_PIXELS
-    assert (size - 16) * 10.0 / 256 < MIN_STRUCTURE_PIXELS
-    assert min_input_for_structures(None, 256, candidates) == 64
+def test_threshold_is_two_mask_cells_of_the_backbone():
+    assert structure_threshold_px(16) == 8  # ViT: 16 px tokens, masks at 1/4 of the input
+    assert structure_threshold_px(4) == 2  # LiteMedSAM: 4 px cells, masks at the input's resolution
+
+
+def test_thin_structures_are_tiled_not_shrunk():
+    # a 565x584 photograph with 3 px vessels: the whole image at input 256 would leave them 1.3 px wide
+    assert window_for(256, 584, 3.0, 2.0) < 584
+    side = window_for(256, 584, 3.0, 2.0)
+    assert 3.0 * 256 / side >= 2.0 and side % 8 == 0
+    assert window_for(256, 584, 40.0, 2.0) == 584  # thick structures: the whole patch, scaled
+    d = decide(BUDGET_S, SliceCounts(16, 16, 16, 0, 4, 4), 8, 256, 64, "all", 1.0, True, frozen_costs(0.5), 100,
+               (2, 200), patch=(584, 568), slice_shape=(584, 565), structure_px=3.0, threshold_px=2.0)
+    assert d.window[0] < 584 and d.tiles_per_slice > 1
+    assert 3.0 * d.input_size / max(d.window) >= 2.0
+    assert "windows" in d.reason
 
 
 def test_midrun_validations_stay_within_a_tenth_of_the_budget_or_only_the_final_one_runs():

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from samunet.core.plans import Plans
+from samunet.preprocessing.tiling import DEFAULT_TILE_STEP, window_starts
 
-DEFAULT_TILE_STEP = 0.5  # windows overlap by half a patch (nnU-Net's default)
 
 
 def gaussian_importance_map(patch_size: tuple[int, int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
@@ -31,14 +31,6 @@ def gaussian_importance_map(patch_size: tuple[int, int], sigma_scale: float = 1.
     weight = weight / weight.max()
     return weight.clamp_min(weight[weight > 0].min().item()).float()
 
-
-def window_starts(length: int, window: int, step_fraction: float = DEFAULT_TILE_STEP) -> list[int]:
-    """Start offsets of windows of ``window`` pixels covering ``length`` (>= window), evenly spaced."""
-    if length <= window:
-        return [0]
-    n = math.ceil((length - window) / (window * step_fraction)) + 1
-    stride = (length - window) / (n - 1)
-    return [int(round(i * stride)) for i in range(n)]
 
 
 def mirror_combinations(axes: list[int]) -> list[tuple[int, ...]]:

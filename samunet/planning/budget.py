@@ -11,8 +11,12 @@ embedding, so later steps only run the trainable head), the training steps thems
   expensive, only the final validation runs. The final validation (without mirroring) is reserved out of the
   budget; the trainer decides at the end whether the rest allows mirroring.
 - The input side is the largest candidate (from the planned one down, in steps of 16) that meets these rules,
-  trying the planned slice sampling first and foreground slices (plus a tenth of the background ones) second;
-  it never goes below the size at which the smallest labelled structure keeps ``MIN_STRUCTURE_PIXELS`` across.
+  trying the planned slice sampling first and foreground slices (plus a tenth of the background ones) second.
+- At each input side, full resolution comes first (windows of the input side tiled over larger slices), then
+  the whole patch scaled to the input. Resolution is never traded below what the smallest structure needs: when scaling the whole patch to an input
+  side would leave the smallest structure (its mean width, from the fingerprint) under two cells of the
+  predicted mask (``structure_threshold_px``), the model sees windows of the slice at a scale that keeps it, and
+  prediction tiles them; every window then counts as a slice to encode and to validate.
 
 All figures come from ``cost_model`` (measured on this machine) unless the caller passes estimates.
 """
@@ -23,14 +27,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from samunet.planning.cost_model import MeasuredCost
+from samunet.preprocessing.tiling import windows_per_slice
 
 ENCODE_SHARE = 0.4
 MIDRUN_VALIDATION_SHARE = 0.10
 MAX_MIDRUN_VALIDATIONS = 4  # enough for checkpoint_best to pick among; the last epoch's counts as one
-# SAM-family decoders predict masks at a quarter of the input side: 8 px across are two mask cells, the least at
-# which a structure cannot vanish between the cells of the low-resolution mask
-MIN_STRUCTURE_PIXELS = 8
+MIN_STRUCTURE_PIXELS = 8  # the ViT backbones' threshold (structure_threshold_px), the default when none is given
 INPUT_STEP = 16
+WINDOW_MULTIPLE, MIN_WINDOW = 8, 32
 STEP_OVERHEAD = 1.15  # data loading, the optimizer and the loss on top of the timed forward/backward
 
 
@@ -49,6 +53,8 @@ class SliceCounts:
 @dataclass
 class BudgetDecision:
     input_size: int
+    window: tuple[int, int]  # what the model sees, preprocessed pixels: the patch, or a tile of the slice
+    tiles_per_slice: int
     mode: str
     background_fraction: float
     iterations_per_epoch: int
@@ -70,51 +76,80 @@ def training_slices(counts: SliceCounts, mode: str, background_fraction: float) 
     return counts.train_all
 
 
-def min_input_for_structures(smallest_extent_px: float | None, patch_side: int, candidates: list[int]) -> int:
-    """Smallest candidate input side at which the smallest structure keeps ``MIN_STRUCTURE_PIXELS`` across
-    (the patch is scaled to the input side)."""
-    if not smallest_extent_px or smallest_extent_px <= 0:
-        return min(candidates)
-    needed = MIN_STRUCTURE_PIXELS * patch_side / smallest_extent_px
-    fitting = [c for c in sorted(candidates) if c >= needed]
-    return fitting[0] if fitting else max(candidates)
+def structure_threshold_px(embedding_stride: int) -> float:
+    """Pixels across the model input that the smallest structure must keep: two cells of the predicted mask.
+    SAM-family decoders upsample the image embedding 4x, so the mask cell is the embedding stride / 4 (ViT:
+    16 / 4 = 4 px, so 8 px; LiteMedSAM: 4 / 4 = 1 px, so 2 px). Thinner, a structure can fall between cells."""
+    return 2.0 * max(1.0, embedding_stride / 4.0)
+
+
+def window_for(input_size: int, patch_side: int, structure_px: float | None, threshold_px: float) -> int:
+    """The side of what the model sees, in preprocessed pixels: the whole patch when scaling it to the input keeps
+    the smallest structure ``threshold_px`` across, else the largest window (multiple of 8) that does, so slices
+    are tiled instead of shrunk (thin vessels survive)."""
+    if not structure_px or structure_px * input_size / patch_side >= threshold_px:
+        return patch_side
+    window = int(input_size * structure_px / threshold_px) // WINDOW_MULTIPLE * WINDOW_MULTIPLE
+    return max(MIN_WINDOW, min(patch_side, window))
 
 
 def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input: int, min_input: int,
            planned_mode: str, planned_background_fraction: float, frozen_encoder: bool,
            cost_at: Callable[[int], MeasuredCost], iterations_per_epoch: int, epoch_range: tuple[int, int],
-           source: str = "measured") -> BudgetDecision:
-    """The largest input side and richest sampling that keep the rules above (see the module docstring)."""
+           source: str = "measured", patch: tuple[int, int] | None = None,
+           slice_shape: tuple[float, float] | None = None, structure_px: float | None = None,
+           threshold_px: float = MIN_STRUCTURE_PIXELS) -> BudgetDecision:
+    """The largest input side and richest sampling that keep the rules above (see the module docstring).
+    ``patch``: the whole-slice patch (H, W); ``slice_shape``: the median slice (H, W) in preprocessed pixels;
+    ``structure_px``: the smallest structure's width in preprocessed pixels (None: no limit)."""
     sizes = list(range(planned_input, min_input - 1, -INPUT_STEP)) or [planned_input]
     modes = [(planned_mode, planned_background_fraction)]
     if planned_mode == "all" and counts.train_background > 0:
         modes.append(("foreground", 0.1))
+    patch = tuple(patch) if patch else (planned_input, planned_input)
+    slice_shape = tuple(slice_shape) if slice_shape else patch
+
+    def window_and_tiles(side: int) -> tuple[tuple[int, int], int]:
+        window = (min(side, patch[0]), min(side, patch[1]))
+        return window, windows_per_slice(slice_shape, window) if window != patch else 1
+
+    def window_sides(size: int) -> list[int]:
+        """Full resolution first (windows of the input side, tiled, when the slice is larger), then the largest
+        window the smallest structure allows, scaled to the input side."""
+        scaled = window_for(size, max(patch), structure_px, threshold_px)
+        return list(dict.fromkeys([min(size, scaled, max(patch)), scaled]))
+
     chosen = None
     for size in sizes:
         cost = cost_at(size)
-        for mode, fraction in modes:
-            slices = training_slices(counts, mode, fraction)
-            first_pass = slices * cost.uncached_step_seconds()
-            if first_pass <= ENCODE_SHARE * budget_s:
-                chosen = (size, mode, fraction, cost, slices, "fits")
+        for side in window_sides(size):
+            window, tiles = window_and_tiles(side)
+            for mode, fraction in modes:
+                slices = training_slices(counts, mode, fraction) * tiles
+                if slices * cost.uncached_step_seconds() <= ENCODE_SHARE * budget_s:
+                    chosen = (size, mode, fraction, cost, slices, "fits", window, tiles)
+                    break
+            if chosen:
                 break
         if chosen:
             break
     if chosen is None:  # nothing fits: the cheapest combination, said plainly
         size, (mode, fraction) = sizes[-1], modes[-1]
         cost = cost_at(size)
-        chosen = (size, mode, fraction, cost, training_slices(counts, mode, fraction), "over")
-    size, mode, fraction, cost, slices, fit = chosen
+        window, tiles = window_and_tiles(window_sides(size)[-1])
+        chosen = (size, mode, fraction, cost, training_slices(counts, mode, fraction) * tiles, "over", window, tiles)
+    size, mode, fraction, cost, slices, fit, window, tiles = chosen
+    val_slices = counts.val_slices * tiles
 
     per_encode = cost.encode_seconds if cost.encode_seconds is not None else cost.uncached_step_seconds()
     uncached_iteration = batch_size * cost.uncached_step_seconds() * STEP_OVERHEAD
     cached_iteration = batch_size * cost.cached_step_seconds() * STEP_OVERHEAD
     per_val_slice = cost.inference_seconds()
-    val_slices_per_case = counts.val_slices / max(1, counts.val_cases)
+    val_slices_per_case = val_slices / max(1, counts.val_cases)
     val_case_s = val_slices_per_case * per_val_slice
     # the first validation encodes every validation slice; later ones reuse the cache (frozen encoders)
-    first_validation = counts.val_slices * per_val_slice
-    later_validation = counts.val_slices * (per_val_slice - per_encode if frozen_encoder and cost.encode_seconds else per_val_slice)
+    first_validation = val_slices * per_val_slice
+    later_validation = val_slices * (per_val_slice - per_encode if frozen_encoder and cost.encode_seconds else per_val_slice)
     final_validation = later_validation if frozen_encoder else first_validation
 
     # training time left after the final validation; mid-run validations come out of it
@@ -148,8 +183,14 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
                  + midrun_s + final_validation) if frozen_encoder else (
         total_iterations * uncached_iteration + midrun_s + final_validation)
     budget_min = budget_s / 60
-    reason = (f"{source} on this machine: {per_encode:.3f} s per encoded slice at input {size}; {slices} training "
-              f"slices ({mode}{f', {fraction:.0%} of background-only slices' if mode == 'foreground' else ''})"
+    scale = size / max(window)
+    seen = (f"the whole {patch[0]}x{patch[1]} patch" if window == patch else
+            f"{window[0]}x{window[1]} windows ({tiles} per slice, tiled at prediction)")
+    seen += (f" at scale {scale:.2f}" + (f": the thinnest structure ({structure_px:.1f} px wide) keeps "
+                                         f"{structure_px * scale:.1f} px >= {threshold_px:.0f} px across"
+                                         if structure_px else ""))
+    reason = (f"{source} on this machine: {per_encode:.3f} s per encoded slice at input {size}, which shows {seen}; "
+              f"{slices} training inputs ({mode}{f', {fraction:.0%} of background-only slices' if mode == 'foreground' else ''})"
               f" take {slices * cost.uncached_step_seconds() / 60:.1f} min to {'encode' if frozen_encoder else 'pass'} once"
               f" ({'within' if fit == 'fits' else 'OVER'} {ENCODE_SHARE:.0%} of the {budget_min:.0f}-min budget"
               f"{'' if fit == 'fits' else ': even the cheapest choice does not fit, the run will see fewer slices'}); "
@@ -160,5 +201,5 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
                  f"final only (one mid-run validation would take {first_validation / 60:.1f} min > "
                  f"{MIDRUN_VALIDATION_SHARE:.0%} of the budget)")
               + f", final {final_validation / 60:.1f} min without mirroring reserved")
-    return BudgetDecision(size, mode, fraction, iterations, epochs, validate_every, per_encode, cached_iteration,
+    return BudgetDecision(size, window, tiles, mode, fraction, iterations, epochs, validate_every, per_encode, cached_iteration,
                           uncached_iteration, val_case_s, predicted / 60, reason)

@@ -32,6 +32,7 @@ class ClassInCase:
     voxels: int
     extent: list[int]  # bounding-box size along (z, y, x), voxels
     slice_runs: list[list[list[int]]]  # per axis (z, y, x): [start, stop) runs of slices containing the class
+    width: list[float] | None = None  # per axis: mean width in the planes across it, voxels (see mean_widths)
 
     def slice_count(self, axis: int) -> int:
         return sum(stop - start for start, stop in self.slice_runs[axis])
@@ -70,6 +71,7 @@ class ClassSummary:
     cases: list[str]
     median_extent: list[float]  # bounding-box size per axis (z, y, x), voxels, median over the cases containing it
     median_extent_mm: list[float]
+    median_width: list[float] | None = None  # per axis (planes across it), voxels, median over the cases
 
 
 @dataclass
@@ -126,8 +128,23 @@ def class_statistics(label: np.ndarray, ignore_label: int | None = None) -> dict
             flags = inside.any(axis=tuple(a for a in range(lab.ndim) if a != axis))
             runs.append([[a + s.start, b + s.start] for a, b in runs_of(flags)])
         stats[str(v)] = ClassInCase(voxels=int(counts[v]), extent=[int(s.stop - s.start) for s in box],
-                                    slice_runs=runs)
+                                    slice_runs=runs, width=mean_widths(inside))
     return stats
+
+
+def mean_widths(mask: np.ndarray) -> list[float]:
+    """Per axis, the mask's mean width in the planes across that axis: 2 x area / boundary pixels (a strip w pixels
+    wide gives w, a disk half its diameter). Bounding boxes say nothing of thin structures (a vessel tree spans
+    the whole image); this is what the planner keeps above the decoder's resolution."""
+    area = float(mask.sum())
+    widths = []
+    for axis in range(mask.ndim):
+        structure = ndimage.generate_binary_structure(mask.ndim, 1)
+        structure[tuple(slice(None) if a != axis else 0 for a in range(mask.ndim))] = False
+        structure[tuple(slice(None) if a != axis else 2 for a in range(mask.ndim))] = False
+        boundary = area - float(ndimage.binary_erosion(mask, structure, border_value=0).sum())
+        widths.append(round(2.0 * area / max(boundary, 1.0), 3))
+    return widths
 
 
 def sample_foreground(image: np.ndarray, mask: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
@@ -210,6 +227,8 @@ def summarize_classes(cases: list[CaseFingerprint], labels: dict[str, int]) -> d
             cases=[c.case_id for c in having],
             median_extent=[float(x) for x in np.median(extents, axis=0)],
             median_extent_mm=[float(x) for x in np.median(extents_mm, axis=0)],
+            median_width=[float(x) for x in np.median([c.classes[value].width for c in having], axis=0)]
+            if all(c.classes[value].width for c in having) else None,
         )
     return summary
 

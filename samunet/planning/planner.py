@@ -12,7 +12,7 @@ import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.budget import INPUT_STEP, SliceCounts, decide, min_input_for_structures
+from samunet.planning.budget import SliceCounts, decide, structure_threshold_px
 from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
                                             TRAINING_BUDGET_S, adapter_configs, augmentation_plan, batch_size,
@@ -200,12 +200,17 @@ def slice_counts(fp: DatasetFingerprint, axis: int, folds: int = 5) -> SliceCoun
 
 
 def smallest_structure_px(fp: DatasetFingerprint, transpose: list[int], target_hw: list[float]) -> float | None:
-    """The smallest foreground class's median in-plane extent (the smaller of its two sides), in target pixels."""
+    """The thinnest foreground class in the slicing planes, in target pixels: its median mean width (fingerprint's
+    ``median_width``), or, for fingerprints without widths, the smaller side of its median bounding box."""
+    axis = transpose[0]
+    pixel = float(np.mean(target_hw))
+    median_spacing = float(np.mean([fp.median_spacing[a] for a in transpose[1:]]))
     sides = []
     for summary in fp.classes.values():
-        extent_mm = summary.median_extent_mm
-        if extent_mm:
-            sides.append(min(extent_mm[a] / t for a, t in zip(transpose[1:], target_hw)))
+        if summary.median_width:
+            sides.append(summary.median_width[axis] * median_spacing / pixel)
+        elif summary.median_extent_mm:
+            sides.append(min(summary.median_extent_mm[a] / t for a, t in zip(transpose[1:], target_hw)))
     return min(sides) if sides else None
 
 
@@ -277,7 +282,8 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                   frozen_encoder: bool, cost_model, num_classes: int, packing: ChannelPackingPlan,
                   target_hw: list[float]) -> tuple[TrainingPlan, CostPlan]:
     """Input side, slice sampling, run length and validation rhythm inside the fold's time budget (``budget.py``):
-    updates ``model`` and ``slicing`` in place, returns the training plan and the cost figures."""
+    updates ``model``, ``slicing`` and ``crop`` in place, returns the training plan and the cost figures."""
+    from samunet.modeling.specs import embedding_stride
     from samunet.planning.cost_model import EstimatedCosts, machine_key
     from samunet.preprocessing.packing import packed_channel_count
 
@@ -286,9 +292,10 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
     in_channels = packed_channel_count(packing.mode, packing.num_channels)
     batch, workers, precision = batch_size(hw, model.backbone, model.input_size), loader_workers(hw), hw.precision
     precision_reason = f"{precision} ({'native bf16 instructions' if hw.bf16_supported else 'no native bf16'})"
-    candidates = list(range(MIN_INPUT, model.input_size + 1, INPUT_STEP)) or [model.input_size]
+    min_input = min(MIN_INPUT, model.input_size)
     smallest = smallest_structure_px(fp, slicing.transpose, target_hw)
-    min_input = min(min_input_for_structures(smallest, max(crop.patch_size), candidates), model.input_size)
+    threshold = structure_threshold_px(embedding_stride(model.backbone))
+    slice_shape = tuple(float(x) for x in np.median(in_plane_shapes(fp, slicing.transpose, target_hw), axis=0))
     if cost_model is None:
         costs, source = EstimatedCosts(model.backbone, hw.device, frozen_encoder), "estimated (not measured)"
     else:
@@ -311,7 +318,8 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
     def decide_with_costs():
         return decide(budget_s, counts, batch, model.input_size, min_input, slicing.mode,
                       slicing.background_fraction, frozen_encoder, costs.estimate, ITERATIONS_PER_EPOCH[kind],
-                      EPOCH_RANGE[kind], source)
+                      EPOCH_RANGE[kind], source, patch=tuple(crop.patch_size), slice_shape=slice_shape,
+                      structure_px=smallest, threshold_px=threshold)
 
     decision = decide_with_costs()
     if not costs.estimate(decision.input_size).measured and cost_model is not None:
@@ -321,6 +329,11 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
         model.reason += f"; budget: input {decision.input_size} instead of {model.input_size} (see training.reason)"
         model.input_size = decision.input_size
         model.global_attention = uses_global_attention(model.backbone, model.input_size)
+    if list(decision.window) != list(crop.patch_size):
+        crop.reason += (f"; model windows {decision.window[0]}x{decision.window[1]} tiled over the slice: scaling the "
+                        f"whole patch to input {decision.input_size} would leave the thinnest structure "
+                        f"({smallest:.1f} px wide) under {threshold:.0f} px across")
+        crop.patch_size = list(decision.window)
     if (decision.mode, decision.background_fraction) != (slicing.mode, slicing.background_fraction):
         slicing.reason += (f"; budget: {decision.mode} slices (+{decision.background_fraction:.0%} of background-only) "
                            "so every training slice is encoded once within the budget")
