@@ -19,8 +19,11 @@ Label values other than ignore must be consecutive from 0 (checked by ``samunet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+# numpy is imported where arrays are handled: the plans (and every command's --help) import this module
 
 IGNORE_NAME = "ignore"
 BACKGROUND_NAME = "background"
@@ -163,6 +166,8 @@ class LabelScheme:
     def segmentation(self, probabilities: np.ndarray) -> np.ndarray:
         """(K, ...) probabilities -> label map: arg-max over label values, or regions thresholded at 0.5 and
         written in ``regions_class_order`` (later regions overwrite earlier ones, as nnU-Net does)."""
+        import numpy as np
+
         if probabilities.shape[0] != self.num_outputs:
             raise ValueError(f"{probabilities.shape[0]} probability channels, the labels define {self.num_outputs}")
         dtype = np.uint8 if self.max_value <= 255 else np.uint16
@@ -177,6 +182,8 @@ class LabelScheme:
     def target_lookup(self) -> np.ndarray:
         """Array mapping a label value to its training target: the class index (position among the label
         values) for plain labels, the value itself for regions; the ignore label maps to ``ignore_target``."""
+        import numpy as np
+
         lut = np.zeros(self.max_value + 1, dtype=np.int64)
         if self.has_regions:
             lut[:] = np.arange(self.max_value + 1)
@@ -214,6 +221,8 @@ class LabelScheme:
 
 def region_mask(seg: np.ndarray, region: Region) -> np.ndarray:
     """Boolean mask of a label value or of the union of a region's values."""
+    import numpy as np
+
     if isinstance(region, tuple):
         return np.isin(seg, region)
     return seg == region
