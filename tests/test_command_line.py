@@ -218,3 +218,11 @@ def test_progress_draws_a_bar_on_a_terminal(monkeypatch):
     bar = progress_module.progress(range(3), desc="predicting", unit="case")
     assert type(bar).__name__ == "tqdm"
     assert list(bar) == [0, 1, 2]
+
+
+def test_the_nnunet_page_shows_every_flag_of_the_tables():
+    page = (REPO / "documentation" / "for_nnunet_users.md").read_text()
+    assert "documentation/for_nnunet_users.md" in (REPO / "README.md").read_text()
+    for family, table in _every_table():
+        for flag in [*table.same, *table.ignored, *table.different]:
+            assert f"`{flag}" in page or f"{flag}`" in page or f" {flag}," in page, (family, flag)
