@@ -89,10 +89,8 @@ def resolve_dataset_name(identifier: str | int, roots: list[Path] | None = None)
         return matches[0]
     where = ", ".join(str(r) for r in roots)
     if not matches:
-        listing = "\n  ".join(existing) if existing else "(none)"
-        raise UnknownDatasetError(
-            f"no dataset with id {wanted_id:03d} in {where}. Datasets that exist:\n  {listing}"
-        )
+        listing = ", ".join(existing) if existing else "none"
+        raise UnknownDatasetError(f"no dataset with id {wanted_id:03d} in {where} (datasets that exist: {listing})")
     raise UnknownDatasetError(f"dataset id {wanted_id:03d} is ambiguous: {', '.join(matches)}")
 
 

@@ -118,10 +118,10 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
                                     f"(found: {', '.join(sorted(folders)) or 'none'})")
         folders = {a: folders[a] for a in adapters}
     collected = [o for a, f in folders.items() if (o := collect_validation(a, f)) is not None]
-    for adapter in sorted(set(folders) - {o.adapter for o in collected}):
-        log.warning("%s: no fold has validation outputs (fold_N/validation/); left out", folders[adapter])
     if not collected:
         raise TrainedModelError(f"{results}: no fold of any {'/'.join(folders) or '<adapter>'}__{plans_name} folder has validation outputs; train first")
+    for adapter in sorted(set(folders) - {o.adapter for o in collected}):
+        log.warning("%s: no fold has validation outputs (fold_N/validation/); left out", folders[adapter])
     for out in collected:
         log.info("%s: validation of fold(s) %s (%s)", out.adapter, out.folds,
                  f"all {NUM_FOLDS} folds" if sorted(out.folds) == list(range(NUM_FOLDS)) else f"not all {NUM_FOLDS} folds")

@@ -128,11 +128,11 @@ def main(argv: list[str] | None = None) -> None:
         log.info("nothing to predict: every case in %s has its output in %s", args.input, args.output)
         return
     check_inputs_readable(jobs)
-    note_fold_count(selection)
     start = time.perf_counter()
     load_networks(selection, device)
     log.info("models loaded in %.1f s on %s; test-time mirroring %s", time.perf_counter() - start, device,
              "off" if args.disable_tta else "on")
+    note_fold_count(selection)  # after loading: a checkpoint problem is then the only line on stderr
     start = time.perf_counter()
     written = predictor.predict_jobs(jobs, args.output, ending)
     if written:
