@@ -38,18 +38,18 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
 def make_tiny_plans(num_classes: int = 3, input_size: int = 64, adapter: str = "ssam", packing_mode: str = "repeat",
                     num_channels: int = 1, checkpoint: str | None = None, global_attention: bool = False,
                     backbone: str = "tiny"):
-    from samunet.core.plans import (AdapterConfig, AugmentationPlan, ChannelNormalization, ChannelPackingPlan,
-                                        CropPlan, ModelPlan, Plans, ResamplingPlan, SlicingPlan, TrainingPlan)
+    from samunet.core.adapter_defaults import default_adapter_config
+    from samunet.core.plans import (AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan,
+                                    Plans, ResamplingPlan, SlicingPlan, TrainingPlan)
 
     labels = {"background": 0, **{f"label{i}": i for i in range(1, num_classes)}}
-    adapters = {name: AdapterConfig(head_width=32, lora_rank=2) for name in
+    adapters = {name: default_adapter_config(name, head_width=32, lora_rank=2) for name in
                 ("samed", "loramednet", "cnnhead", "decoder", "full")}
-    adapters["ssam"] = AdapterConfig(loss="dice_focal", output="sigmoid_per_label")
+    adapters["ssam"] = default_adapter_config("ssam")
     return Plans(
-        dataset_name="Dataset999_Tiny", plans_name="samunetPlans", labels=labels,
-        channel_names={str(c): f"MRI{c}" for c in range(num_channels)}, file_ending=".nii.gz",
-        slicing=SlicingPlan(axis=0, transpose=[0, 1, 2], mode="all", background_fraction=1.0),
-        crop=CropPlan(crop_to_nonzero=False, patch_size=[input_size, input_size], margin=0),
+        dataset_name="Dataset999_Tiny", plans_name="samunetPlans", labels=labels, file_ending=".nii.gz",
+        slicing=SlicingPlan(transpose=[0, 1, 2], mode="all", background_fraction=1.0),
+        crop=CropPlan(crop_to_nonzero=False, patch_size=[input_size, input_size]),
         resampling=ResamplingPlan(target_spacing=[1.0, 1.0, 1.0]),
         normalization=[ChannelNormalization(channel=c, name=f"MRI{c}", scheme="zscore") for c in range(num_channels)],
         packing=ChannelPackingPlan(mode=packing_mode, num_channels=num_channels),

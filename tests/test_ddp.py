@@ -20,7 +20,7 @@ HARNESS = textwrap.dedent('''
     import torch
     from safetensors.torch import save_file
     from samunet.training.ddp import init_distributed, shutdown_distributed
-    from samunet.training.run_setup import TrainingOptions
+    from samunet.training.run_setup import TrainingOptions, write_model_folder_files
     from samunet.training.run_training import _prepare, build_adapter_for
     from samunet.training.trainer import FoldTrainer
 
@@ -32,6 +32,8 @@ HARNESS = textwrap.dedent('''
                                   batch_size=4, num_workers=0)
         run = _prepare(options, ctx)
         adapter = build_adapter_for(run, torch.device("cpu"))
+        if ctx.is_main:  # as run_training does once the adapter is built
+            write_model_folder_files(run)
         save_file({k: v.contiguous() for k, v in adapter.trainable_state_dict().items()},
                   str(out / f"{adapter_name}_initial_{ctx.rank}.safetensors"))
         FoldTrainer(run, adapter, torch.device("cpu"), ctx).train()

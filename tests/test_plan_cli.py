@@ -53,7 +53,6 @@ def test_rerun_keeps_edited_plans_unless_overwrite(raw_boxes, capsys):
     data = json.loads(path.read_text())
     planned_epochs = data["training"]["epochs"]
     data["training"]["epochs"] = planned_epochs + 7
-    data["edited_by_user"] = True
     path.write_text(json.dumps(data))
     capsys.readouterr()
     run_plan("--no-preprocess")

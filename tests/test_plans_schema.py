@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from samunet.core.adapter_defaults import default_adapter_config
 from samunet.core.plans import (
-    AdapterConfig, AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan, Plans,
+    AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan, Plans,
     ResamplingPlan, SlicingPlan, TrainingPlan,
 )
 from samunet.core.records import SchemaError
@@ -15,14 +16,14 @@ from samunet.core.records import SchemaError
 def make_plans() -> Plans:
     return Plans(
         dataset_name="Dataset004_Hippocampus", plans_name="samunetPlans",
-        labels={"background": 0, "anterior": 1, "posterior": 2}, channel_names={"0": "MRI"}, file_ending=".nii.gz",
-        slicing=SlicingPlan(axis=0, transpose=[0, 1, 2], mode="all", background_fraction=1.0, reason="r"),
-        crop=CropPlan(crop_to_nonzero=True, patch_size=[48, 64], margin=4),
+        labels={"background": 0, "anterior": 1, "posterior": 2}, file_ending=".nii.gz",
+        slicing=SlicingPlan(transpose=[0, 1, 2], mode="all", background_fraction=1.0, reason="r"),
+        crop=CropPlan(crop_to_nonzero=True, patch_size=[48, 64]),
         resampling=ResamplingPlan(target_spacing=[1.0, 1.0, 1.0]),
         normalization=[ChannelNormalization(channel=0, name="MRI", scheme="zscore")],
         packing=ChannelPackingPlan(mode="repeat", num_channels=1),
         model=ModelPlan(backbone="tiny", input_size=128, adapter="ssam"),
-        adapters={"ssam": AdapterConfig(loss="dice_focal", output="sigmoid_per_label")},
+        adapters={"ssam": default_adapter_config("ssam")},
         augmentation=AugmentationPlan(),
         training=TrainingPlan(batch_size=4, epochs=10, iterations_per_epoch=50, validate_every=2,
                               foreground_oversample=0.33, num_workers=2, device="cpu", precision="bf16"),

@@ -19,7 +19,7 @@ from samunet.evaluation.metrics import compute_metrics
 from samunet.evaluation.postprocessing import PostprocessingStep, apply_postprocessing
 from samunet.inference.cli import main as predict_main
 from samunet.evaluation.probabilities_io import load_probabilities
-from samunet.inference.volume_predictor import _pad_in_plane
+from samunet.inference.padding import pad_in_plane
 from samunet.core.plans import Plans
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 
@@ -54,8 +54,8 @@ def _training_slices(plans, cache: Path, case_ids: list[str]):
     for case in case_ids:
         image = np.load(cache / f"{case}_image.npy")
         seg = np.load(cache / f"{case}_seg.npy")
-        padded, _ = _pad_in_plane(image, patch)
-        padded_seg, _ = _pad_in_plane(seg[None].astype(np.float32), patch)
+        padded, _ = pad_in_plane(image, patch)
+        padded_seg, _ = pad_in_plane(seg[None].astype(np.float32), patch)
         for s in np.flatnonzero(seg.reshape(seg.shape[0], -1).any(axis=1)):
             x = to_unit_range(torch.from_numpy(pack_slices(padded, [s], plans)))[0]
             images.append(x[:, : patch[0], : patch[1]])

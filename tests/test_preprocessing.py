@@ -104,7 +104,7 @@ def test_preprocess_case_crops_normalises_and_inverts_exactly(boxes):
 def test_transposed_plans_invert_exactly(boxes):
     folder, plans = boxes
     plans = copy.deepcopy(plans)
-    plans.slicing.axis, plans.slicing.transpose = 2, [2, 0, 1]
+    plans.slicing.transpose = [2, 0, 1]
     plans.resampling.target_spacing = [0.5, 2.0, 0.5]
     images, label_file = _case_files(folder)
     raw, _ = read_case_images(images)

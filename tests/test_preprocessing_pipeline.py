@@ -20,7 +20,7 @@ def _check_cache_inverts_exactly(dataset, raw_folder) -> None:
         image = np.load(dataset.cache_folder / f"{case.case_id}_image.npy", mmap_mode="r")
         seg = np.load(dataset.cache_folder / f"{case.case_id}_seg.npy")
         assert image.dtype == np.float32 and seg.dtype == np.uint8
-        assert image.shape == (len(dataset.plans.channel_names), *seg.shape)
+        assert image.shape == (len(dataset.plans.normalization), *seg.shape)
         assert list(seg.shape) == props.shape_after_resampling
         original, _ = read_label(case.label_file)
         restored = restore_label_volume(seg, props)

@@ -4,11 +4,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from samunet.core.adapter_defaults import default_adapter_config
 from samunet.core.labels import LabelScheme
-from samunet.core.plans import AdapterConfig
 from samunet.training.losses import DiceBCELoss, DiceCELoss, DiceFocalLoss, build_loss, soft_dice_loss
+from tests.fixtures_models import make_tiny_plans
 
-BRATS = LabelScheme({"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}, (1, 2, 3))
+BRATS_LABELS, BRATS_ORDER = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}, [1, 2, 3]
+# the loss each output trains (the planner's choice): regions get dice_bce
+LOSS_FOR = {"softmax": "dice_ce", "sigmoid_per_label": "dice_focal"}
+
+
+def _build(labels: dict, order: list[int] | None, output: str, loss: str, weights=(0.5, 0.5)):
+    """The loss ``build_loss`` makes from plans with these labels and one adapter entry."""
+    plans = make_tiny_plans()
+    plans.labels, plans.regions_class_order = dict(labels), order
+    plans.adapters["samed"] = default_adapter_config("samed", output=output, loss=loss, loss_weights=list(weights))
+    return build_loss(plans, "samed")
 
 
 def _seg(ignore: int | None = None) -> torch.Tensor:
@@ -21,7 +32,7 @@ def _seg(ignore: int | None = None) -> torch.Tensor:
 
 def test_region_loss_is_bce_plus_dice_on_nested_region_targets():
     seg = _seg()
-    loss = build_loss(AdapterConfig(loss_weights=[1.0, 1.0]), "sigmoid_per_label", BRATS)
+    loss = _build(BRATS_LABELS, BRATS_ORDER, "sigmoid_per_label", "dice_bce", (1.0, 1.0))
     assert isinstance(loss, DiceBCELoss)
     target = torch.stack([(seg >= 1), (seg >= 2), (seg == 3)], dim=1).float()  # whole, core, enhancing
     logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -40,14 +51,16 @@ def _ignored_change(loss, seg, ignore, channels):
 
 
 def test_ignored_pixels_do_not_change_any_loss():
-    plain = LabelScheme({"background": 0, "a": 1, "b": 2, "ignore": 3})
+    plain_labels = {"background": 0, "a": 1, "b": 2, "ignore": 3}
+    plain = LabelScheme(plain_labels)
     seg = _seg(ignore=3)  # values 0..2 annotated, 3 ignored
     for output, channels in (("softmax", 3), ("sigmoid_per_label", 2)):
-        loss = build_loss(AdapterConfig(), output, plain)
+        loss = _build(plain_labels, None, output, LOSS_FOR[output])
         before, after = _ignored_change(loss, seg, plain.ignore_target, channels)
         assert torch.allclose(before, after), output
-    regions = LabelScheme({"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}, (1, 2))
-    loss = build_loss(AdapterConfig(), "sigmoid_per_label", regions)
+    region_labels = {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}
+    regions = LabelScheme(region_labels, (1, 2))
+    loss = _build(region_labels, [1, 2], "sigmoid_per_label", "dice_bce")
     before, after = _ignored_change(loss, seg, regions.ignore_target, 2)
     assert torch.allclose(before, after)
     # the same change on pixels that count does move the loss (so the test can fail)

@@ -12,9 +12,12 @@ from samunet.adapters import build_adapter
 from samunet.inference.volume_predictor import predict_preprocessed_volume
 from samunet.training.data_loader import BatchSpec, TrainingBatches
 from samunet.training.losses import build_loss
-from samunet.training.lr_schedule import build_optimizer, learning_rate_at, set_learning_rate
+from samunet.core.adapter_defaults import default_adapter_config
+from samunet.modeling.runtime import precision_policy
+from samunet.training.lr_schedule import learning_rate_at, set_learning_rate
+from samunet.training.optimizers import build_optimizer
 from samunet.training.slice_dataset import SliceChoice, load_case_slices
-from samunet.training.train_step import StepRunner, precision_policy
+from samunet.training.train_step import StepRunner
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -28,7 +31,7 @@ def _runner(name: str, plans, lr: float):
     adapter = build_adapter(name, plans)
     config = plans.adapter_config(name)
     optimizer = build_optimizer(adapter.trainable_parameters(), config, lr)
-    loss = build_loss(config, adapter.output_kind, plans.label_scheme)
+    loss = build_loss(plans, name)
     return adapter, optimizer, StepRunner(adapter, loss, optimizer, CPU, precision_policy(CPU, "fp32"))
 
 
@@ -57,7 +60,8 @@ def test_overfitting_one_case_reaches_high_volume_dice(hippocampus_preprocessed,
     adapter, optimizer, runner = _runner("samed", plans, 1e-2)
     steps, order = 200, torch.Generator().manual_seed(0)
     for i in range(steps):
-        set_learning_rate(optimizer, learning_rate_at(i, 1e-2, steps, schedule="poly"))
+        set_learning_rate(optimizer, learning_rate_at(i, default_adapter_config(
+            "samed", learning_rate=1e-2, warmup_iterations=0, poly_power=0.9), steps))
         pick = torch.randperm(len(images), generator=order)[:8]
         runner.step(images[pick], segs[pick])
     probs = predict_preprocessed_volume(adapter, np.load(first_case.image_path), plans, mirror=False)

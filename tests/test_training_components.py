@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samunet.core.plans import AdapterConfig
+from samunet.core.adapter_defaults import default_adapter_config
+from samunet.core.plans import PlansError
 from samunet.training.fold_lock import LOCK_NAME, FoldLock, FoldLockedError
 from samunet.core.labels import LabelScheme
 from samunet.training.losses import DiceCELoss, DiceFocalLoss, build_loss, focal_loss_with_logits, soft_dice_loss
-from samunet.training.lr_schedule import build_optimizer, learning_rate_at
-from samunet.training.time_budget import TimeBudget
+from samunet.training.lr_schedule import TimeBudget, learning_rate_at
+from samunet.training.optimizers import build_optimizer
 
 
 def _seg():
@@ -57,34 +58,45 @@ def test_dice_ce_matches_components():
     assert torch.allclose(loss, expected, atol=1e-6)
 
 
-def test_build_loss_follows_output_kind():
-    cfg = AdapterConfig(loss_weights=[0.3, 0.7])
-    scheme = LabelScheme({"background": 0, "a": 1, "b": 2})
-    assert isinstance(build_loss(cfg, "sigmoid_per_label", scheme), DiceFocalLoss)
-    assert isinstance(build_loss(cfg, "softmax", scheme), DiceCELoss)
-    with pytest.raises(ValueError, match="output kind"):
-        build_loss(cfg, "other", scheme)
+def test_build_loss_follows_the_plans_loss_name_and_checks_the_output(tiny_plans):
+    plans = tiny_plans()
+    plans.adapters["samed"].loss_weights = [0.3, 0.7]
+    assert isinstance(build_loss(plans, "ssam"), DiceFocalLoss)
+    loss = build_loss(plans, "samed")
+    assert isinstance(loss, DiceCELoss) and (loss.ce_weight, loss.dice_weight) == (0.3, 0.7)
+    plans.adapters["samed"].loss = "dice_focal"  # trains sigmoid outputs; samed's are softmax
+    with pytest.raises(PlansError, match=r"adapters.samed.loss 'dice_focal' trains sigmoid_per_label outputs"):
+        build_loss(plans, "samed")
+    plans.adapters["samed"].loss = "dice_tversky"
+    with pytest.raises(PlansError, match=r"^adapters.samed.loss 'dice_tversky' is unknown; known: dice_bce, dice_ce, dice_focal"):
+        build_loss(plans, "samed")
+
+
+def _schedule(**changes):
+    return default_adapter_config("samed", **{"learning_rate": 1.0, "warmup_iterations": 0, "poly_power": 0.9,
+                                              **changes})
 
 
 def test_lr_warmup_then_poly():
-    lrs = [learning_rate_at(i, 1.0, 100, warmup_iterations=10, schedule="poly", power=0.9) for i in range(100)]
+    lrs = [learning_rate_at(i, _schedule(warmup_iterations=10), 100) for i in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay after warm-up
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.05
-    assert learning_rate_at(50, 0.5, 100, schedule="constant") == 0.5
-    with pytest.raises(ValueError):
-        learning_rate_at(0, 1.0, 10, schedule="cosine")
+    assert learning_rate_at(50, _schedule(learning_rate=0.5, lr_schedule="constant"), 100) == 0.5
+    with pytest.raises(PlansError, match=r"^adapters.samed.lr_schedule 'cosine' is unknown; known: constant, poly$"):
+        learning_rate_at(0, _schedule(lr_schedule="cosine"), 10, field_name="adapters.samed.lr_schedule")
 
 
 def test_optimizer_only_over_trainable_parameters():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[0].requires_grad_(False)
     for name, cls in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
-        opt = build_optimizer(model.parameters(), AdapterConfig(optimizer=name), lr=0.1)
+        opt = build_optimizer(model.parameters(), default_adapter_config("samed", optimizer=name), lr=0.1)
         assert isinstance(opt, cls)
         assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model[1].parameters()}
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        build_optimizer(model.parameters(), AdapterConfig(optimizer="lion"), lr=0.1)
+    with pytest.raises(PlansError, match=r"^adapters.full.optimizer 'lion' is unknown; known: adam, adamw, sgd$"):
+        build_optimizer(model.parameters(), default_adapter_config("full", optimizer="lion"), lr=0.1,
+                        field_name="adapters.full.optimizer")
 
 
 def test_fold_lock_refuses_second_owner_and_takes_over_stale(tmp_path):
@@ -110,8 +122,24 @@ def test_time_limit_decays_the_learning_rate_with_the_clock():
     assert budget.fraction_used() == 1.0
     assert not TimeBudget(None).limited and TimeBudget(None).fraction_used() == 0.0
     # the decay follows whichever is further along: iterations (10 of 100) or time (75 % of the limit)
-    by_time = learning_rate_at(10, 1.0, 100, schedule="poly", power=1.0, time_fraction=0.75)
+    by_time = learning_rate_at(10, _schedule(poly_power=1.0), 100, time_fraction=0.75)
     assert by_time == pytest.approx(0.25)
-    assert learning_rate_at(90, 1.0, 100, schedule="poly", power=1.0, time_fraction=0.5) == pytest.approx(0.1)
-    assert learning_rate_at(10, 1.0, 100, warmup_iterations=20, time_fraction=0.9) == pytest.approx(11 / 20)  # warm-up first
-    assert learning_rate_at(10, 1.0, 100, schedule="constant", time_fraction=0.9) == 1.0
+    assert learning_rate_at(90, _schedule(poly_power=1.0), 100, time_fraction=0.5) == pytest.approx(0.1)
+    assert learning_rate_at(10, _schedule(warmup_iterations=20), 100, time_fraction=0.9) == pytest.approx(11 / 20)  # warm-up first
+    assert learning_rate_at(10, _schedule(lr_schedule="constant"), 100, time_fraction=0.9) == 1.0
+
+
+def test_a_registered_loss_is_chosen_by_its_name_in_the_plans(tiny_plans):
+    from samunet.training.losses import LOSSES, register_loss
+
+    @register_loss("test_ce_only", ("softmax",))
+    def _ce_only(config, plans):
+        return DiceCELoss(1.0, 0.0)
+
+    try:
+        plans = tiny_plans()
+        plans.adapters["samed"].loss = "test_ce_only"
+        loss = build_loss(plans, "samed")
+        assert isinstance(loss, DiceCELoss) and (loss.ce_weight, loss.dice_weight) == (1.0, 0.0)
+    finally:
+        del LOSSES["test_ce_only"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from samunet.inference.volume_predictor import _pad_in_plane
+from samunet.inference.padding import pad_in_plane
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.slice_dataset import SliceChoice, SliceSampler, load_case_slices
@@ -80,7 +80,7 @@ def test_unaugmented_sample_is_exactly_what_the_predictor_sees(hippocampus_prepr
     volume = np.load(case.image_path)
     patch = tuple(plans.crop.patch_size)
     assert volume.shape[2] <= patch[0] and volume.shape[3] <= patch[1]  # Hippocampus slices fit one patch
-    padded, keep = _pad_in_plane(volume, patch)
+    padded, keep = pad_in_plane(volume, patch)
     expected = to_unit_range(torch.from_numpy(pack_slices(padded, [int(s)], plans)).float())[0]
     assert torch.allclose(image, expected, atol=1e-6)
     label = plans.label_scheme.target_lookup()[np.load(case.seg_path)[int(s)]]

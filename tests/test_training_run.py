@@ -82,7 +82,7 @@ def test_fold_training_writes_everything_and_validates_in_original_geometry(hipp
 def test_time_limit_stops_mid_run_with_the_learning_rate_decayed(hippocampus_preprocessed, tmp_path, monkeypatch):
     """--time-limit-min: a fake clock spends a fifth of the limit per step; training stops after 5 of the
     planned 200 steps, the learning rate follows the clock down, and the final checkpoint and validation exist."""
-    from samunet.training.time_budget import TimeBudget
+    from samunet.training.lr_schedule import TimeBudget
 
     calls = []
 

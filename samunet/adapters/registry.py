@@ -10,20 +10,13 @@ from samunet.adapters.full import FullAdapter
 from samunet.adapters.loramednet import LoRaMedNetAdapter
 from samunet.adapters.samed import SamedAdapter
 from samunet.adapters.ssam import SSamAdapter
+from samunet.core.adapter_defaults import default_adapter_config
+from samunet.core.plans import PlansError
 
 ADAPTER_CLASSES: dict[str, type[Adapter]] = {
     "ssam": SSamAdapter, "samed": SamedAdapter, "loramednet": LoRaMedNetAdapter,
     "cnnhead": CnnHeadAdapter, "decoder": DecoderAdapter, "full": FullAdapter,
 }
-
-
-def default_adapter_config(name: str):
-    """Paper defaults for tests and the parameter table (the planner writes the real ones into the plans)."""
-    from samunet.core.plans import AdapterConfig
-
-    if name == "ssam":
-        return AdapterConfig(loss="dice_focal", output="sigmoid_per_label")
-    return AdapterConfig()
 
 
 def build_adapter_from_parts(name: str, sam, num_classes: int, config=None, input_size: int | None = None,
@@ -34,7 +27,11 @@ def build_adapter_from_parts(name: str, sam, num_classes: int, config=None, inpu
     if input_size is not None and input_size != sam.backbone_info.input_size:
         raise ValueError(f"sam was built for input {sam.backbone_info.input_size}, not {input_size}")
     config = config if config is not None else default_adapter_config(name)
-    return ADAPTER_CLASSES[name](sam, num_classes, in_channels, config)
+    cls = ADAPTER_CLASSES[name]
+    if config.output not in cls.supported_outputs:
+        raise PlansError(f"adapters.{name}.output {config.output!r} is not supported by the {name} adapter; "
+                         f"it supports {', '.join(cls.supported_outputs)}")
+    return cls(sam, num_classes, in_channels, config)
 
 
 def build_adapter(name: str, plans, checkpoint: str | os.PathLike | None = None,

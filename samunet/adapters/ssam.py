@@ -14,7 +14,6 @@ kind is ``sigmoid_per_label``; ``Adapter.probabilities`` applies S-SAM's 0.5-thr
 """
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -26,18 +25,13 @@ from samunet.adapters.layers import is_layer_norm
 from samunet.adapters.svd_linear import apply_svd_adaptation, merge_svd, svd_layers
 from samunet.modeling.batched_decoder import batched_predict_masks
 
-log = logging.getLogger("samunet")
-
 
 class SSamAdapter(Adapter):
     name = "ssam"
     supported_outputs = ("sigmoid_per_label",)
 
     def __init__(self, sam, num_classes: int, in_channels: int, config, factor_cache=None) -> None:
-        if config.output != "sigmoid_per_label":
-            log.warning("ssam decodes one binary mask per label: output '%s' in its plans entry is ignored "
-                        "(it is always sigmoid_per_label)", config.output)
-        super().__init__(sam, num_classes, in_channels, config, "sigmoid_per_label")
+        super().__init__(sam, num_classes, in_channels, config, config.output)
         encoder = self.sam.image_encoder
         cache_file = svd_cache.cache_path(sam.backbone_info.checkpoint_sha256)
         if factor_cache is None:

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from samunet.core.errors import SamunetUserError
 from samunet.core.labels import IGNORE_NAME, LabelScheme
 from samunet.core.records import VersionedRecord
 
-PLANS_SCHEMA_VERSION = 1
+# 2: every field has one consumer; removed slicing.axis (= transpose[0]), crop.margin (folded into patch_size by
+# the planner), channel_names (normalization[i].name), edited_by_user; AdapterConfig defaults moved to
+# core/adapter_defaults.py
+PLANS_SCHEMA_VERSION = 2
+
+T = TypeVar("T")
 
 
 class PlansError(SamunetUserError, KeyError):
@@ -28,20 +35,31 @@ class PlansError(SamunetUserError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def named_choice(table: Mapping[str, T], name: str, field_name: str) -> T:
+    """``table[name]`` for a name read from the plans field ``field_name`` (e.g. ``adapters.samed.loss``); an unknown
+    name is a one-line error naming the field and the known names."""
+    if name not in table:
+        raise PlansError(f"{field_name} {name!r} is unknown; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
 @dataclass
 class SlicingPlan:
-    axis: int  # slicing axis in the original (z, y, x) array
     transpose: list[int]  # forward transpose of the (z, y, x) volume; slicing axis first
     mode: str  # "all" | "foreground" | "max_slice"
     background_fraction: float  # mode "foreground": share of background-only slices kept (sampled)
     reason: str = ""
 
+    @property
+    def axis(self) -> int:
+        """The slicing axis in the original (z, y, x) array."""
+        return self.transpose[0]
+
 
 @dataclass
 class CropPlan:
     crop_to_nonzero: bool
-    patch_size: list[int]  # in-plane (H, W) in preprocessed pixels; covers the foreground with margin
-    margin: int  # pixels added around the foreground extent
+    patch_size: list[int]  # in-plane (H, W) in preprocessed pixels; covers the foreground with a margin
     reason: str = ""
 
 
@@ -86,24 +104,25 @@ class ModelPlan:
 
 @dataclass
 class AdapterConfig:
-    """Per-adapter hyper-parameters (from each adapter's paper, see documentation/adapters.md); overridable from the
-    command line."""
+    """Per-adapter hyper-parameters (from each adapter's paper, see documentation/adapters.md); the defaults are
+    one table, ``core/adapter_defaults.py``. Names (optimizer, lr_schedule, loss) are looked up in the training
+    registries, which list the known ones on an unknown name. Overridable from the command line."""
 
-    optimizer: str = "adamw"
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-2
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    lr_schedule: str = "poly"  # "poly" | "constant"
-    warmup_iterations: int = 0
-    poly_power: float = 0.9
-    loss: str = "dice_ce"  # "dice_focal" | "dice_ce"
-    loss_weights: list[float] = field(default_factory=lambda: [0.5, 0.5])  # (ce or focal, dice)
-    focal_alpha: float = 0.75
-    focal_gamma: float = 3.0
-    lora_rank: int = 4
-    head_width: int = 256  # CNN head widths start here
-    cache_embeddings: bool = False  # frozen encoder: run it once per slice and reuse
-    output: str = "softmax"  # "softmax": one mask per class incl. background | "sigmoid_per_label"
+    optimizer: str  # "adamw" | "adam" | "sgd" (training/optimizers.py)
+    learning_rate: float
+    weight_decay: float
+    betas: list[float]  # adam / adamw
+    lr_schedule: str  # "poly" | "constant" (training/lr_schedule.py)
+    warmup_iterations: int  # linear warm-up before the schedule
+    poly_power: float  # "poly" schedule
+    loss: str  # "dice_ce" (softmax output) | "dice_focal" (sigmoid_per_label output) (training/losses.py)
+    loss_weights: list[float]  # (ce or focal, dice)
+    focal_alpha: float  # "dice_focal" loss
+    focal_gamma: float  # "dice_focal" loss
+    lora_rank: int  # LoRA adapters (samed, loramednet)
+    head_width: int  # CNN head adapters (cnnhead, loramednet): widths start here
+    cache_embeddings: bool  # frozen encoder: run it once per slice and reuse
+    output: str  # "softmax": one mask per class incl. background | "sigmoid_per_label"
     reason: str = ""
 
 
@@ -116,7 +135,7 @@ class AugmentationPlan:
     contrast: float = 0.25
     gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
     noise_std: float = 0.05
-    mirror_axes: list[int] = field(default_factory=lambda: [0, 1])  # in-plane axes (H, W)
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1])  # in-plane axes (H, W); also test-time mirroring
     reason: str = ""
 
 
@@ -128,7 +147,7 @@ class TrainingPlan:
     validate_every: int  # epochs between full-3D validations
     foreground_oversample: float  # share of each batch forced to contain foreground
     num_workers: int
-    device: str  # "cpu" | "cuda" | "mps"
+    device: str  # "auto" | "cpu" | "cuda" | "mps" (samunet_train --device overrides it)
     precision: str  # "bf16" | "fp16" | "fp32"
     seed: int = 12345
     time_budget_min: float | None = None  # wall time of one fold incl. validation, honoured by default; None: none
@@ -157,7 +176,6 @@ class Plans(VersionedRecord):
     dataset_name: str
     plans_name: str
     labels: dict[str, int | list[int]]  # name -> value (or list of values: a region), background included (nnU-Net v2)
-    channel_names: dict[str, str]  # "0" -> "CT" | "MRI" | "R" ...
     file_ending: str
     slicing: SlicingPlan
     crop: CropPlan
@@ -171,7 +189,6 @@ class Plans(VersionedRecord):
     cost: CostPlan | None = None  # None: plans made before the cost model
     fingerprint_sha256: str = ""  # of dataset_fingerprint.json the plans were made from
     schema_version: int = PLANS_SCHEMA_VERSION
-    edited_by_user: bool = False  # informational; set True by hand if you like
     regions_class_order: list[int] | None = None  # region datasets: the value each region writes (samunet.core.labels)
 
     SCHEMA_VERSION = PLANS_SCHEMA_VERSION
@@ -193,7 +210,7 @@ class Plans(VersionedRecord):
 
     def sha256(self) -> str:
         """Hash of the decisions that change what a model sees (checkpoints record it)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "cost", "edited_by_user")}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "cost")}
         if relevant.get("regions_class_order") is None:
             # plans without regions hash as before the field existed: their caches and checkpoints stay valid
             relevant.pop("regions_class_order", None)

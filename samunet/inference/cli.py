@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "probabilities in the original grid, for samunet_ensemble")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (about 4x faster)")
     p.add_argument("--no-postprocessing", action="store_true", help="ignore samunet_find_best's postprocessing")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto: cuda, else mps, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs already exist again")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: the plans' batch size)")
     p.add_argument("-npp", dest="num_preprocessing", type=int, default=1,
@@ -62,19 +62,10 @@ def parse_folds(values: list[str] | None) -> list[int | str] | None:
 
 
 def resolve_device(name: str | None):
-    import torch
+    """The one device rule of samunet (``samunet.modeling.runtime``), imported late so that --help stays fast."""
+    from samunet.modeling.runtime import resolve_device as resolve
 
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InvalidValueError(f"--device {name}: not a device (cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidValueError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidValueError(f"--device {name}: MPS is not available on this machine")
-    return device
+    return resolve(name, "--device")
 
 
 def check_inputs_readable(jobs: list[tuple[str, list[Path]]]) -> None:

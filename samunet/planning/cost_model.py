@@ -17,7 +17,6 @@ ones (a power law in the input side), which the plans' reason records.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -127,12 +126,12 @@ def cost_cache_path(preprocessed_root: Path) -> Path:
 
 
 def _autocast(device: str, precision: str):
+    """The autocast training will use (``samunet.modeling.runtime``), so the measured step is the trained one."""
     import torch
 
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device, dtype=dtype)
+    from samunet.modeling.runtime import precision_policy
+
+    return precision_policy(torch.device(device), precision).autocast()
 
 
 def _timed(fn, device: str, passes: int = TIMED_PASSES) -> float:

@@ -68,13 +68,10 @@ def detect_hardware(device: str | None = None) -> Hardware:
     """Auto-detect (CUDA, else Apple MPS, else CPU) unless ``device`` names one."""
     import torch
 
+    from samunet.modeling.runtime import auto_device
+
     if device is None:
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
+        device = auto_device().type
     ram = psutil.virtual_memory().available
     cpus = usable_cpu_count()
     if device == "cuda":

@@ -1,9 +1,10 @@
 """Model, adapter and training decisions of the planner (geometry and intensity: ``planner.py``).
 
 Hyper-parameters per adapter follow the papers (documentation/adapters.md lists them: S-SAM, Paranjape et al.
-2024; SAMed, Zhang and Liu 2023; CNN head, Hu, Xu and Shi 2023; LoRaMedNet, Li and Rajpurkar 2024); the batch size and run length follow
-the hardware found (``hardware.py``); the run length and validation rhythm are decided with the input size
-inside the time budget (``budget.py``). documentation/planning.md states every rule.
+2024; SAMed, Zhang and Liu 2023; CNN head, Hu, Xu and Shi 2023; LoRaMedNet, Li and Rajpurkar 2024), in one table:
+``samunet.core.adapter_defaults``; the batch size and run length follow the hardware found (``hardware.py``); the
+run length and validation rhythm are decided with the input size inside the time budget (``budget.py``).
+documentation/planning.md states every rule.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 
 from samunet.planning.hardware import VIT_BACKBONES, Hardware, batch_size_for_memory
 from samunet.core.names import BACKBONE_NAMES
-from samunet.core.plans import AdapterConfig, AugmentationPlan
+from samunet.core.plans import AugmentationPlan
 
 # the input side each backbone's pretrained weights expect (the tiny test model: its pretrain size)
 NATIVE_INPUT = {"vit_b": 1024, "vit_l": 1024, "vit_h": 1024, "medsam_vit_b": 1024, "litemedsam": 256, "tiny": 128}
@@ -87,41 +88,6 @@ def choose_adapter(hw: Hardware, num_training_cases: int) -> tuple[str, str]:
         return "loramednet", (f"{num_training_cases} training cases (< {FEW_CASES}): LoRA + CNN head, the adapter "
                               "reported strongest with 5 labelled volumes (LoRaMedNet, ACDC)")
     return "samed", f"{hw.device} and {num_training_cases} cases: LoRA on q/v + decoder (SAMed), the proven default"
-
-
-def adapter_configs() -> dict[str, AdapterConfig]:
-    """Per-adapter hyper-parameters from each adapter's paper (named in its reason). AdamW with weight decay 0 is
-    Adam."""
-    return {
-        "ssam": AdapterConfig(
-            optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, lr_schedule="constant", loss="dice_focal",
-            loss_weights=[0.5, 0.5], focal_alpha=0.75, focal_gamma=3.0, output="sigmoid_per_label",
-            reason="S-SAM: Dice + focal (alpha 0.75, gamma 3, on logits), AdamW lr 1e-4, weight decay 1e-2, "
-                   "one sigmoid mask per label"),
-        "samed": AdapterConfig(
-            optimizer="adamw", learning_rate=0.005, weight_decay=0.1, lr_schedule="poly", warmup_iterations=250,
-            poly_power=0.9, loss="dice_ce", loss_weights=[0.2, 0.8], lora_rank=4, output="softmax",
-            reason="SAMed: 0.2 CE + 0.8 Dice, AdamW lr 0.005, weight decay 0.1, 250 warm-up iterations then "
-                   "poly 0.9, LoRA rank 4 on q and v"),
-        "loramednet": AdapterConfig(
-            optimizer="adamw", learning_rate=5e-4, weight_decay=1e-2, lr_schedule="poly", loss="dice_ce",
-            loss_weights=[0.5, 0.5], lora_rank=4, head_width=256, output="softmax",
-            reason="LoRaMedNet: LoRA rank 4 on the encoder + CNN head, CE + Dice, AdamW lr 5e-4"),
-        "cnnhead": AdapterConfig(
-            optimizer="adamw", learning_rate=5e-4, weight_decay=0.0, lr_schedule="poly", loss="dice_ce",
-            loss_weights=[0.5, 0.5], head_width=256, cache_embeddings=True, output="softmax",
-            reason="Hu et al.: frozen encoder + CNN head, CE + Dice, Adam lr 5e-4 (AdamW, weight decay 0), "
-                   "cached embeddings"),
-        "decoder": AdapterConfig(
-            optimizer="adamw", learning_rate=5e-4, weight_decay=1e-2, lr_schedule="poly", loss="dice_ce",
-            loss_weights=[0.5, 0.5], cache_embeddings=True, output="softmax",
-            reason="frozen encoder, mask decoder trained: CE + Dice, AdamW lr 5e-4 (the head starts from "
-                   "re-initialised class tokens; 1e-4 learned too slowly in a 30-min CPU run), cached embeddings"),
-        "full": AdapterConfig(
-            optimizer="adamw", learning_rate=1e-5, weight_decay=1e-2, lr_schedule="poly", loss="dice_ce",
-            loss_weights=[0.5, 0.5], output="softmax",
-            reason="everything trained: AdamW lr 1e-5 so the pretrained encoder is not wiped out"),
-    }
 
 
 def augmentation_plan(two_d: bool) -> AugmentationPlan:

@@ -15,9 +15,10 @@ from samunet.planning.hardware import Hardware, detect_hardware
 from samunet.planning.budget import SliceCounts, decide, structure_threshold_px
 from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
-                                            TRAINING_BUDGET_S, adapter_configs, augmentation_plan, batch_size,
+                                            TRAINING_BUDGET_S, augmentation_plan, batch_size,
                                             choose_adapter, choose_backbone, choose_input_size, device_class,
                                             loader_workers, uses_global_attention)
+from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
 from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
@@ -104,7 +105,7 @@ def plan_crop(fp: DatasetFingerprint, transpose: list[int], target_hw: list[floa
                   f"{margin} px on each side, rounded up to a multiple of {PATCH_MULTIPLE}, at most {MAX_PATCH_SIDE}")
     patch = [max(PATCH_MULTIPLE, p) for p in patch]
     reduction = fp.mean_crop_volume_reduction
-    return CropPlan(crop_to_nonzero=True, patch_size=patch, margin=margin,
+    return CropPlan(crop_to_nonzero=True, patch_size=patch,
                     reason=f"crop to the nonzero box (removes {100 * reduction:.0f}% of voxels on average); patch: {reason}")
 
 
@@ -217,8 +218,8 @@ def smallest_structure_px(fp: DatasetFingerprint, transpose: list[int], target_h
 def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | None = None,
          hardware: Hardware | None = None, plans_name: str = DEFAULT_PLANS_NAME,
          cost_model: Callable[..., Callable[[int], MeasuredCost]] | None = None) -> Plans:
-    """Plans for ``fingerprint``; ``dataset_info`` (samunet.dataset.dataset_json.DatasetInfo) overrides the labels,
-    channel names and file ending recorded in the fingerprint.
+    """Plans for ``fingerprint``; ``dataset_info`` (samunet.dataset.dataset_json.DatasetInfo) overrides the labels
+    and file ending recorded in the fingerprint.
 
     ``cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention)`` gives the
     per-slice cost at an input side (``cost_model.MeasuredCosts`` measures on this machine); None: the fixed
@@ -227,7 +228,6 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     hw = hardware or detect_hardware()
     labels = dict(dataset_info.labels) if dataset_info is not None else dict(fp.labels)
     regions_class_order = dataset_info.regions_class_order if dataset_info is not None else fp.regions_class_order
-    channel_names = dict(dataset_info.channel_names) if dataset_info is not None else dict(fp.channel_names)
     file_ending = dataset_info.file_ending if dataset_info is not None else fp.file_ending
 
     axis, axis_reason = choose_slicing_axis(fp)
@@ -238,7 +238,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         f"in-plane: the median spacing {tuple(round(t, 4) for t in target[1:])}; through-plane kept as is "
         "(slices are never interpolated)"))
     mode, background_fraction, mode_reason = plan_slicing_mode(fp, axis)
-    slicing = SlicingPlan(axis=axis, transpose=transpose, mode=mode, background_fraction=background_fraction,
+    slicing = SlicingPlan(transpose=transpose, mode=mode, background_fraction=background_fraction,
                           reason=f"{axis_reason}; mode: {mode_reason}")
     crop = plan_crop(fp, transpose, target[1:])
 
@@ -251,7 +251,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
                           "; global attention in every block (S-SAM layout): SAM's 14-token windows would pad "
                           "the small token grid" if global_attention else ""),
                       adapter_reason=adapter_reason)
-    adapters = adapter_configs()
+    adapters = default_adapter_configs()
     if LabelScheme(labels, regions_class_order).has_regions:
         use_region_outputs(adapters)
     packing = plan_packing(fp, target)
@@ -261,7 +261,6 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         dataset_name=fp.dataset_name,
         plans_name=plans_name,
         labels=labels,
-        channel_names=channel_names,
         file_ending=file_ending,
         slicing=slicing,
         crop=crop,

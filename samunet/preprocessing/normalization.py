@@ -55,13 +55,15 @@ def normalize_channel(channel: np.ndarray, scheme: ChannelNormalization,
 
 def normalize_image(image: np.ndarray, schemes: list[ChannelNormalization],
                     nonzero_mask: np.ndarray | None = None) -> tuple[np.ndarray, list[float], list[float]]:
-    """Normalise every channel of ``image`` (C, ...); returns the image and the per-channel mean/std used."""
-    if len(schemes) != image.shape[0]:
-        raise NormalizationError(f"the plans normalise {len(schemes)} channel(s) but the image has {image.shape[0]}")
+    """Normalise every channel of ``image`` (C, ...) with the scheme whose ``channel`` names it; returns the image
+    and the per-channel mean/std used."""
+    channels = sorted(int(s.channel) for s in schemes)
+    if channels != list(range(image.shape[0])):
+        raise NormalizationError(f"the plans normalise channel(s) {channels} but the image has {image.shape[0]} "
+                                 f"channel(s) (0-{image.shape[0] - 1})")
     out = np.empty(image.shape, dtype=np.float32)
-    means, stds = [], []
-    for c, scheme in enumerate(schemes):
-        out[c], mean, std = normalize_channel(image[c], scheme, nonzero_mask)
-        means.append(mean)
-        stds.append(std)
+    means, stds = [0.0] * len(schemes), [1.0] * len(schemes)
+    for scheme in schemes:
+        c = int(scheme.channel)
+        out[c], means[c], stds[c] = normalize_channel(image[c], scheme, nonzero_mask)
     return out, means, stds

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="base learning rate of the adapter")
     p.add_argument("--backbone", help=f"override the planned backbone ({', '.join(BACKBONE_NAMES)})")
     p.add_argument("--checkpoint", help="base weights file for the backbone (default: looked up by backbone name)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the plans' training.device)")
     p.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest")
     p.add_argument("--val-only", action="store_true", help="only re-run the final validation of checkpoint_final")
     p.add_argument("--num-gpus", type=int, default=1, help="N > 1: launch N DDP processes through torchrun")

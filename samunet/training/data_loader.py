@@ -7,7 +7,7 @@ batches an uninterrupted one would, and each DDP rank draws different data. Batc
 the cache is memory-mapped, so a worker reads only the slices it uses.
 
 Intensity handling matches ``samunet.inference.volume_predictor`` exactly: the packed slice is padded with
-zeros (normalised space) symmetrically up to the patch size, then scaled to [0, 1] as a whole slice.
+zeros (normalised space) symmetrically up to the patch size (``inference.padding``), then scaled to [0, 1] as a whole slice.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from samunet.core.plans import Plans
+from samunet.inference.padding import pad_in_plane
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
 from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler
 
@@ -46,19 +47,6 @@ def forced_count(batch_size: int, share: float, rng: np.random.Generator) -> int
     expected = batch_size * share
     whole = int(math.floor(expected))
     return min(batch_size, whole + int(rng.random() < expected - whole))
-
-
-def _pad_to_patch(image: np.ndarray, seg: np.ndarray, patch: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric zero padding up to the patch size (the predictor pads the same way)."""
-    h, w = seg.shape
-    pads = []
-    for size, p in ((h, patch[0]), (w, patch[1])):
-        extra = max(p - size, 0)
-        pads.append((extra // 2, extra - extra // 2))
-    if pads == [(0, 0), (0, 0)]:
-        return image, seg
-    return (np.pad(image, [(0, 0), pads[0], pads[1]], mode="constant", constant_values=0),
-            np.pad(seg, [pads[0], pads[1]], mode="constant", constant_values=0))
 
 
 def _crop_window(array: np.ndarray, center: tuple[int, int], window: tuple[int, int]) -> np.ndarray:
@@ -141,7 +129,8 @@ class TrainingBatches(Dataset):
 
         image, seg = self._open(choice.case)
         packed = np.asarray(pack_slices(image, [choice.slice], self.spec.plans))[0]
-        packed, seg_slice = _pad_to_patch(packed, np.asarray(seg[choice.slice]), self.patch)
+        packed, _ = pad_in_plane(packed, self.patch)
+        seg_slice, _ = pad_in_plane(np.asarray(seg[choice.slice]), self.patch)
         unit = to_unit_range(torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None])[0]
         return np.asarray(unit, dtype=np.float32), self.lut[seg_slice]
 

@@ -11,7 +11,6 @@ but not kept.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 
@@ -20,6 +19,7 @@ import psutil
 import torch
 from torch import nn
 
+from samunet.modeling.runtime import PrecisionPolicy
 from samunet.utils.logs import get_logger
 
 log = get_logger()
@@ -33,27 +33,22 @@ def default_cache_bytes() -> int:
 
 class EmbeddingCache:
     def __init__(self, adapter: nn.Module, device: torch.device, max_bytes: int | None = None,
-                 autocast_dtype: torch.dtype | None = None):
+                 policy: PrecisionPolicy | None = None):
         self.adapter, self.device = adapter, device
         self.max_bytes = default_cache_bytes() if max_bytes is None else int(max_bytes)
-        self.autocast_dtype = autocast_dtype
+        self.policy = policy or PrecisionPolicy(device.type, None, False)
         self.store: dict[bytes, torch.Tensor] = {}
         self.bytes = 0
         self.hits = self.misses = 0
         self.encode_seconds = 0.0
         self._warned_full = False
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     @torch.no_grad()
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         was_training = self.adapter.training
         self.adapter.eval()  # the frozen encoder behaves as at inference (it has no dropout; BN stays frozen)
         try:
-            with self._autocast():
+            with self.policy.autocast():
                 return self.adapter.encode(images.to(self.device)).float()
         finally:
             self.adapter.train(was_training)

@@ -1,14 +1,17 @@
-"""Segmentation losses on logits, chosen by the adapter's output kind.
+"""Segmentation losses on logits, chosen by name from the plans (``adapters.<name>.loss``) through ``LOSSES``.
 
-- ``sigmoid_per_label`` (S-SAM): one binary mask per foreground label; soft Dice + focal loss (alpha 0.75,
+- ``dice_focal``, ``sigmoid_per_label`` outputs (S-SAM): one binary mask per foreground label; soft Dice + focal loss (alpha 0.75,
   gamma 3). The focal term is computed from the logits (``binary_cross_entropy_with_logits``): the
   reference applies BCE to already-sigmoided outputs, which is numerically poor and not what the paper says.
-- ``softmax``: weighted cross-entropy + soft Dice over the foreground classes (nnU-Net style batch Dice).
+- ``dice_ce``, ``softmax`` outputs: weighted cross-entropy + soft Dice over the foreground classes (nnU-Net style
+  batch Dice).
 
 - regions (``loss: dice_bce``, planned for region datasets): one sigmoid per region, binary cross-entropy +
   soft Dice over every region (nnU-Net's DC_and_BCE_loss); targets are the union of each region's values.
 
-The ignore label (``samunet.core.labels``) contributes nothing: its pixels are left out of every term.
+The ignore label (``samunet.core.labels``) contributes nothing: its pixels (``seg`` holds the scheme's
+``ignore_target`` there) are left out of every term. A new loss is one ``register_loss`` call naming the output
+kinds it can train; its builder gets the adapter's config and the plans.
 All arithmetic is done in float32 even under autocast: Dice sums and log-probabilities lose too much in bf16.
 """
 from __future__ import annotations
@@ -17,8 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samunet.core.labels import LabelScheme
-from samunet.core.plans import AdapterConfig
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from samunet.core.labels import REGION_LOSS
+from samunet.core.plans import AdapterConfig, Plans, PlansError, named_choice
 
 SMOOTH = 1e-5
 
@@ -132,19 +138,56 @@ class DiceCELoss(nn.Module):
         return self.ce_weight * ce + self.dice_weight * dice
 
 
-def build_loss(config: AdapterConfig, output_kind: str, scheme: LabelScheme) -> nn.Module:
-    """The loss for an adapter: its output kind (and regions) decide the family, the plans' AdapterConfig the
-    weights, ``scheme`` the targets of each output channel and the ignored pixels."""
+@dataclass(frozen=True)
+class LossEntry:
+    build: Callable[[AdapterConfig, Plans], nn.Module]
+    outputs: tuple[str, ...]  # adapter output kinds (``adapters.<name>.output``) this loss can train
+
+
+LOSSES: dict[str, LossEntry] = {}
+
+
+def register_loss(name: str, outputs: tuple[str, ...]):
+    """Decorator: ``@register_loss("dice_ce", ("softmax",))`` over ``build(config, plans) -> nn.Module``."""
+    def register(build: Callable[[AdapterConfig, Plans], nn.Module]):
+        LOSSES[name] = LossEntry(build, tuple(outputs))
+        return build
+    return register
+
+
+def _two_weights(config: AdapterConfig) -> tuple[float, float]:
     if len(config.loss_weights) != 2:
-        raise ValueError(f"loss_weights must be [ce_or_focal, dice], got {config.loss_weights}")
-    first, dice = config.loss_weights
-    ignore = scheme.ignore_target
-    if scheme.has_regions:
-        if output_kind != "sigmoid_per_label":
-            raise ValueError(f"regions need sigmoid outputs, the adapter has '{output_kind}'")
-        return DiceBCELoss(first, dice, scheme.target_regions(), ignore)
-    if output_kind == "sigmoid_per_label":
-        return DiceFocalLoss(first, dice, config.focal_alpha, config.focal_gamma, scheme.target_regions(), ignore)
-    if output_kind == "softmax":
-        return DiceCELoss(first, dice, ignore)
-    raise ValueError(f"unknown adapter output kind {output_kind!r} (expected 'softmax' or 'sigmoid_per_label')")
+        raise PlansError(f"loss_weights must be [ce_or_focal_or_bce, dice], got {config.loss_weights}")
+    return float(config.loss_weights[0]), float(config.loss_weights[1])
+
+
+@register_loss("dice_ce", ("softmax",))
+def _dice_ce(config: AdapterConfig, plans: Plans) -> nn.Module:
+    return DiceCELoss(*_two_weights(config), plans.label_scheme.ignore_target)
+
+
+@register_loss("dice_focal", ("sigmoid_per_label",))
+def _dice_focal(config: AdapterConfig, plans: Plans) -> nn.Module:
+    scheme = plans.label_scheme
+    return DiceFocalLoss(*_two_weights(config), config.focal_alpha, config.focal_gamma, scheme.target_regions(),
+                         scheme.ignore_target)
+
+
+@register_loss(REGION_LOSS, ("sigmoid_per_label",))
+def _dice_bce(config: AdapterConfig, plans: Plans) -> nn.Module:
+    scheme = plans.label_scheme
+    return DiceBCELoss(*_two_weights(config), scheme.target_regions(), scheme.ignore_target)
+
+
+def build_loss(plans: Plans, adapter: str) -> nn.Module:
+    """The loss named by ``adapters.<adapter>.loss``, checked against the adapter's output kind."""
+    config = plans.adapter_config(adapter)
+    entry = named_choice(LOSSES, config.loss, f"adapters.{adapter}.loss")
+    if config.output not in entry.outputs:
+        raise PlansError(f"adapters.{adapter}.loss {config.loss!r} trains {' or '.join(entry.outputs)} outputs, but "
+                         f"adapters.{adapter}.output is {config.output!r}; choose a loss for it "
+                         f"({', '.join(n for n, e in sorted(LOSSES.items()) if config.output in e.outputs)})")
+    try:
+        return entry.build(config, plans)
+    except PlansError as e:  # a builder names the field within the adapter's entry
+        raise PlansError(f"adapters.{adapter}.{e}") from None

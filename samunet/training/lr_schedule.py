@@ -1,34 +1,45 @@
-"""Learning rate: linear warm-up, then poly decay (nnU-Net, SAMed) or constant; plus the optimizer.
+"""Learning rate: linear warm-up, then the schedule named by ``adapters.<name>.lr_schedule`` (``LR_SCHEDULES``).
 
-Without a time limit the schedule is a pure function of the iteration, so resuming only needs the iteration
-count, and a ``--continue`` that extends ``--epochs`` simply stretches the decay over the new total. With
-``--time-limit-min`` the decay also follows the clock (``time_budget``).
+A schedule maps the decay progress in [0, 1] to a multiplier of the base learning rate. Without a time limit
+the progress is a pure function of the iteration, so resuming only needs the iteration count, and a
+``--continue`` that extends ``--epochs`` simply stretches the decay over the new total.
+
+``--time-limit-min`` (``TimeBudget``): a run cut at 30 minutes with the learning rate still high ends on a noisy
+model, and the number of steps that fit is hard to predict: epochs get faster as an embedding cache fills, and
+validations take minutes on a CPU. So with a limit the decay follows whichever runs out first, the planned
+iterations or the time: its progress is ``max(iteration / planned iterations, elapsed / limit)``. The learning
+rate then falls smoothly and reaches zero when the time is up, where training stops (mid-epoch if need be) and
+goes to the final checkpoint and validation. The clock starts when this process starts training, also after
+``--continue``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable
 
 import torch
 
-from samunet.core.plans import AdapterConfig
+from samunet.core.plans import AdapterConfig, named_choice
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+# progress in [0, 1], the adapter's config -> multiplier of the base learning rate
+LR_SCHEDULES: dict[str, Callable[[float, AdapterConfig], float]] = {
+    "poly": lambda progress, c: (1 - progress) ** c.poly_power,  # nnU-Net, SAMed
+    "constant": lambda progress, c: 1.0,
+}
 
 
-def learning_rate_at(iteration: int, base_lr: float, total_iterations: int, warmup_iterations: int = 0,
-                     schedule: str = "poly", power: float = 0.9, time_fraction: float = 0.0) -> float:
-    """Learning rate for 0-based ``iteration``: linear warm-up from base_lr / warmup to base_lr, then decay.
-
-    ``time_fraction``: share of a time limit already used (``time_budget``); the decay is at least that far."""
-    if warmup_iterations > 0 and iteration < warmup_iterations:
-        return base_lr * (iteration + 1) / warmup_iterations
-    if schedule == "constant":
-        return base_lr
-    if schedule != "poly":
-        raise ValueError(f"unknown lr_schedule {schedule!r} (expected 'poly' or 'constant')")
-    decay_span = max(1, total_iterations - warmup_iterations)
-    progress = min(1.0, max((iteration - warmup_iterations) / decay_span, time_fraction))
-    return base_lr * (1 - progress) ** power
+def learning_rate_at(iteration: int, config: AdapterConfig, total_iterations: int, time_fraction: float = 0.0,
+                     field_name: str = "lr_schedule") -> float:
+    """Learning rate for 0-based ``iteration``: linear warm-up from lr / warmup to ``config.learning_rate``, then
+    the schedule. ``time_fraction``: share of a time limit already used (``TimeBudget``); the decay is at least
+    that far. ``field_name`` names the plans field in the error for an unknown schedule."""
+    schedule = named_choice(LR_SCHEDULES, config.lr_schedule, field_name)
+    base_lr, warmup = config.learning_rate, config.warmup_iterations
+    if warmup > 0 and iteration < warmup:
+        return base_lr * (iteration + 1) / warmup
+    decay_span = max(1, total_iterations - warmup)
+    progress = min(1.0, max((iteration - warmup) / decay_span, time_fraction))
+    return base_lr * schedule(progress, config)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -36,16 +47,20 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: AdapterConfig, lr: float) -> torch.optim.Optimizer:
-    """AdamW / Adam / SGD (Nesterov, momentum 0.99 like nnU-Net) over the adapter's trainable parameters only."""
-    params = [p for p in parameters if p.requires_grad]
-    if not params:
-        raise ValueError("the adapter reports no trainable parameters")
-    name = config.optimizer.lower()
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+class TimeBudget:
+    def __init__(self, limit_minutes: float | None, start: float | None = None):
+        self.limit_s = None if limit_minutes is None else float(limit_minutes) * 60.0
+        self.start = time.monotonic() if start is None else start
+
+    @property
+    def limited(self) -> bool:
+        return self.limit_s is not None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def fraction_used(self) -> float:
+        """Share of the limit spent so far, in [0, 1] (0 without a limit)."""
+        if self.limit_s is None:
+            return 0.0
+        return min(1.0, self.elapsed() / max(self.limit_s, 1e-9))

@@ -4,6 +4,8 @@ Hyper-parameters come from the plans; command-line options override them for thi
 that change what the model is (backbone, base checkpoint) are written into the model folder's
 ``plans.json`` copy, which prediction reads; that copy is shared by all folds, so a fold trained with
 different model-defining plans than its siblings is refused (their ensemble would be meaningless).
+Nothing is written into the results folder until the adapter is built (``write_model_folder_files``), so a
+start that fails (a wrong ``--backbone``, missing weights) leaves nothing that blocks the corrected command.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class TrainingOptions:
     lr: float | None = None
     backbone: str | None = None
     checkpoint: str | None = None
-    device: str = "auto"
+    device: str | None = None  # None: the plans' training.device
     resume: bool = False
     val_only: bool = False
     seed: int | None = None
@@ -101,6 +103,7 @@ def apply_overrides(plans: Plans, options: TrainingOptions) -> tuple[Plans, dict
     put(plans.training, "num_workers", "training.num_workers", options.num_workers)
     put(plans.training, "seed", "training.seed", options.seed)
     put(plans.training, "validate_every", "training.validate_every", options.validate_every)
+    put(plans.training, "device", "training.device", options.device)
     if options.backbone is not None and options.backbone not in BACKBONE_NAMES:
         raise SetupError(f"--backbone {options.backbone!r} is unknown; choose one of {', '.join(BACKBONE_NAMES)}")
     put(plans.model, "backbone", "model.backbone", options.backbone)
@@ -113,23 +116,30 @@ def apply_overrides(plans: Plans, options: TrainingOptions) -> tuple[Plans, dict
     return plans, overrides
 
 
-def _copy_model_folder_files(model_folder: Path, plans: Plans, dataset_json: Path) -> None:
-    """plans.json / dataset.json next to the folds (prediction reads them); refuse mismatching plans."""
-    plans_copy = model_folder / MODEL_PLANS_FILE
-    if plans_copy.is_file():
-        existing = Plans.load(plans_copy)
-        if existing.sha256() != plans.sha256():
-            raise SetupError(
-                f"{plans_copy} was written for other plans (other folds were trained with a different backbone, "
-                "checkpoint or preprocessing). Train every fold with the same plans, or delete that folder to start over")
-    else:
-        plans.save(plans_copy)
-    if dataset_json.is_file() and not (model_folder / DATASET_JSON_FILE).is_file():
-        copy_file(dataset_json, model_folder / DATASET_JSON_FILE)
+def check_model_folder(run: TrainingRun) -> None:
+    """Refuse a model folder whose ``plans.json`` was written for other plans (read-only)."""
+    plans_copy = run.model_folder / MODEL_PLANS_FILE
+    if plans_copy.is_file() and Plans.load(plans_copy).sha256() != run.plans.sha256():
+        raise SetupError(
+            f"{plans_copy} was written for other plans (other folds were trained with a different backbone, "
+            "checkpoint or preprocessing). Train every fold with the same plans, or delete that folder to start over")
 
 
-def prepare_run(options: TrainingOptions, write_files: bool = True) -> TrainingRun:
-    """Resolve the dataset, load plans, apply overrides, split folds, list cases, create folders."""
+def write_model_folder_files(run: TrainingRun) -> None:
+    """The fold folder, and plans.json / dataset.json next to the folds (prediction reads them)."""
+    check_model_folder(run)
+    run.fold_folder.mkdir(parents=True, exist_ok=True)
+    plans_copy = run.model_folder / MODEL_PLANS_FILE
+    if not plans_copy.is_file():
+        run.plans.save(plans_copy)
+    dataset_json = run.preprocessed_folder / DATASET_JSON_FILE
+    if dataset_json.is_file() and not (run.model_folder / DATASET_JSON_FILE).is_file():
+        copy_file(dataset_json, run.model_folder / DATASET_JSON_FILE)
+
+
+def load_plans(options: TrainingOptions) -> tuple[str, Path, Plans, dict[str, object]]:
+    """(dataset name, its preprocessed folder, the plans with the command line's overrides, the overrides);
+    reads only."""
     if options.adapter not in ADAPTER_NAMES:
         raise SetupError(f"adapter {options.adapter!r} is unknown; choose one of {', '.join(ADAPTER_NAMES)}")
     dataset_name = resolve_dataset_name(options.dataset)
@@ -138,18 +148,25 @@ def prepare_run(options: TrainingOptions, write_files: bool = True) -> TrainingR
     if not plans_path.is_file():
         raise SetupError(f"{plans_path}: no plans; run samunet_plan -d {options.dataset} first")
     plans, overrides = apply_overrides(Plans.load(plans_path), options)
+    if plans.dataset_name != dataset_name:
+        raise SetupError(f"{plans_path}: dataset_name is {plans.dataset_name!r}, but these plans sit in "
+                         f"{dataset_name}'s folder; plans are made per dataset: run samunet_plan -d {options.dataset}")
     plans.adapter_config(options.adapter)  # a clear error when the plans have no entry for it
+    return dataset_name, preprocessed, plans, overrides
+
+
+def prepare_run(options: TrainingOptions, write_splits: bool = True) -> TrainingRun:
+    """Resolve the dataset, load plans, apply overrides, split folds (writing the default splits when
+    ``write_splits``), list cases. Writes nothing into the results folder."""
+    dataset_name, preprocessed, plans, overrides = load_plans(options)
     cache = cache_folder(preprocessed, options.plans_name)
     case_ids = cached_case_ids(cache)
     if not case_ids:
         raise SetupError(f"{cache}: no preprocessed cases; run samunet_preprocess -d {options.dataset} -p {options.plans_name}")
-    splits = load_or_create_splits(preprocessed, case_ids) if options.fold != "all" else []
+    splits = load_or_create_splits(preprocessed, case_ids, write=write_splits) if options.fold != "all" else []
     train_cases, val_cases = fold_cases(splits, options.fold, case_ids)
     model_folder = results_root() / dataset_name / model_folder_name(options.adapter, options.plans_name)
     fold_path = fold_folder(model_folder, options.fold)
-    if write_files:
-        fold_path.mkdir(parents=True, exist_ok=True)
-        _copy_model_folder_files(model_folder, plans, preprocessed / DATASET_JSON_FILE)
     return TrainingRun(options, dataset_name, plans, overrides, preprocessed, cache, model_folder, fold_path,
                        train_cases, val_cases, seed=int(plans.training.seed))
 

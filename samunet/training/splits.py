@@ -60,8 +60,10 @@ def _validate(splits: object, case_ids: set[str], path: Path) -> list[dict[str, 
     return splits
 
 
-def load_or_create_splits(preprocessed_dataset_folder: Path, case_ids: list[str]) -> list[dict[str, list[str]]]:
-    """Read ``splits_final.json``, writing nnU-Net's default folds first when it does not exist.
+def load_or_create_splits(preprocessed_dataset_folder: Path, case_ids: list[str],
+                          write: bool = True) -> list[dict[str, list[str]]]:
+    """Read ``splits_final.json``, writing nnU-Net's default folds first when it does not exist (``write``;
+    otherwise they are only computed, e.g. on DDP ranks other than 0, which compute the same folds).
 
     An existing file is never rewritten: a user who edited it (or copied nnU-Net's) keeps those folds.
     """
@@ -74,6 +76,8 @@ def load_or_create_splits(preprocessed_dataset_folder: Path, case_ids: list[str]
         log.info("Using the existing folds in %s", path)
         return _validate(splits, set(case_ids), path)
     splits = make_folds(case_ids)
+    if not write:
+        return splits
     write_json(splits, path)
     log.info("Wrote %d folds over %d cases to %s", len(splits), len(case_ids), path)
     return splits

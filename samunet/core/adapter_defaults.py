@@ -1,0 +1,53 @@
+"""Per-adapter default hyper-parameters: the one table the planner writes into the plans and tests build from.
+
+Values follow each adapter's paper; ``reason`` cites where they come from. AdamW with weight decay 0 is Adam.
+"""
+from __future__ import annotations
+
+import copy
+
+from samunet.core.names import ADAPTER_NAMES
+from samunet.core.plans import AdapterConfig, PlansError
+
+# shared by every adapter unless its row below says otherwise
+_COMMON = dict(optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, betas=[0.9, 0.999], lr_schedule="poly",
+               warmup_iterations=0, poly_power=0.9, loss="dice_ce", loss_weights=[0.5, 0.5], focal_alpha=0.75,
+               focal_gamma=3.0, lora_rank=4, head_width=256, cache_embeddings=False, output="softmax")
+
+ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
+    "ssam": AdapterConfig(**{**_COMMON, "lr_schedule": "constant", "loss": "dice_focal", "output": "sigmoid_per_label"},
+        reason="S-SAM: Dice + focal (alpha 0.75, gamma 3, on logits), AdamW lr 1e-4, weight decay 1e-2, "
+               "one sigmoid mask per label"),
+    "samed": AdapterConfig(**{**_COMMON, "learning_rate": 0.005, "weight_decay": 0.1, "warmup_iterations": 250,
+                              "loss_weights": [0.2, 0.8]},
+        reason="SAMed: 0.2 CE + 0.8 Dice, AdamW lr 0.005, weight decay 0.1, 250 warm-up iterations then "
+               "poly 0.9, LoRA rank 4 on q and v"),
+    "loramednet": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4},
+        reason="LoRaMedNet: LoRA rank 4 on the encoder + CNN head, CE + Dice, AdamW lr 5e-4"),
+    "cnnhead": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4, "weight_decay": 0.0, "cache_embeddings": True},
+        reason="Hu et al.: frozen encoder + CNN head, CE + Dice, Adam lr 5e-4 (AdamW, weight decay 0), "
+               "cached embeddings"),
+    "decoder": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4, "cache_embeddings": True},
+        reason="frozen encoder, mask decoder trained: CE + Dice, AdamW lr 5e-4 (the head starts from "
+               "re-initialised class tokens; 1e-4 learned too slowly in a 30-min CPU run), cached embeddings"),
+    "full": AdapterConfig(**{**_COMMON, "learning_rate": 1e-5},
+        reason="everything trained: AdamW lr 1e-5 so the pretrained encoder is not wiped out"),
+}
+assert set(ADAPTER_DEFAULTS) == set(ADAPTER_NAMES), "every adapter needs a defaults row"
+
+
+def default_adapter_config(name: str, **changes) -> AdapterConfig:
+    """A fresh copy of ``name``'s defaults, with ``changes`` applied (e.g. ``head_width=32`` in tests)."""
+    if name not in ADAPTER_DEFAULTS:
+        raise PlansError(f"adapter '{name}' is unknown; known: {', '.join(ADAPTER_NAMES)}")
+    config = copy.deepcopy(ADAPTER_DEFAULTS[name])
+    for key, value in changes.items():
+        if not hasattr(config, key):
+            raise TypeError(f"AdapterConfig has no field {key!r}")
+        setattr(config, key, value)
+    return config
+
+
+def default_adapter_configs() -> dict[str, AdapterConfig]:
+    """Every adapter's defaults (what ``samunet_plan`` writes into ``plans.adapters``)."""
+    return {name: default_adapter_config(name) for name in ADAPTER_NAMES}
