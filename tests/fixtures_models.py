@@ -43,9 +43,9 @@ def make_tiny_plans(num_classes: int = 3, input_size: int = 64, adapter: str = "
                                     Plans, ResamplingPlan, SlicingPlan, TrainingPlan)
 
     labels = {"background": 0, **{f"label{i}": i for i in range(1, num_classes)}}
-    adapters = {name: default_adapter_config(name, head_width=32, lora_rank=2) for name in
-                ("samed", "loramednet", "cnnhead", "decoder", "full")}
-    adapters["ssam"] = default_adapter_config("ssam")
+    small = {"samed": dict(lora_rank=2), "loramednet": dict(lora_rank=2, head_width=32), "cnnhead": dict(head_width=32)}
+    adapters = {name: default_adapter_config(name, **small.get(name, {})) for name in
+                ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")}
     return Plans(
         dataset_name="Dataset999_Tiny", plans_name="samunetPlans", labels=labels, file_ending=".nii.gz",
         slicing=SlicingPlan(transpose=[0, 1, 2], mode="all", background_fraction=1.0),

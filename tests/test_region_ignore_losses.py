@@ -18,7 +18,9 @@ def _build(labels: dict, order: list[int] | None, output: str, loss: str, weight
     """The loss ``build_loss`` makes from plans with these labels and one adapter entry."""
     plans = make_tiny_plans()
     plans.labels, plans.regions_class_order = dict(labels), order
-    plans.adapters["samed"] = default_adapter_config("samed", output=output, loss=loss, loss_weights=list(weights))
+    focal = {"focal_alpha": 0.75, "focal_gamma": 3.0} if loss == "dice_focal" else {}  # read by dice_focal only
+    plans.adapters["samed"] = default_adapter_config("samed", output=output, loss=loss, loss_weights=list(weights),
+                                                     **focal)
     return build_loss(plans, "samed")
 
 

@@ -73,8 +73,9 @@ def test_build_loss_follows_the_plans_loss_name_and_checks_the_output(tiny_plans
 
 
 def _schedule(**changes):
-    return default_adapter_config("samed", **{"learning_rate": 1.0, "warmup_iterations": 0, "poly_power": 0.9,
-                                              **changes})
+    poly = changes.get("lr_schedule", "poly") == "poly"  # poly_power is null for the other schedules
+    return default_adapter_config("samed", **{"learning_rate": 1.0, "warmup_iterations": 0,
+                                              "poly_power": 0.9 if poly else None, **changes})
 
 
 def test_lr_warmup_then_poly():
@@ -84,7 +85,7 @@ def test_lr_warmup_then_poly():
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.05
     assert learning_rate_at(50, _schedule(learning_rate=0.5, lr_schedule="constant"), 100) == 0.5
     with pytest.raises(PlansError, match=r"^adapters.samed.lr_schedule 'cosine' is unknown; known: constant, poly$"):
-        learning_rate_at(0, _schedule(lr_schedule="cosine"), 10, field_name="adapters.samed.lr_schedule")
+        learning_rate_at(0, _schedule(lr_schedule="cosine"), 10, where="adapters.samed")
 
 
 def test_optimizer_only_over_trainable_parameters():
@@ -143,3 +144,25 @@ def test_a_registered_loss_is_chosen_by_its_name_in_the_plans(tiny_plans):
         assert isinstance(loss, DiceCELoss) and (loss.ce_weight, loss.dice_weight) == (1.0, 0.0)
     finally:
         del LOSSES["test_ce_only"]
+
+
+def test_a_value_nothing_reads_is_refused_and_a_value_needed_must_be_set(tiny_plans):
+    """Fields that only some adapters, losses or schedules read are null elsewhere: no edit is silently ignored."""
+    from samunet.adapters import build_adapter
+
+    plans = tiny_plans()
+    plans.adapters["samed"].focal_alpha = 0.5  # the dice_ce loss has no focal term
+    with pytest.raises(PlansError, match=r"^adapters.samed.focal_alpha is 0.5, but loss 'dice_ce' does not use it; "
+                                         r"set it to null$"):
+        build_loss(plans, "samed")
+    plans.adapters["ssam"].focal_gamma = None
+    with pytest.raises(PlansError, match=r"^adapters.ssam.focal_gamma is null, but loss 'dice_focal' needs it$"):
+        build_loss(plans, "ssam")
+    with pytest.raises(PlansError, match=r"^adapters.samed.poly_power is 0.9, but lr_schedule 'constant' does not"):
+        learning_rate_at(0, _schedule(lr_schedule="constant", poly_power=0.9), 10, where="adapters.samed")
+    plans.adapters["decoder"].lora_rank = 8  # the decoder adapter has no LoRA layers
+    with pytest.raises(PlansError, match=r"^adapters.decoder.lora_rank is 8, but the decoder adapter does not use it"):
+        build_adapter("decoder", plans, pretrained=False)
+    plans.adapters["loramednet"].head_width = None
+    with pytest.raises(PlansError, match=r"^adapters.loramednet.head_width is null, but the loramednet adapter needs it"):
+        build_adapter("loramednet", plans, pretrained=False)

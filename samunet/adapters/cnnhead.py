@@ -10,6 +10,7 @@ from samunet.adapters.cnn_head import CNNHead
 
 class CnnHeadAdapter(Adapter):
     name = "cnnhead"
+    config_fields = ("head_width",)  # AdapterConfig fields this part reads (registry.adapter_config_fields)
 
     def __init__(self, sam, num_classes: int, in_channels: int, config) -> None:
         super().__init__(sam, num_classes, in_channels, config, config.output)

@@ -81,6 +81,8 @@ class LoRAQVEncoderMixin:
     """SAMed's encoder adaptation (LoRA on q and v of every block) for any adapter class that puts it in front of
     its own trainable parts (samed: the mask decoder; loramednet: the CNN head)."""
 
+    config_fields = ("lora_rank",)  # AdapterConfig fields this part reads (registry.adapter_config_fields)
+
     def _adapt_encoder(self) -> None:
         apply_lora_qv(self.sam.image_encoder, self.config.lora_rank)
         self.identity["lora_rank"] = self.config.lora_rank

@@ -11,7 +11,16 @@ from samunet.adapters.loramednet import LoRaMedNetAdapter
 from samunet.adapters.samed import SamedAdapter
 from samunet.adapters.ssam import SSamAdapter
 from samunet.core.adapter_defaults import default_adapter_config
-from samunet.core.plans import PlansError
+from samunet.core.plans import PlansError, check_optional_fields
+
+# AdapterConfig fields that only some adapters read (``config_fields`` of the classes that read them)
+STRUCTURE_FIELDS = ("lora_rank", "head_width")
+
+
+def adapter_config_fields(cls: type[Adapter]) -> set[str]:
+    """The structural AdapterConfig fields an adapter class reads (its bases' and mixins' included)."""
+    return {f for klass in cls.__mro__ for f in vars(klass).get("config_fields", ())}
+
 
 ADAPTER_CLASSES: dict[str, type[Adapter]] = {
     "ssam": SSamAdapter, "samed": SamedAdapter, "loramednet": LoRaMedNetAdapter,
@@ -31,6 +40,8 @@ def build_adapter_from_parts(name: str, sam, num_classes: int, config=None, inpu
     if config.output not in cls.supported_outputs:
         raise PlansError(f"adapters.{name}.output {config.output!r} is not supported by the {name} adapter; "
                          f"it supports {', '.join(cls.supported_outputs)}")
+    check_optional_fields(config, STRUCTURE_FIELDS, adapter_config_fields(cls), f"adapters.{name}",
+                          f"the {name} adapter")
     return cls(sam, num_classes, in_channels, config)
 
 
@@ -43,7 +54,6 @@ def build_adapter(name: str, plans, checkpoint: str | os.PathLike | None = None,
     ``checkpoint``: base weights overriding ``plans.model.checkpoint`` (default: looked up by backbone name).
     ``adapter_checkpoint``: trained adapter weights to load (verified against the plans and backbone).
     """
-    from samunet.core.plans import PlansError
     from samunet.modeling.build import build_sam
     from samunet.preprocessing.packing import packed_channel_count
 

@@ -9,22 +9,24 @@ import copy
 from samunet.core.names import ADAPTER_NAMES
 from samunet.core.plans import AdapterConfig, PlansError
 
-# shared by every adapter unless its row below says otherwise
+# shared by every adapter unless its row below says otherwise; null: not read by this adapter, loss or schedule
 _COMMON = dict(optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, betas=[0.9, 0.999], lr_schedule="poly",
-               warmup_iterations=0, poly_power=0.9, loss="dice_ce", loss_weights=[0.5, 0.5], focal_alpha=0.75,
-               focal_gamma=3.0, lora_rank=4, head_width=256, cache_embeddings=False, output="softmax")
+               warmup_iterations=0, poly_power=0.9, loss="dice_ce", loss_weights=[0.5, 0.5], focal_alpha=None,
+               focal_gamma=None, lora_rank=None, head_width=None, cache_embeddings=False, output="softmax")
 
 ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
-    "ssam": AdapterConfig(**{**_COMMON, "lr_schedule": "constant", "loss": "dice_focal", "output": "sigmoid_per_label"},
+    "ssam": AdapterConfig(**{**_COMMON, "lr_schedule": "constant", "poly_power": None, "loss": "dice_focal",
+                             "focal_alpha": 0.75, "focal_gamma": 3.0, "output": "sigmoid_per_label"},
         reason="S-SAM: Dice + focal (alpha 0.75, gamma 3, on logits), AdamW lr 1e-4, weight decay 1e-2, "
                "one sigmoid mask per label"),
     "samed": AdapterConfig(**{**_COMMON, "learning_rate": 0.005, "weight_decay": 0.1, "warmup_iterations": 250,
-                              "loss_weights": [0.2, 0.8]},
+                              "loss_weights": [0.2, 0.8], "lora_rank": 4},
         reason="SAMed: 0.2 CE + 0.8 Dice, AdamW lr 0.005, weight decay 0.1, 250 warm-up iterations then "
                "poly 0.9, LoRA rank 4 on q and v"),
-    "loramednet": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4},
+    "loramednet": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4, "lora_rank": 4, "head_width": 256},
         reason="LoRaMedNet: LoRA rank 4 on the encoder + CNN head, CE + Dice, AdamW lr 5e-4"),
-    "cnnhead": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4, "weight_decay": 0.0, "cache_embeddings": True},
+    "cnnhead": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4, "weight_decay": 0.0, "head_width": 256,
+                                "cache_embeddings": True},
         reason="Hu et al.: frozen encoder + CNN head, CE + Dice, Adam lr 5e-4 (AdamW, weight decay 0), "
                "cached embeddings"),
     "decoder": AdapterConfig(**{**_COMMON, "learning_rate": 5e-4, "cache_embeddings": True},

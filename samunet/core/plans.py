@@ -22,8 +22,9 @@ from samunet.core.records import VersionedRecord
 
 # 2: every field has one consumer; removed slicing.axis (= transpose[0]), crop.margin (folded into patch_size by
 # the planner), channel_names (normalization[i].name), edited_by_user; AdapterConfig defaults moved to
-# core/adapter_defaults.py
-PLANS_SCHEMA_VERSION = 2
+# core/adapter_defaults.py. 3: lora_rank, head_width, focal_alpha, focal_gamma and poly_power are null where the
+# adapter, loss or schedule does not read them (and refused when set there)
+PLANS_SCHEMA_VERSION = 3
 
 T = TypeVar("T")
 
@@ -41,6 +42,17 @@ def named_choice(table: Mapping[str, T], name: str, field_name: str) -> T:
     if name not in table:
         raise PlansError(f"{field_name} {name!r} is unknown; known: {', '.join(sorted(table))}")
     return table[name]
+
+
+def check_optional_fields(config, optional, used, where: str, reader: str) -> None:
+    """Fields in ``optional`` mean something only to some readers (an adapter, a loss, a schedule): they must be
+    set where ``reader`` reads them (``used``) and null where it does not, so no value in the plans is ignored."""
+    for name in optional:
+        value = getattr(config, name)
+        if name in used and value is None:
+            raise PlansError(f"{where}.{name} is null, but {reader} needs it")
+        if name not in used and value is not None:
+            raise PlansError(f"{where}.{name} is {value!r}, but {reader} does not use it; set it to null")
 
 
 @dataclass
@@ -114,14 +126,14 @@ class AdapterConfig:
     betas: list[float]  # adam / adamw
     lr_schedule: str  # "poly" | "constant" (training/lr_schedule.py)
     warmup_iterations: int  # linear warm-up before the schedule
-    poly_power: float  # "poly" schedule
+    poly_power: float | None  # "poly" schedule (null otherwise)
     loss: str  # "dice_ce" (softmax output) | "dice_focal" (sigmoid_per_label output) (training/losses.py)
     loss_weights: list[float]  # (ce or focal, dice)
-    focal_alpha: float  # "dice_focal" loss
-    focal_gamma: float  # "dice_focal" loss
-    lora_rank: int  # LoRA adapters (samed, loramednet)
-    head_width: int  # CNN head adapters (cnnhead, loramednet): widths start here
-    cache_embeddings: bool  # frozen encoder: run it once per slice and reuse
+    focal_alpha: float | None  # "dice_focal" loss (null otherwise)
+    focal_gamma: float | None  # "dice_focal" loss (null otherwise)
+    lora_rank: int | None  # LoRA adapters (samed, loramednet; null otherwise)
+    head_width: int | None  # CNN head adapters (cnnhead, loramednet; null otherwise): widths start here
+    cache_embeddings: bool  # frozen encoder (decoder, cnnhead): run it once per slice and reuse
     output: str  # "softmax": one mask per class incl. background | "sigmoid_per_label"
     reason: str = ""
 

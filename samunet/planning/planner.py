@@ -175,6 +175,7 @@ def use_region_outputs(adapters: dict) -> None:
     for config in adapters.values():
         config.output = "sigmoid_per_label"
         config.loss = REGION_LOSS
+        config.focal_alpha = config.focal_gamma = None  # read by dice_focal only
         config.reason = (config.reason + "; " if config.reason else "") + \
             "regions: one sigmoid per region, Dice + BCE loss (nnU-Net)"
 
@@ -213,6 +214,14 @@ def smallest_structure_px(fp: DatasetFingerprint, transpose: list[int], target_h
         elif summary.median_extent_mm:
             sides.append(min(summary.median_extent_mm[a] / t for a, t in zip(transpose[1:], target_hw)))
     return min(sides) if sides else None
+
+
+def no_cache_with_mixer(adapters: dict) -> None:
+    """A learned channel mixer trains in front of the encoder, so no adapter's embeddings stay fixed."""
+    for config in adapters.values():
+        if config.cache_embeddings:
+            config.cache_embeddings = False
+            config.reason += "; not cached: the learned channel mixer in front of the encoder trains"
 
 
 def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | None = None,
@@ -255,6 +264,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     if LabelScheme(labels, regions_class_order).has_regions:
         use_region_outputs(adapters)
     packing = plan_packing(fp, target)
+    if packing.mode == "mix":
+        no_cache_with_mixer(adapters)
     training, cost = fit_to_budget(fp, hw, model, slicing, crop, adapters[adapter].cache_embeddings, cost_model,
                                    len(labels), packing, target[1:])
     return Plans(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from samunet.core.labels import REGION_LOSS
-from samunet.core.plans import AdapterConfig, Plans, PlansError, named_choice
+from samunet.core.plans import AdapterConfig, Plans, PlansError, check_optional_fields, named_choice
 
 SMOOTH = 1e-5
 
@@ -142,15 +142,21 @@ class DiceCELoss(nn.Module):
 class LossEntry:
     build: Callable[[AdapterConfig, Plans], nn.Module]
     outputs: tuple[str, ...]  # adapter output kinds (``adapters.<name>.output``) this loss can train
+    fields: tuple[str, ...] = ()  # of LOSS_FIELDS, the ones this loss reads
+
+
+# AdapterConfig fields only some losses read: null for the others
+LOSS_FIELDS = ("focal_alpha", "focal_gamma")
 
 
 LOSSES: dict[str, LossEntry] = {}
 
 
-def register_loss(name: str, outputs: tuple[str, ...]):
-    """Decorator: ``@register_loss("dice_ce", ("softmax",))`` over ``build(config, plans) -> nn.Module``."""
+def register_loss(name: str, outputs: tuple[str, ...], fields: tuple[str, ...] = ()):
+    """Decorator: ``@register_loss("dice_ce", ("softmax",))`` over ``build(config, plans) -> nn.Module``;
+    ``fields``: the ``LOSS_FIELDS`` it reads."""
     def register(build: Callable[[AdapterConfig, Plans], nn.Module]):
-        LOSSES[name] = LossEntry(build, tuple(outputs))
+        LOSSES[name] = LossEntry(build, tuple(outputs), tuple(fields))
         return build
     return register
 
@@ -166,7 +172,7 @@ def _dice_ce(config: AdapterConfig, plans: Plans) -> nn.Module:
     return DiceCELoss(*_two_weights(config), plans.label_scheme.ignore_target)
 
 
-@register_loss("dice_focal", ("sigmoid_per_label",))
+@register_loss("dice_focal", ("sigmoid_per_label",), fields=("focal_alpha", "focal_gamma"))
 def _dice_focal(config: AdapterConfig, plans: Plans) -> nn.Module:
     scheme = plans.label_scheme
     return DiceFocalLoss(*_two_weights(config), config.focal_alpha, config.focal_gamma, scheme.target_regions(),
@@ -187,6 +193,7 @@ def build_loss(plans: Plans, adapter: str) -> nn.Module:
         raise PlansError(f"adapters.{adapter}.loss {config.loss!r} trains {' or '.join(entry.outputs)} outputs, but "
                          f"adapters.{adapter}.output is {config.output!r}; choose a loss for it "
                          f"({', '.join(n for n, e in sorted(LOSSES.items()) if config.output in e.outputs)})")
+    check_optional_fields(config, LOSS_FIELDS, entry.fields, f"adapters.{adapter}", f"loss {config.loss!r}")
     try:
         return entry.build(config, plans)
     except PlansError as e:  # a builder names the field within the adapter's entry

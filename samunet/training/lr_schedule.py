@@ -19,21 +19,25 @@ from collections.abc import Callable
 
 import torch
 
-from samunet.core.plans import AdapterConfig, named_choice
+from samunet.core.plans import AdapterConfig, check_optional_fields, named_choice
 
 # progress in [0, 1], the adapter's config -> multiplier of the base learning rate
 LR_SCHEDULES: dict[str, Callable[[float, AdapterConfig], float]] = {
     "poly": lambda progress, c: (1 - progress) ** c.poly_power,  # nnU-Net, SAMed
     "constant": lambda progress, c: 1.0,
 }
+# AdapterConfig fields only some schedules read (null for the others)
+SCHEDULE_FIELDS = {"poly": ("poly_power",)}
 
 
 def learning_rate_at(iteration: int, config: AdapterConfig, total_iterations: int, time_fraction: float = 0.0,
-                     field_name: str = "lr_schedule") -> float:
+                     where: str = "adapters.<adapter>") -> float:
     """Learning rate for 0-based ``iteration``: linear warm-up from lr / warmup to ``config.learning_rate``, then
     the schedule. ``time_fraction``: share of a time limit already used (``TimeBudget``); the decay is at least
-    that far. ``field_name`` names the plans field in the error for an unknown schedule."""
-    schedule = named_choice(LR_SCHEDULES, config.lr_schedule, field_name)
+    that far. ``where`` names the adapter's entry in the plans (``adapters.samed``) in errors."""
+    schedule = named_choice(LR_SCHEDULES, config.lr_schedule, f"{where}.lr_schedule")
+    check_optional_fields(config, ("poly_power",), SCHEDULE_FIELDS.get(config.lr_schedule, ()), where,
+                          f"lr_schedule {config.lr_schedule!r}")
     base_lr, warmup = config.learning_rate, config.warmup_iterations
     if warmup > 0 and iteration < warmup:
         return base_lr * (iteration + 1) / warmup

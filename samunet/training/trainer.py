@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from samunet.utils.progress import progress as progress_bar
 
+from samunet.core.plans import PlansError
 from samunet.modeling.runtime import precision_policy
 from samunet.inference.volume_predictor import mirror_combinations
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
@@ -55,7 +56,8 @@ class FoldTrainer:
             self.model = wrap_model(EmbeddingHead(adapter, tuple(plans.crop.patch_size)), ctx, device)
         else:
             if self.config.cache_embeddings:
-                log.info("cache_embeddings is set but adapter '%s' trains before the embedding: not caching", name)
+                raise PlansError(f"adapters.{name}.cache_embeddings is true, but the {name} adapter trains its "
+                                 "encoder, so there is nothing to cache; set it to false")
             self.model = wrap_model(adapter, ctx, device)
         self.optimizer = self.build_optimizer()
         self.loss_fn = self.build_loss()
@@ -84,7 +86,7 @@ class FoldTrainer:
         """The learning rate of the next step: warm-up, then ``adapters.<adapter>.lr_schedule``."""
         t = self.run.training
         return learning_rate_at(self.iteration, self.config, t.epochs * t.iterations_per_epoch, time_used,
-                                f"adapters.{self.run.options.adapter}.lr_schedule")
+                                f"adapters.{self.run.options.adapter}")
 
     def make_loader(self):
         """Batches of this rank: a pure function of (seed, rank, epoch, index), so resuming is exact."""
