@@ -226,3 +226,22 @@ def test_the_nnunet_page_shows_every_flag_of_the_tables():
     for family, table in _every_table():
         for flag in [*table.same, *table.ignored, *table.different]:
             assert f"`{flag}" in page or f"{flag}`" in page or f" {flag}," in page, (family, flag)
+
+
+def test_a_command_under_nohup_prints_lines_not_bars(tmp_path):
+    """stderr to a file (nohup, SLURM): one plain line per case on stdout, no bar redraws anywhere."""
+    import numpy as np
+
+    from samunet.dataset.image_io import Geometry, write_segmentation
+
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3).ravel(), (3, 8, 8))
+    for folder in ("ref", "pred"):
+        for case in ("a", "b"):
+            seg = np.zeros((3, 8, 8), dtype=np.uint8)
+            seg[1, 2:5, 2:5] = 1
+            write_segmentation(seg, geometry, tmp_path / folder / f"{case}.nii.gz")
+    result = run_module("samunet.evaluation.cli", "-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"))
+    assert result.returncode == 0, result.stderr
+    assert "evaluating: 2/2 case(s) done" in result.stdout
+    assert "\r" not in result.stdout + result.stderr and result.stderr == ""
+    assert list((tmp_path / "pred").glob("evaluate_*.txt"))  # the command's log file

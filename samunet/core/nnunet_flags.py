@@ -29,9 +29,10 @@ class FlagTable:
 
 
 def adapter_hint(name: str) -> str:
-    """A one-line hint when ``name`` is an nnU-Net configuration given where samunet wants an adapter."""
+    """A one-line hint when ``name`` is an nnU-Net configuration given as samunet_train's ADAPTER argument."""
     if name in NNUNET_CONFIGURATIONS:
-        return f"'{name}' is an nnU-Net configuration; samunet equivalent: {_CONFIGURATION}"
+        return (f"'{name}' is an nnU-Net configuration; samunet equivalent: an adapter ({_ADAPTERS}) as the "
+                f"second argument; samunet has one configuration per plans: 2D slices through a SAM backbone")
     return ""
 
 
