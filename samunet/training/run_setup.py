@@ -26,7 +26,7 @@ from samunet.core.plans import Plans
 from samunet.training.slice_dataset import CaseSlices, load_case_slices
 from samunet.training.splits import fold_cases, load_or_create_splits
 from samunet.training.validation import ValidationCase
-from samunet.utils.atomic import copy_file, write_json
+from samunet.utils.atomic import copy_file, read_json, write_json
 
 
 class SetupError(SamunetUserError, ValueError):
@@ -200,4 +200,30 @@ def write_debug_json(run: TrainingRun, argv: list[str], device: str, precision: 
         "versions": {p: _version(p) for p in packages},
         "plans": run.plans.to_dict(),
         **run.extra,
+        # what earlier runs of this fold measured (a --val-only run must not lose the training time)
+        RESULTS_KEY: _read_debug_json(run.fold_folder).get(RESULTS_KEY, {}),
     }, run.fold_folder / DEBUG_FILE)
+
+
+# debug.json's section of figures measured by the run (samunet_compare's leaderboard reads them):
+# training_seconds (sum of the epochs' seconds, without validations), epochs, iterations, stopped_by_time,
+# trainable_parameters, and final_validation {seconds, cases, mirroring} (wall time of the final validation)
+RESULTS_KEY = "results"
+
+
+def _read_debug_json(fold_folder: Path) -> dict:
+    path = Path(fold_folder) / DEBUG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+    except ValueError:  # damaged: rewritten whole by the next write_debug_json
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_results(fold_folder: Path, **figures) -> None:
+    """Merge ``figures`` into debug.json's ``results`` section (atomic rewrite)."""
+    data = _read_debug_json(fold_folder)
+    data[RESULTS_KEY] = {**data.get(RESULTS_KEY, {}), **figures}
+    write_json(data, Path(fold_folder) / DEBUG_FILE)

@@ -32,7 +32,7 @@ from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
 from samunet.training.optimizers import build_optimizer
 from samunet.training.progress import TrainingHistory, plot_progress
-from samunet.training.run_setup import TrainingRun
+from samunet.training.run_setup import TrainingRun, record_results
 from samunet.training.train_step import StepRunner
 from samunet.training.training_state import load_latest, restore_rng, save_checkpoint, save_latest
 from samunet.training.validation import dice_per_class, is_improvement, mean_foreground_dice, validate
@@ -187,6 +187,9 @@ class FoldTrainer:
         """``checkpoint_final`` and the final validation (rank 0 only)."""
         if self.ctx.is_main:
             save_checkpoint(self.adapter, self.run.fold_folder, "final", self.metadata(final=True))
+            record_results(self.run.fold_folder, training_seconds=float(sum(self.history.epoch_seconds)),
+                           epochs=self.epoch, iterations=self.iteration, stopped_by_time=self.stopped_by_time,
+                           trainable_parameters=self.adapter.parameter_counts()["trainable"])
             if self._last_epoch_unvalidated():
                 self._validate_last_epoch_and_final()
             else:
@@ -195,9 +198,13 @@ class FoldTrainer:
 
     def final_validation(self) -> dict | None:
         self._announce_final_validation()
+        started = time.monotonic()
         summary = self._validate(final=True)
         if summary is not None:
             log.info("Validation outputs: %s", self.run.fold_folder / "validation")
+            record_results(self.run.fold_folder, final_validation={
+                "seconds": time.monotonic() - started, "cases": len(self.run.val_cases),
+                "mirroring": not self.run.options.disable_tta})
         return summary
 
     def _last_epoch_unvalidated(self) -> bool:
