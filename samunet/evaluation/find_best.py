@@ -99,7 +99,9 @@ def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndar
 
 
 def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list[str] | None = None,
-              progress: bool = True) -> InferenceInformation:
+              progress: bool = True, write: bool = True) -> InferenceInformation:
+    """The choice samunet_find_best makes; ``write=False`` only reports it (samunet_compare), leaving the
+    ``inference_information.json`` that samunet_predict reads as it is."""
     import numpy as np
 
     from samunet.core.labels import LabelScheme
@@ -174,8 +176,9 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
         num_cases=len(common), mean_dice=best.mean_dice, mean_dice_postprocessed=after,
         postprocessing=steps, candidates=scored,
     )
-    info.save(results / INFERENCE_INFORMATION_FILE)
-    log.info("written %s", results / INFERENCE_INFORMATION_FILE)
+    if write:
+        info.save(results / INFERENCE_INFORMATION_FILE)
+        log.info("written %s", results / INFERENCE_INFORMATION_FILE)
     return info
 
 
