@@ -21,6 +21,9 @@ ALLOWED = {
     "inference": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation"},
     "training": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference"},
     "sharing": {"core", "utils", "modeling"},  # export/install: files and hashes; modeling for base-weight names
+    # samunet_compare drives training and reads evaluation's find_best: above both
+    "compare": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference",
+                "training"},
     "demo": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference",
              "planning", "training"},
 }

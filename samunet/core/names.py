@@ -37,6 +37,12 @@ SUMMARY_FILE = "summary.json"
 INFERENCE_INFORMATION_FILE = "inference_information.json"
 PROGRESS_PLOT_FILE = "progress.png"
 
+# samunet_compare: <results>/<dataset>/compare/ (every adapter x fold of one comparison)
+COMPARE_FOLDER = "compare"
+LEADERBOARD_CSV_FILE = "leaderboard.csv"
+LEADERBOARD_MARKDOWN_FILE = "leaderboard.md"
+LEADERBOARD_PLOT_FILE = "leaderboard.png"
+
 # a shared model (samunet_export_model / samunet_install_model): a zip whose payload paths are relative to the
 # results root (<dataset>/<adapter>__<plans>/...), as nnU-Net's, plus these two files at the zip's root
 MODEL_ZIP_MANIFEST_FILE = "samunet_model_manifest.json"  # sha256 and size of every payload file

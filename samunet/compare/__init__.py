@@ -1,0 +1,1 @@
+"""samunet_compare: every adapter trained and validated on the same folds, one leaderboard."""
