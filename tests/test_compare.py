@@ -158,7 +158,8 @@ def test_aggregate_is_mean_and_sample_std_per_adapter():
 
 
 @pytest.mark.parametrize("argv,code,needle", [
-    (["-d", "4", "-a", "decoder", "nosuch"], 1, "'nosuch' is unknown"),
+    (["-d", "4", "-a", "decoder", "nosuch"], 1, "-a 'nosuch': unknown adapter; choose from ssam"),
+    (["-d", "4", "-a", "3d_fullres"], 1, "-a '3d_fullres': unknown adapter (an nnU-Net configuration"),
     (["-d", "4", "-f", "0", "7"], 2, "fold '7'"),
     (["-d", "4", "-f", "all"], 2, "fold 'all'"),
     (["-d", "4", "--epochs", "0"], 1, "--epochs must be at least 1"),

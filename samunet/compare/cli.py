@@ -57,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from samunet.training.cli import check_adapter
+    from samunet.core.nnunet_flags import NNUNET_CONFIGURATIONS
 
     for adapter in args.adapters:
-        check_adapter(adapter)
+        if adapter not in ADAPTER_NAMES:
+            what = " (an nnU-Net configuration; samunet compares adapters)" if adapter in NNUNET_CONFIGURATIONS else ""
+            raise InvalidValueError(f"-a {adapter!r}: unknown adapter{what}; choose from {', '.join(ADAPTER_NAMES)}")
     if args.backbone is not None and args.backbone not in BACKBONE_NAMES:
         raise InvalidValueError(f"--backbone {args.backbone!r} is unknown; choose one of {', '.join(BACKBONE_NAMES)}")
     for flag in ("epochs", "iters_per_epoch", "batch_size"):
