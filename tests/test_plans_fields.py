@@ -233,7 +233,7 @@ CASES = {
     "model.adapter": ("samed", recommended_adapter, {"model.adapter": "decoder"}),
     "model.checkpoint": ("TINY_CHECKPOINT", built_adapter("decoder"), {}),
     "model.global_attention": (lambda v: not v, built_adapter("decoder"), {}),
-    "adapters.optimizer": ("sgd", TRAINER, {}),
+    "adapters.optimizer": ("adam", TRAINER, {}),
     "adapters.learning_rate": (0.5, TRAINER, {}),
     "adapters.weight_decay": (0.3, TRAINER, {}),
     "adapters.betas": ([0.5, 0.9], TRAINER, {}),

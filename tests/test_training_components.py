@@ -92,7 +92,8 @@ def test_optimizer_only_over_trainable_parameters():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[0].requires_grad_(False)
     for name, cls in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
-        opt = build_optimizer(model.parameters(), default_adapter_config("samed", optimizer=name), lr=0.1)
+        betas = None if name == "sgd" else [0.9, 0.999]  # SGD has no betas: null in its entry
+        opt = build_optimizer(model.parameters(), default_adapter_config("samed", optimizer=name, betas=betas), lr=0.1)
         assert isinstance(opt, cls)
         assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model[1].parameters()}
     with pytest.raises(PlansError, match=r"^adapters.full.optimizer 'lion' is unknown; known: adam, adamw, sgd$"):
@@ -160,6 +161,9 @@ def test_a_value_nothing_reads_is_refused_and_a_value_needed_must_be_set(tiny_pl
         build_loss(plans, "ssam")
     with pytest.raises(PlansError, match=r"^adapters.samed.poly_power is 0.9, but lr_schedule 'constant' does not"):
         learning_rate_at(0, _schedule(lr_schedule="constant", poly_power=0.9), 10, where="adapters.samed")
+    with pytest.raises(PlansError, match=r"^adapters.samed.betas is \[0.9, 0.999\], but optimizer 'sgd' does not"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], default_adapter_config("samed", optimizer="sgd"), 0.1,
+                        "adapters.samed.optimizer")
     plans.adapters["decoder"].lora_rank = 8  # the decoder adapter has no LoRA layers
     with pytest.raises(PlansError, match=r"^adapters.decoder.lora_rank is 8, but the decoder adapter does not use it"):
         build_adapter("decoder", plans, pretrained=False)

@@ -123,7 +123,7 @@ class AdapterConfig:
     optimizer: str  # "adamw" | "adam" | "sgd" (training/optimizers.py)
     learning_rate: float
     weight_decay: float
-    betas: list[float]  # adam / adamw
+    betas: list[float] | None  # adam / adamw (null for sgd)
     lr_schedule: str  # "poly" | "constant" (training/lr_schedule.py)
     warmup_iterations: int  # linear warm-up before the schedule
     poly_power: float | None  # "poly" schedule (null otherwise)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from samunet.core.plans import AdapterConfig, named_choice
+from samunet.core.plans import AdapterConfig, check_optional_fields, named_choice
 
 OptimizerBuilder = Callable[[list[torch.nn.Parameter], AdapterConfig, float], torch.optim.Optimizer]
 
@@ -20,13 +20,18 @@ OPTIMIZERS: dict[str, OptimizerBuilder] = {
     "sgd": lambda params, c, lr: torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True,
                                                  weight_decay=c.weight_decay),
 }
+# AdapterConfig fields only some optimizers read (null for the others)
+OPTIMIZER_FIELDS = {"adamw": ("betas",), "adam": ("betas",)}
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: AdapterConfig, lr: float,
                     field_name: str = "optimizer") -> torch.optim.Optimizer:
     """``config.optimizer`` over the parameters that require gradients; ``field_name`` names the plans field in
     the error for an unknown name (``adapters.<adapter>.optimizer``)."""
-    build = named_choice(OPTIMIZERS, config.optimizer.lower(), field_name)
+    name = config.optimizer.lower()
+    build = named_choice(OPTIMIZERS, name, field_name)
+    check_optional_fields(config, ("betas",), OPTIMIZER_FIELDS.get(name, ()), field_name.rpartition(".")[0] or
+                          "adapters.<adapter>", f"optimizer {config.optimizer!r}")
     params = [p for p in parameters if p.requires_grad]
     if not params:
         raise ValueError("the adapter reports no trainable parameters")
