@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import typing
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,7 +157,7 @@ def cache_folder_written(plans: Plans, dataset) -> list[str]:
     return sorted(p.name for p in dataset.dataset_folder.iterdir() if p.is_dir())
 
 
-def plan_again_log(plans: Plans, dataset, caplog=None) -> str:
+def plan_again_log(plans: Plans, dataset) -> str:
     from samunet.planning.cli import plan_dataset
 
     original = dataset.plans_path.read_text()

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from samunet.core.adapter_defaults import default_adapter_config
 from samunet.core.plans import PlansError
 from samunet.training.fold_lock import LOCK_NAME, FoldLock, FoldLockedError
-from samunet.core.labels import LabelScheme
 from samunet.training.losses import DiceCELoss, DiceFocalLoss, build_loss, focal_loss_with_logits, soft_dice_loss
 from samunet.training.lr_schedule import TimeBudget, learning_rate_at
 from samunet.training.optimizers import build_optimizer
