@@ -14,7 +14,7 @@ from samunet.core.adapter_defaults import default_adapter_config
 from samunet.core.plans import PlansError
 from samunet.training.fold_lock import LOCK_NAME, FoldLock, FoldLockedError
 from samunet.training.losses import DiceCELoss, DiceFocalLoss, build_loss, focal_loss_with_logits, soft_dice_loss
-from samunet.training.lr_schedule import TimeBudget, learning_rate_at
+from samunet.training.lr_schedule import CLOCK_GRACE, TimeBudget, learning_rate_at
 from samunet.training.optimizers import build_optimizer
 
 
@@ -122,9 +122,19 @@ def test_time_limit_decays_the_learning_rate_with_the_clock():
     budget.elapsed = lambda: 61.0
     assert budget.fraction_used() == 1.0
     assert not TimeBudget(None).limited and TimeBudget(None).fraction_used() == 0.0
-    # the decay follows whichever is further along: iterations (10 of 100) or time (75 % of the limit)
+    # the final validation's reserve comes out of the training time, at most half of the limit
+    reserved = TimeBudget(limit_minutes=1.0, start=0.0, reserve_s=15.0)
+    reserved.elapsed = lambda: 45.0
+    assert reserved.fraction_used() == 1.0 and reserved.remaining() == pytest.approx(15.0)
+    assert TimeBudget(limit_minutes=1.0, reserve_s=600.0).reserve_s == 30.0
+    # the decay follows whichever is further along: iterations (10 of 100) or the clock (75 % of the limit,
+    # counted from the grace share on: (0.75 - 0.05) / 0.95)
     by_time = learning_rate_at(10, _schedule(poly_power=1.0), 100, time_fraction=0.75)
-    assert by_time == pytest.approx(0.25)
+    assert by_time == pytest.approx(1 - (0.75 - CLOCK_GRACE) / (1 - CLOCK_GRACE))
+    assert learning_rate_at(0, _schedule(poly_power=1.0), 100, time_fraction=1.0) == 0.0  # zero when the time is up
+    # within the grace share timing jitter never moves the rate: a run on schedule stays reproducible
+    assert learning_rate_at(3, _schedule(poly_power=1.0), 100, time_fraction=CLOCK_GRACE * 0.9) == \
+        learning_rate_at(3, _schedule(poly_power=1.0), 100)
     assert learning_rate_at(90, _schedule(poly_power=1.0), 100, time_fraction=0.5) == pytest.approx(0.1)
     assert learning_rate_at(10, _schedule(warmup_iterations=20), 100, time_fraction=0.9) == pytest.approx(11 / 20)  # warm-up first
     assert learning_rate_at(10, _schedule(lr_schedule="constant"), 100, time_fraction=0.9) == 1.0

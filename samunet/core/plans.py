@@ -178,6 +178,7 @@ class CostPlan:
     seconds_per_encoded_slice: float
     seconds_per_cached_iteration: float  # one batch whose embeddings are cached
     seconds_per_uncached_iteration: float  # one batch encoded on the fly (or any batch when the encoder trains)
+    seconds_per_iteration: float  # the planned run's average iteration (what samunet_train compares)
     seconds_per_validation_case: float  # one validation volume, first encoding included, no mirroring
     predicted_minutes_per_fold: float
     reason: str = ""

@@ -63,6 +63,7 @@ class BudgetDecision:
     seconds_per_encoded_slice: float
     seconds_per_cached_iteration: float
     seconds_per_uncached_iteration: float
+    seconds_per_iteration: float  # the planned run's average (encoding on first visits, cached steps after)
     seconds_per_validation_case: float
     predicted_minutes_per_fold: float
     reason: str
@@ -201,5 +202,6 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
                  f"final only (one mid-run validation would take {first_validation / 60:.1f} min > "
                  f"{MIDRUN_VALIDATION_SHARE:.0%} of the budget)")
               + f", final {final_validation / 60:.1f} min without mirroring reserved")
-    return BudgetDecision(size, window, tiles, mode, fraction, iterations, epochs, validate_every, per_encode, cached_iteration,
-                          uncached_iteration, val_case_s, predicted / 60, reason)
+    per_iteration = (predicted - midrun_s - final_validation) / max(1, total_iterations)
+    return BudgetDecision(size, window, tiles, mode, fraction, iterations, epochs, validate_every, per_encode,
+                          cached_iteration, uncached_iteration, per_iteration, val_case_s, predicted / 60, reason)

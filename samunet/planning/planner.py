@@ -360,6 +360,7 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                     seconds_per_encoded_slice=round(decision.seconds_per_encoded_slice, 5),
                     seconds_per_cached_iteration=round(decision.seconds_per_cached_iteration, 5),
                     seconds_per_uncached_iteration=round(decision.seconds_per_uncached_iteration, 5),
+                    seconds_per_iteration=round(decision.seconds_per_iteration, 5),
                     seconds_per_validation_case=round(decision.seconds_per_validation_case, 3),
                     predicted_minutes_per_fold=round(decision.predicted_minutes_per_fold, 2),
                     reason=f"{source} for adapter {model.adapter} ({precision}), batch {batch}")

@@ -7,10 +7,13 @@ the progress is a pure function of the iteration, so resuming only needs the ite
 ``--time-limit-min`` (``TimeBudget``): a run cut at 30 minutes with the learning rate still high ends on a noisy
 model, and the number of steps that fit is hard to predict: epochs get faster as an embedding cache fills, and
 validations take minutes on a CPU. So with a limit the decay follows whichever runs out first, the planned
-iterations or the time: its progress is ``max(iteration / planned iterations, elapsed / limit)``. The learning
-rate then falls smoothly and reaches zero when the time is up, where training stops (mid-epoch if need be) and
-goes to the final checkpoint and validation. The clock starts when this process starts training, also after
-``--continue``.
+iterations or the time: its progress is ``max(iteration / planned iterations, clock)``, where the clock is the
+share of the training time used, counted from ``CLOCK_GRACE`` of it (so a run that keeps to its schedule follows
+the iterations alone and stays reproducible; timing jitter never moves its learning rate). The learning rate
+then falls smoothly and reaches zero when the time is up, where training stops (mid-epoch if need be) and goes
+to the final checkpoint and validation. The training time is the limit less the time reserved for the final
+validation (``TimeBudget.reserve_s``): the budget covers both. The clock starts when this process starts
+training, also after ``--continue``.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ def learning_rate_at(iteration: int, config: AdapterConfig, total_iterations: in
     if warmup > 0 and iteration < warmup:
         return base_lr * (iteration + 1) / warmup
     decay_span = max(1, total_iterations - warmup)
-    progress = min(1.0, max((iteration - warmup) / decay_span, time_fraction))
+    clock = max(0.0, (time_fraction - CLOCK_GRACE) / (1.0 - CLOCK_GRACE))
+    progress = min(1.0, max((iteration - warmup) / decay_span, clock))
     return base_lr * schedule(progress, config)
 
 
@@ -51,10 +55,17 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+CLOCK_GRACE = 0.05
+
+
 class TimeBudget:
-    def __init__(self, limit_minutes: float | None, start: float | None = None):
+    """The fold's wall-time limit (training and validation), of which ``reserve_s`` is kept for the final
+    validation: training stops when the rest is used."""
+
+    def __init__(self, limit_minutes: float | None, start: float | None = None, reserve_s: float = 0.0):
         self.limit_s = None if limit_minutes is None else float(limit_minutes) * 60.0
         self.start = time.monotonic() if start is None else start
+        self.reserve_s = 0.0 if self.limit_s is None else min(max(0.0, reserve_s), MAX_RESERVE_SHARE * self.limit_s)
 
     @property
     def limited(self) -> bool:
@@ -63,8 +74,15 @@ class TimeBudget:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
+    def remaining(self) -> float | None:
+        """Seconds left of the whole limit (None without a limit)."""
+        return None if self.limit_s is None else self.limit_s - self.elapsed()
+
     def fraction_used(self) -> float:
-        """Share of the limit spent so far, in [0, 1] (0 without a limit)."""
+        """Share of the training time (the limit less the reserve) spent so far, in [0, 1] (0 without a limit)."""
         if self.limit_s is None:
             return 0.0
-        return min(1.0, self.elapsed() / max(self.limit_s, 1e-9))
+        return min(1.0, self.elapsed() / max(self.limit_s - self.reserve_s, 1e-9))
+
+
+MAX_RESERVE_SHARE = 0.5  # an estimate gone wrong never leaves less than half the budget for training

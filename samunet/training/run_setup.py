@@ -27,6 +27,9 @@ from samunet.training.slice_dataset import CaseSlices, load_case_slices
 from samunet.training.splits import fold_cases, load_or_create_splits
 from samunet.training.validation import ValidationCase
 from samunet.utils.atomic import copy_file, read_json, write_json
+from samunet.utils.logs import get_logger
+
+log = get_logger()
 
 
 class SetupError(SamunetUserError, ValueError):
@@ -76,6 +79,20 @@ class TrainingRun:
     @property
     def training(self):
         return self.plans.training
+
+    @property
+    def time_limit_min(self) -> float | None:
+        """The fold's wall-time limit, validation included: ``--time-limit-min`` if given (0: none), else the
+        plans' ``training.time_budget_min``."""
+        given = self.options.time_limit_min
+        if given is not None:
+            return given if given > 0 else None
+        return self.plans.training.time_budget_min
+
+    def planned_cost(self):
+        """``plans.cost`` when its figures describe this run's adapter (they are measured for the recommended one)."""
+        cost = self.plans.cost
+        return cost if cost is not None and cost.adapter == self.options.adapter else None
 
     def case_slices(self, case_ids: list[str]) -> list[CaseSlices]:
         scheme = self.plans.label_scheme
@@ -176,6 +193,39 @@ def _version(package: str) -> str | None:
         return importlib_metadata.version(package)
     except importlib_metadata.PackageNotFoundError:
         return None
+
+
+TIMING_TOLERANCE = 0.25  # measured figures further than this from the plans' get a warning
+
+
+def record_timing(run: TrainingRun, iterations: int, training_seconds: float, fold_seconds: float) -> dict:
+    """Plan against what this run saw, into ``debug.json``'s ``timing``; one warning line when a figure is more
+    than 25% off (the plans' cost model was measured on another machine, under load, or for other settings)."""
+    cost = run.planned_cost()
+    measured_per_iteration = training_seconds / iterations if iterations else None
+    timing = {
+        "planned_seconds_per_iteration": cost.seconds_per_iteration if cost else None,
+        "measured_seconds_per_iteration": round(measured_per_iteration, 4) if measured_per_iteration else None,
+        "planned_minutes_per_fold": cost.predicted_minutes_per_fold if cost else None,
+        "measured_minutes_per_fold": round(fold_seconds / 60, 2),
+        "iterations": iterations,
+        "time_limit_min": run.time_limit_min,
+        "plans_cost_source": (cost.source if cost else
+                              f"none for adapter {run.options.adapter}" + (f" (plans.cost is for {run.plans.cost.adapter})"
+                                                                          if run.plans.cost else "")),
+    }
+    off = []
+    for what, planned, measured in (("seconds per iteration", timing["planned_seconds_per_iteration"], measured_per_iteration),
+                                    ("minutes per fold", timing["planned_minutes_per_fold"], fold_seconds / 60)):
+        if planned and measured and abs(measured / planned - 1) > TIMING_TOLERANCE:
+            off.append(f"{what} {measured:.3g} vs {planned:.3g} planned")
+    if off:
+        log.warning("Timing differs from the plans by more than %d%%: %s (re-plan on this machine if it is not the "
+                    "one that planned, or if it was busy)", round(TIMING_TOLERANCE * 100), "; ".join(off))
+    data = _read_debug_json(run.fold_folder)
+    data["timing"] = timing
+    write_json(data, run.fold_folder / DEBUG_FILE)
+    return timing
 
 
 def write_debug_json(run: TrainingRun, argv: list[str], device: str, precision: str, world_size: int) -> None:

@@ -16,7 +16,7 @@ from samunet.modeling.runtime import resolve_device
 from samunet.training.ddp import DistributedContext, barrier, init_distributed, shutdown_distributed
 from samunet.training.fold_lock import FoldLock
 from samunet.training.run_setup import (TrainingOptions, TrainingRun, check_model_folder, load_plans, prepare_run,
-                                        write_debug_json, write_model_folder_files)
+                                        record_timing, write_debug_json, write_model_folder_files)
 from samunet.training.trainer import FoldTrainer
 from samunet.training.training_state import CheckpointError, checkpoint_path
 from samunet.utils.logs import get_logger, setup_logging
@@ -51,6 +51,9 @@ def run_training(options: TrainingOptions, argv: list[str]) -> None:
                 return
             _resume_if_asked(trainer, run, options.resume, ctx)
             trainer.train()
+            if ctx.is_main:
+                iterations, training_seconds = trainer.timing()
+                record_timing(run, iterations, training_seconds, trainer.budget.elapsed())
     finally:
         shutdown_distributed()
 
@@ -103,4 +106,4 @@ def _validate_only(trainer: FoldTrainer, run: TrainingRun) -> None:
         raise CheckpointError(f"{path}: no final checkpoint to validate; finish the training first (or --continue it)")
     if trainer.ctx.is_main:
         load_adapter_checkpoint(trainer.adapter, path, expected=trainer.expected())
-        trainer.final_validation()
+        trainer.final_validation(trainer.final_mirroring())

@@ -62,7 +62,8 @@ class FoldTrainer:
         self.optimizer = self.build_optimizer()
         self.loss_fn = self.build_loss()
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
-        self.budget = budget or TimeBudget(run.options.time_limit_min)
+        self.budget = budget or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
+        self.validation_seconds: list[float] = []  # wall time of each validation without mirroring
         self.history = TrainingHistory()
         self.epoch = 0  # epochs completed
         self.iteration = 0
@@ -111,6 +112,7 @@ class FoldTrainer:
     # ---- the loop ------------------------------------------------------------------------------------
     def train(self) -> None:
         t = self.run.training
+        self._started_at = (self.iteration, len(self.history.epoch_seconds))
         loader = self.make_loader()
         log.info("Training %s on fold %s: %d train / %d val cases, %d epochs x %d iterations, batch %d, %s on %s",
                  self.run.options.adapter, self.run.options.fold, len(self.run.train_cases), len(self.run.val_cases),
@@ -129,6 +131,11 @@ class FoldTrainer:
         finally:
             del loader  # shuts the worker processes down
         self.finish()
+
+    def timing(self) -> tuple[int, float]:
+        """Iterations and training seconds (validations excluded) of this process's run."""
+        iteration, epochs = getattr(self, "_started_at", (self.iteration, len(self.history.epoch_seconds)))
+        return self.iteration - iteration, float(sum(self.history.epoch_seconds[epochs:]))
 
     def on_epoch_start(self) -> float:
         """Point the sampler at this epoch's batches and switch to training mode; returns the start time."""
@@ -190,21 +197,21 @@ class FoldTrainer:
             record_results(self.run.fold_folder, training_seconds=float(sum(self.history.epoch_seconds)),
                            epochs=self.epoch, iterations=self.iteration, stopped_by_time=self.stopped_by_time,
                            trainable_parameters=self.adapter.parameter_counts()["trainable"])
+            mirror = bool(self.run.val_cases) and self.final_mirroring()
             if self._last_epoch_unvalidated():
-                self._validate_last_epoch_and_final()
+                self._validate_last_epoch_and_final(mirror)
             else:
-                self.final_validation()
+                self.final_validation(mirror)
         barrier(self.ctx)
 
-    def final_validation(self) -> dict | None:
-        self._announce_final_validation()
+    def final_validation(self, mirror: bool) -> dict | None:
+        self._announce_final_validation(mirror)
         started = time.monotonic()
-        summary = self._validate(final=True)
+        summary = self._validate(final=True, mirror=mirror)
         if summary is not None:
             log.info("Validation outputs: %s", self.run.fold_folder / "validation")
             record_results(self.run.fold_folder, final_validation={
-                "seconds": time.monotonic() - started, "cases": len(self.run.val_cases),
-                "mirroring": not self.run.options.disable_tta})
+                "seconds": time.monotonic() - started, "cases": len(self.run.val_cases), "mirroring": mirror})
         return summary
 
     def _last_epoch_unvalidated(self) -> bool:
@@ -214,22 +221,22 @@ class FoldTrainer:
             return False
         return not self.history.validation_epochs or self.history.validation_epochs[-1] != self.epoch - 1
 
-    def _validate_last_epoch_and_final(self) -> None:
+    def _validate_last_epoch_and_final(self, mirror: bool) -> None:
         """Let checkpoint_best pick the final weights, on the footing of the epoch validations (no mirroring)."""
-        if self.run.options.disable_tta:  # the final validation is such a validation itself
-            self._record_validation(self.final_validation())
+        if not mirror:  # the final validation is such a validation itself
+            self._record_validation(self.final_validation(mirror=False))
         else:
             log.info("Validating the last epoch without mirroring, so checkpoint_best can pick it")
             self.on_validation()
-            self.final_validation()
+            self.final_validation(mirror=True)
         self._plot_progress()
 
-    def _announce_final_validation(self) -> None:
+    def _announce_final_validation(self, mirror: bool) -> None:
         """How much work the final validation is (it can dwarf a short CPU training), and how to cut it."""
         if not self.run.val_cases:
             return
         slices = sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
-        variants = 1 if self.run.options.disable_tta else len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
+        variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes)) if mirror else 1
         message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
         per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
         if per_encode is not None:
@@ -239,15 +246,52 @@ class FoldTrainer:
             message += "; --disable-tta skips the mirroring"
         log.info(message)
 
+    # ---- the time budget: training plus validation -------------------------------------------------------
+    def final_validation_reserve_s(self) -> float:
+        """Seconds kept out of the training time for the final validation without mirroring: the plans' seconds
+        per validation case (first encoding included) times the cases; a quarter of that when mid-run
+        validations will have put the validation embeddings in the cache (only the head runs again)."""
+        cost = self.run.planned_cost()
+        if cost is None or not self.run.val_cases:
+            return 0.0
+        reserve = cost.seconds_per_validation_case * len(self.run.val_cases)
+        cached_before = self.cache is not None and self.run.training.validate_every <= self.run.training.epochs
+        return reserve * (0.25 if cached_before else 1.0)
+
+    def final_mirroring(self) -> bool:
+        """Mirror the final validation when the time left allows it (all of it without a time limit), and say
+        which was chosen and why."""
+        variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
+        if self.run.options.disable_tta or variants == 1:
+            log.info("Final validation without mirroring (%s)", "--disable-tta" if variants > 1 else "no mirror axes")
+            return False
+        remaining = self.budget.remaining()
+        if remaining is None:
+            log.info("Final validation with %d mirrorings (no time limit; --disable-tta skips them)", variants)
+            return True
+        single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
+        slices = sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
+        per_encode = (self.cache.seconds_per_encode() if self.cache is not None else None) or (
+            self.run.planned_cost().seconds_per_encoded_slice if self.run.planned_cost() else None)
+        # every mirrored view is a new input to encode; without a per-slice figure, a whole validation each
+        needed = single + (variants - 1) * (slices * per_encode if per_encode else single)
+        mirror = needed <= remaining
+        log.info("Final validation %s mirroring: about %.1f min with %d mirrorings, %.1f min left of the %.0f-min "
+                 "budget", "with" if mirror else "without", needed / 60, variants, max(0.0, remaining) / 60,
+                 self.budget.limit_s / 60)
+        return mirror
+
     # ---- validation and checkpoints ------------------------------------------------------------------
-    def _validate(self, final: bool) -> dict | None:
+    def _validate(self, final: bool, mirror: bool = False) -> dict | None:
         if not self.run.val_cases:
             return None
         folder = self.run.fold_folder / "validation" if final else None
-        mirror = final and not self.run.options.disable_tta
         model = self.adapter if self.cache is None else CachedEncoderAdapter(self.adapter, self.cache)
+        started = time.monotonic()
         summary = validate(model, self.run.validation_cases(), self.run.plans, mirror=mirror,
                            batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=True)
+        if not mirror:
+            self.validation_seconds.append(time.monotonic() - started)
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
         log.info("  %s validation (3D, %d cases): mean foreground Dice %.4f | %s", "final" if final else "epoch",
                  len(self.run.val_cases), mean, ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()))

@@ -1,0 +1,102 @@
+"""samunet_train keeps the plans' time budget: the limit by default, the final validation inside it (mirrored only
+when the time left allows), and debug.json's timing comparing the plan with what the run saw."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from samunet.core.plans import Plans
+from samunet.training.cli import main
+from samunet.training.lr_schedule import TimeBudget
+from tests.training_helpers import DATASET, fold_folder, private_roots
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+FAST = ["--iters-per-epoch", "2", "--batch-size", "4", "--num-workers", "0"]
+
+
+def _edit_plans(roots: dict[str, str], edit) -> Plans:
+    path = Path(roots["SAMUNET_PREPROCESSED"]) / DATASET / "samunetPlans.json"
+    plans = Plans.load(path)
+    edit(plans)
+    plans.save(path)
+    return plans
+
+
+def _train(monkeypatch, roots, *args):
+    for key, value in roots.items():
+        monkeypatch.setenv(key, value)
+    main([*map(str, args)])
+
+
+def test_timing_compares_plan_and_run_and_warns_when_far_off(hippocampus_preprocessed, tmp_path, monkeypatch, capsys):
+    roots = private_roots(hippocampus_preprocessed, tmp_path)
+
+    def promise_too_much(plans):  # a plan that expects an impossibly fast machine
+        plans.cost.adapter, plans.cost.seconds_per_iteration, plans.cost.predicted_minutes_per_fold = "decoder", 1e-6, 1e-6
+
+    _edit_plans(roots, promise_too_much)
+    _train(monkeypatch, roots, "4", "decoder", "0", "--epochs", "2", "--validate-every", "5", "--disable-tta", *FAST)
+    timing = json.loads((fold_folder(roots, "decoder", "0") / "debug.json").read_text())["timing"]
+    assert timing["planned_seconds_per_iteration"] == 1e-6 and timing["planned_minutes_per_fold"] == 1e-6
+    assert timing["iterations"] == 4 and timing["measured_seconds_per_iteration"] > 0
+    assert timing["measured_minutes_per_fold"] > 0 and timing["time_limit_min"] == 30
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "Timing differs from the plans" in line]
+    assert len(warnings) == 1 and "seconds per iteration" in warnings[0] and "minutes per fold" in warnings[0]
+
+
+def test_figures_for_another_adapter_are_not_compared(hippocampus_preprocessed, tmp_path, monkeypatch):
+    roots = private_roots(hippocampus_preprocessed, tmp_path)
+    _edit_plans(roots, lambda plans: setattr(plans.cost, "adapter", "ssam"))
+    _train(monkeypatch, roots, "4", "decoder", "0", "--epochs", "1", "--disable-tta", *FAST)
+    timing = json.loads((fold_folder(roots, "decoder", "0") / "debug.json").read_text())["timing"]
+    assert timing["planned_seconds_per_iteration"] is None and "plans.cost is for ssam" in timing["plans_cost_source"]
+
+
+def _trainer(hippocampus_preprocessed, tmp_path, monkeypatch, *flags):
+    import torch
+
+    from samunet.training.ddp import DistributedContext
+    from samunet.training.run_setup import TrainingOptions, prepare_run
+    from samunet.training.run_training import build_adapter_for
+    from samunet.training.trainer import FoldTrainer
+
+    roots = private_roots(hippocampus_preprocessed, tmp_path)
+    for key, value in roots.items():
+        monkeypatch.setenv(key, value)
+    options = TrainingOptions(dataset="4", adapter="decoder", fold=0, num_workers=0, **dict(flags))
+    run = prepare_run(options)
+    return FoldTrainer(run, build_adapter_for(run, torch.device("cpu")), torch.device("cpu"), DistributedContext())
+
+
+def test_the_plans_budget_is_the_default_limit_and_the_flag_overrides_it(hippocampus_preprocessed, tmp_path, monkeypatch):
+    planned = hippocampus_preprocessed.plans.training.time_budget_min
+    assert planned == 30
+    assert _trainer(hippocampus_preprocessed, tmp_path / "a", monkeypatch).budget.limit_s == planned * 60
+    assert _trainer(hippocampus_preprocessed, tmp_path / "b", monkeypatch, ("time_limit_min", 2.0)).budget.limit_s == 120
+    assert not _trainer(hippocampus_preprocessed, tmp_path / "c", monkeypatch, ("time_limit_min", 0)).budget.limited
+
+
+def test_final_mirroring_follows_the_time_left(hippocampus_preprocessed, tmp_path, monkeypatch):
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    trainer.validation_seconds = [60.0]  # one unmirrored validation took a minute
+    trainer.budget = TimeBudget(30.0)
+    trainer.budget.elapsed = lambda: 29 * 60.0  # one minute left: mirroring (4 views) cannot fit
+    assert trainer.final_mirroring() is False
+    trainer.budget.elapsed = lambda: 60.0
+    assert trainer.final_mirroring() is True
+    trainer.budget = TimeBudget(None)  # no limit: mirrored as before
+    assert trainer.final_mirroring() is True
+    trainer.run.options.disable_tta = True
+    assert trainer.final_mirroring() is False
+
+
+def test_final_validation_is_reserved_out_of_the_training_time(hippocampus_preprocessed, tmp_path, monkeypatch):
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    cost = trainer.run.plans.cost
+    assert cost is not None and cost.adapter == "decoder"
+    expected = cost.seconds_per_validation_case * len(trainer.run.val_cases)
+    cached_before = trainer.run.training.validate_every <= trainer.run.training.epochs
+    assert trainer.budget.reserve_s == pytest.approx(min(expected * (0.25 if cached_before else 1.0), 15 * 60))
