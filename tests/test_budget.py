@@ -135,3 +135,16 @@ def test_sizes_asked_after_the_time_cap_are_interpolated_not_measured(tmp_path, 
     table(64)  # the first size is always measured
     guess = table(128)
     assert not guess.measured and guess.encode_seconds == pytest.approx(0.04)
+
+
+def test_mirror_variants_are_inputs_to_encode_too():
+    """The cached loader draws exact mirrors at random: each is a distinct input, encoded once when first drawn."""
+    from samunet.planning.budget import expected_distinct
+
+    one = run(frozen_costs(0.1))
+    four = decide(BUDGET_S, COUNTS, 8, 256, 64, "all", 1.0, True, frozen_costs(0.1), 100, (2, 200), mirror_variants=4)
+    assert four.epochs * four.iterations_per_epoch < one.epochs * one.iterations_per_epoch
+    assert four.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01 and one.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01
+    assert four.seconds_per_iteration > one.seconds_per_iteration  # more of the run pays the encoder
+    assert expected_distinct(0, 100) == 0 and expected_distinct(1e9, 100) == pytest.approx(100)
+    assert expected_distinct(100, 100) == pytest.approx(100 * (1 - 1 / 2.718281828), rel=1e-6)

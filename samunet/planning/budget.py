@@ -36,6 +36,9 @@ MIN_STRUCTURE_PIXELS = 8  # the ViT backbones' threshold (structure_threshold_px
 INPUT_STEP = 16
 WINDOW_MULTIPLE, MIN_WINDOW = 8, 32
 STEP_OVERHEAD = 1.15  # data loading, the optimizer and the loss on top of the timed forward/backward
+# per validated case on top of the model: restoring to the original grid, writing the label map and float16
+# probabilities, Dice/HD95/NSD (a Hippocampus fold-0 validation on the 2-core CPU: about 2 s per case)
+VALIDATION_CASE_OVERHEAD_S = 2.0
 
 
 @dataclass
@@ -77,6 +80,23 @@ def training_slices(counts: SliceCounts, mode: str, background_fraction: float) 
     return counts.train_all
 
 
+def expected_distinct(samples: float, pool: int) -> float:
+    """Distinct inputs among ``samples`` drawn uniformly from ``pool`` (each one is encoded once)."""
+    return pool * (1.0 - math.exp(-samples / pool)) if pool > 0 else 0.0
+
+
+def _solve_increasing(function: Callable[[float], float], target: float) -> float:
+    """The x >= 0 with function(x) = target, for an increasing function (bisection)."""
+    high = 1.0
+    while function(high) < target and high < 1e12:
+        high *= 2
+    low = 0.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if function(middle) < target else (low, middle)
+    return low
+
+
 def structure_threshold_px(embedding_stride: int) -> float:
     """Pixels across the model input that the smallest structure must keep: two cells of the predicted mask.
     SAM-family decoders upsample the image embedding 4x, so the mask cell is the embedding stride / 4 (ViT:
@@ -99,10 +119,11 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
            cost_at: Callable[[int], MeasuredCost], iterations_per_epoch: int, epoch_range: tuple[int, int],
            source: str = "measured", patch: tuple[int, int] | None = None,
            slice_shape: tuple[float, float] | None = None, structure_px: float | None = None,
-           threshold_px: float = MIN_STRUCTURE_PIXELS) -> BudgetDecision:
+           threshold_px: float = MIN_STRUCTURE_PIXELS, mirror_variants: int = 1) -> BudgetDecision:
     """The largest input side and richest sampling that keep the rules above (see the module docstring).
     ``patch``: the whole-slice patch (H, W); ``slice_shape``: the median slice (H, W) in preprocessed pixels;
-    ``structure_px``: the smallest structure's width in preprocessed pixels (None: no limit)."""
+    ``structure_px``: the smallest structure's width in preprocessed pixels (None: no limit);
+    ``mirror_variants``: exact mirrored versions of each input the cached (frozen-encoder) loader draws."""
     sizes = list(range(planned_input, min_input - 1, -INPUT_STEP)) or [planned_input]
     modes = [(planned_mode, planned_background_fraction)]
     if planned_mode == "all" and counts.train_background > 0:
@@ -147,42 +168,49 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     cached_iteration = batch_size * cost.cached_step_seconds() * STEP_OVERHEAD
     per_val_slice = cost.inference_seconds()
     val_slices_per_case = val_slices / max(1, counts.val_cases)
-    val_case_s = val_slices_per_case * per_val_slice
+    val_case_s = val_slices_per_case * per_val_slice + VALIDATION_CASE_OVERHEAD_S
     # the first validation encodes every validation slice; later ones reuse the cache (frozen encoders)
-    first_validation = val_slices * per_val_slice
-    later_validation = val_slices * (per_val_slice - per_encode if frozen_encoder and cost.encode_seconds else per_val_slice)
+    overhead = counts.val_cases * VALIDATION_CASE_OVERHEAD_S
+    first_validation = val_slices * per_val_slice + overhead
+    later_validation = val_slices * (per_val_slice - per_encode if frozen_encoder and cost.encode_seconds
+                                     else per_val_slice) + overhead
     final_validation = later_validation if frozen_encoder else first_validation
 
-    # training time left after the final validation; mid-run validations come out of it
-    train_s = max(0.0, budget_s - final_validation)
-    if frozen_encoder:
-        encode_s = min(slices, train_s / max(uncached_iteration / batch_size, 1e-9)) * (uncached_iteration - cached_iteration) / batch_size
-        step_iterations = (train_s - encode_s) / max(cached_iteration, 1e-9)
+    # mid-run validations: the first encodes every validation slice, later ones reuse the cache
+    midrun_budget = MIDRUN_VALIDATION_SHARE * budget_s
+    if first_validation > midrun_budget:
+        validations = 0
     else:
-        step_iterations = train_s / max(uncached_iteration, 1e-9)
+        extra = max(0, int((midrun_budget - first_validation) // max(later_validation, 1e-9)))
+        validations = 1 + min(extra, MAX_MIDRUN_VALIDATIONS - 1)
+    midrun_s = (first_validation + (validations - 1) * later_validation) if validations else 0.0
+    # what is left trains; a frozen encoder pays each distinct input once (the cache), where the inputs are the
+    # training slices x tiles x the exact mirror variants the cached loader draws at random
+    train_s = max(0.0, budget_s - final_validation - midrun_s)
+    pool = slices * (mirror_variants if frozen_encoder else 1)
+    per_sample_head = cached_iteration / batch_size
+    per_sample_encode = (uncached_iteration - cached_iteration) / batch_size
+
+    def training_seconds(samples: float) -> float:
+        if not frozen_encoder:
+            return samples * uncached_iteration / batch_size
+        return expected_distinct(samples, pool) * per_sample_encode + samples * per_sample_head
+
+    samples = _solve_increasing(training_seconds, train_s)
+    step_iterations = samples / batch_size
     low, high = epoch_range
     epochs = int(min(high, max(low, math.floor(step_iterations / iterations_per_epoch))))
     iterations = iterations_per_epoch
     if step_iterations < low * iterations_per_epoch:  # a short budget: fewer, not longer, epochs
         iterations = max(1, int(step_iterations // max(low, 1)))
         epochs = low
-    midrun_budget = MIDRUN_VALIDATION_SHARE * budget_s
-    if first_validation > midrun_budget or epochs < 2:
-        validate_every, validations = epochs + 1, 0
-    else:
-        extra = max(0, int((midrun_budget - first_validation) // max(later_validation, 1e-9)))
-        validations = 1 + min(extra, MAX_MIDRUN_VALIDATIONS - 1)
+    if validations and epochs >= 2:
         validate_every = max(1, math.ceil(epochs / validations))
         validations = epochs // validate_every
-    midrun_s = (first_validation + (validations - 1) * later_validation) if validations else 0.0
-    if validations:  # the mid-run validations come out of the training time
-        scale = max(0.0, train_s - midrun_s) / max(train_s, 1e-9)
-        epochs = int(max(low, min(high, math.floor(epochs * scale))))
+    else:
+        validate_every, validations, midrun_s = epochs + 1, 0, 0.0
     total_iterations = epochs * iterations
-    predicted = (min(total_iterations, slices / batch_size) * uncached_iteration
-                 + max(0, total_iterations - slices / batch_size) * cached_iteration
-                 + midrun_s + final_validation) if frozen_encoder else (
-        total_iterations * uncached_iteration + midrun_s + final_validation)
+    predicted = training_seconds(total_iterations * batch_size) + midrun_s + final_validation
     budget_min = budget_s / 60
     scale = size / max(window)
     seen = (f"the whole {patch[0]}x{patch[1]} patch" if window == patch else
@@ -196,7 +224,10 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
               f" ({'within' if fit == 'fits' else 'OVER'} {ENCODE_SHARE:.0%} of the {budget_min:.0f}-min budget"
               f"{'' if fit == 'fits' else ': even the cheapest choice does not fit, the run will see fewer slices'}); "
               f"input {size} is the largest from {planned_input} down (step {INPUT_STEP}, smallest allowed {min_input}) "
-              f"that fits; {epochs} x {iterations} iterations; validation: "
+              f"that fits; {epochs} x {iterations} iterations"
+              + (f" (about {expected_distinct(total_iterations * batch_size, pool):.0f} of {pool} distinct inputs, "
+                 f"{mirror_variants} mirror variants each, encoded once)" if frozen_encoder else "")
+              + "; validation: "
               + (f"{validations} mid-run (every {validate_every} epochs, {midrun_s / 60:.1f} min <= "
                  f"{MIDRUN_VALIDATION_SHARE:.0%})" if validations else
                  f"final only (one mid-run validation would take {first_validation / 60:.1f} min > "

@@ -21,7 +21,7 @@ from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_P
 from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
-from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
+from samunet.core.plans import (AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
                                 ResamplingPlan, SlicingPlan, TrainingPlan)
 
 ISOTROPY_RATIO = 1.25  # largest / smallest spacing at or below this: isotropic, choose the axis by content
@@ -266,7 +266,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     packing = plan_packing(fp, target)
     if packing.mode == "mix":
         no_cache_with_mixer(adapters)
-    training, cost = fit_to_budget(fp, hw, model, slicing, crop, adapters[adapter].cache_embeddings, cost_model,
+    augmentation = augmentation_plan(is_2d_dataset(fp))
+    training, cost = fit_to_budget(fp, hw, model, slicing, crop, augmentation, adapters[adapter].cache_embeddings, cost_model,
                                    len(labels), packing, target[1:])
     return Plans(
         dataset_name=fp.dataset_name,
@@ -280,7 +281,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         packing=packing,
         model=model,
         adapters=adapters,
-        augmentation=augmentation_plan(is_2d_dataset(fp)),
+        augmentation=augmentation,
         training=training,
         cost=cost,
         fingerprint_sha256=fingerprint_sha256(fp),
@@ -289,6 +290,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
 
 
 def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicing: SlicingPlan, crop: CropPlan,
+                  augmentation: AugmentationPlan,
                   frozen_encoder: bool, cost_model, num_classes: int, packing: ChannelPackingPlan,
                   target_hw: list[float]) -> tuple[TrainingPlan, CostPlan]:
     """Input side, slice sampling, run length and validation rhythm inside the fold's time budget (``budget.py``):
@@ -329,7 +331,8 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
         return decide(budget_s, counts, batch, model.input_size, min_input, slicing.mode,
                       slicing.background_fraction, frozen_encoder, costs.estimate, ITERATIONS_PER_EPOCH[kind],
                       EPOCH_RANGE[kind], source, patch=tuple(crop.patch_size), slice_shape=slice_shape,
-                      structure_px=smallest, threshold_px=threshold)
+                      structure_px=smallest, threshold_px=threshold,
+                      mirror_variants=2 ** len(augmentation.mirror_axes))  # every subset of the axes flipped
 
     decision = decide_with_costs()
     if not costs.estimate(decision.input_size).measured and cost_model is not None:

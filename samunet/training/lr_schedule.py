@@ -65,6 +65,9 @@ class TimeBudget:
     def __init__(self, limit_minutes: float | None, start: float | None = None, reserve_s: float = 0.0):
         self.limit_s = None if limit_minutes is None else float(limit_minutes) * 60.0
         self.start = time.monotonic() if start is None else start
+        self.set_reserve(reserve_s)
+
+    def set_reserve(self, reserve_s: float) -> None:
         self.reserve_s = 0.0 if self.limit_s is None else min(max(0.0, reserve_s), MAX_RESERVE_SHARE * self.limit_s)
 
     @property

@@ -248,15 +248,15 @@ class FoldTrainer:
 
     # ---- the time budget: training plus validation -------------------------------------------------------
     def final_validation_reserve_s(self) -> float:
-        """Seconds kept out of the training time for the final validation without mirroring: the plans' seconds
-        per validation case (first encoding included) times the cases; a quarter of that when mid-run
-        validations will have put the validation embeddings in the cache (only the head runs again)."""
-        cost = self.run.planned_cost()
-        if cost is None or not self.run.val_cases:
+        """Seconds kept out of the training time for the final validation without mirroring: the last mid-run
+        validation's measured time when there was one (an upper bound: the final one reuses its cached
+        embeddings), else the plans' seconds per validation case (first encoding included) times the cases."""
+        if not self.run.val_cases:
             return 0.0
-        reserve = cost.seconds_per_validation_case * len(self.run.val_cases)
-        cached_before = self.cache is not None and self.run.training.validate_every <= self.run.training.epochs
-        return reserve * (0.25 if cached_before else 1.0)
+        if getattr(self, "validation_seconds", None):
+            return self.validation_seconds[-1]
+        cost = self.run.planned_cost()
+        return 0.0 if cost is None else cost.seconds_per_validation_case * len(self.run.val_cases)
 
     def final_mirroring(self) -> bool:
         """Mirror the final validation when the time left allows it (all of it without a time limit), and say
@@ -292,6 +292,8 @@ class FoldTrainer:
                            batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=True)
         if not mirror:
             self.validation_seconds.append(time.monotonic() - started)
+            if self.budget.limited:  # the measured figure replaces the plans' estimate of the final one
+                self.budget.set_reserve(self.final_validation_reserve_s())
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
         log.info("  %s validation (3D, %d cases): mean foreground Dice %.4f | %s", "final" if final else "epoch",
                  len(self.run.val_cases), mean, ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()))
