@@ -31,20 +31,35 @@ def _train(monkeypatch, roots, *args):
     main([*map(str, args)])
 
 
+def _promise_too_much(plans):
+    """A short planned run (so the test is quick) on an impossibly fast machine."""
+    plans.training.epochs, plans.training.iterations_per_epoch, plans.training.batch_size = 2, 2, 4
+    plans.training.validate_every, plans.training.num_workers = 5, 0
+    plans.cost.adapter, plans.cost.seconds_per_iteration, plans.cost.predicted_minutes_per_fold = "decoder", 1e-6, 1e-6
+
+
 def test_timing_compares_plan_and_run_and_warns_when_far_off(hippocampus_preprocessed, tmp_path, monkeypatch, capsys):
     roots = private_roots(hippocampus_preprocessed, tmp_path)
-
-    def promise_too_much(plans):  # a plan that expects an impossibly fast machine
-        plans.cost.adapter, plans.cost.seconds_per_iteration, plans.cost.predicted_minutes_per_fold = "decoder", 1e-6, 1e-6
-
-    _edit_plans(roots, promise_too_much)
-    _train(monkeypatch, roots, "4", "decoder", "0", "--epochs", "2", "--validate-every", "5", "--disable-tta", *FAST)
+    _edit_plans(roots, _promise_too_much)
+    _train(monkeypatch, roots, "4", "decoder", "0", "--disable-tta")
     timing = json.loads((fold_folder(roots, "decoder", "0") / "debug.json").read_text())["timing"]
     assert timing["planned_seconds_per_iteration"] == 1e-6 and timing["planned_minutes_per_fold"] == 1e-6
     assert timing["iterations"] == 4 and timing["measured_seconds_per_iteration"] > 0
     assert timing["measured_minutes_per_fold"] > 0 and timing["time_limit_min"] == 30
+    assert timing["comparable"] is True
     warnings = [line for line in capsys.readouterr().err.splitlines() if "Timing differs from the plans" in line]
     assert len(warnings) == 1 and "seconds per iteration" in warnings[0] and "minutes per fold" in warnings[0]
+
+
+def test_a_run_other_than_the_planned_one_is_recorded_but_not_compared(hippocampus_preprocessed, tmp_path,
+                                                                       monkeypatch, capsys):
+    roots = private_roots(hippocampus_preprocessed, tmp_path)
+    _edit_plans(roots, _promise_too_much)
+    _train(monkeypatch, roots, "4", "decoder", "0", "--disable-tta", "--epochs", "1", "--time-limit-min", "5")
+    timing = json.loads((fold_folder(roots, "decoder", "0") / "debug.json").read_text())["timing"]
+    assert timing["comparable"] is False and timing["not_comparable_because"] == ["training.epochs", "time limit"]
+    assert timing["measured_seconds_per_iteration"] > 0
+    assert "Timing differs from the plans" not in capsys.readouterr().err
 
 
 def test_figures_for_another_adapter_are_not_compared(hippocampus_preprocessed, tmp_path, monkeypatch):

@@ -214,12 +214,19 @@ def record_timing(run: TrainingRun, iterations: int, training_seconds: float, fo
                               f"none for adapter {run.options.adapter}" + (f" (plans.cost is for {run.plans.cost.adapter})"
                                                                           if run.plans.cost else "")),
     }
+    # the plans' figures describe the planned run: a shorter limit or another schedule is not comparable
+    changed = [k for k in ("training.epochs", "training.iterations_per_epoch", "training.batch_size")
+               if k in run.overrides]
+    if run.time_limit_min != run.plans.training.time_budget_min:
+        changed.append("time limit")
+    timing["comparable"] = not changed
+    timing["not_comparable_because"] = changed
     off = []
     for what, planned, measured in (("seconds per iteration", timing["planned_seconds_per_iteration"], measured_per_iteration),
                                     ("minutes per fold", timing["planned_minutes_per_fold"], fold_seconds / 60)):
         if planned and measured and abs(measured / planned - 1) > TIMING_TOLERANCE:
             off.append(f"{what} {measured:.3g} vs {planned:.3g} planned")
-    if off:
+    if off and not changed:
         log.warning("Timing differs from the plans by more than %d%%: %s (re-plan on this machine if it is not the "
                     "one that planned, or if it was busy)", round(TIMING_TOLERANCE * 100), "; ".join(off))
     data = _read_debug_json(run.fold_folder)
