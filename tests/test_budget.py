@@ -148,3 +148,12 @@ def test_mirror_variants_are_inputs_to_encode_too():
     assert four.seconds_per_iteration > one.seconds_per_iteration  # more of the run pays the encoder
     assert expected_distinct(0, 100) == 0 and expected_distinct(1e9, 100) == pytest.approx(100)
     assert expected_distinct(100, 100) == pytest.approx(100 * (1 - 1 / 2.718281828), rel=1e-6)
+
+
+def test_a_final_only_validation_is_reserved_with_its_encoding():
+    costly = run(frozen_costs(1.0), counts=SliceCounts(24, 200, 100, 100, 6, 5000))
+    assert costly.validate_every > costly.epochs
+    from samunet.planning.budget import VALIDATION_CASE_OVERHEAD_S
+
+    first = 5000 * frozen_costs(1.0)(costly.input_size).inference_seconds() + 6 * VALIDATION_CASE_OVERHEAD_S
+    assert f"final {first / 60:.1f} min without mirroring reserved" in costly.reason

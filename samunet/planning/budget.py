@@ -174,7 +174,6 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     first_validation = val_slices * per_val_slice + overhead
     later_validation = val_slices * (per_val_slice - per_encode if frozen_encoder and cost.encode_seconds
                                      else per_val_slice) + overhead
-    final_validation = later_validation if frozen_encoder else first_validation
 
     # mid-run validations: the first encodes every validation slice, later ones reuse the cache
     midrun_budget = MIDRUN_VALIDATION_SHARE * budget_s
@@ -184,6 +183,8 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
         extra = max(0, int((midrun_budget - first_validation) // max(later_validation, 1e-9)))
         validations = 1 + min(extra, MAX_MIDRUN_VALIDATIONS - 1)
     midrun_s = (first_validation + (validations - 1) * later_validation) if validations else 0.0
+    # the final validation reuses the cache only when a mid-run one filled it
+    final_validation = later_validation if frozen_encoder and validations else first_validation
     # what is left trains; a frozen encoder pays each distinct input once (the cache), where the inputs are the
     # training slices x tiles x the exact mirror variants the cached loader draws at random
     train_s = max(0.0, budget_s - final_validation - midrun_s)
@@ -207,8 +208,8 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     if validations and epochs >= 2:
         validate_every = max(1, math.ceil(epochs / validations))
         validations = epochs // validate_every
-    else:
-        validate_every, validations, midrun_s = epochs + 1, 0, 0.0
+    else:  # too few epochs for a mid-run validation: the final one encodes the validation slices itself
+        validate_every, validations, midrun_s, final_validation = epochs + 1, 0, 0.0, first_validation
     total_iterations = epochs * iterations
     predicted = training_seconds(total_iterations * batch_size) + midrun_s + final_validation
     budget_min = budget_s / 60
