@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from samunet.core.errors import SamunetUserError
-from samunet.core.names import IMAGE_2D_FILE_ENDINGS, LOSSY_FILE_ENDINGS, SUPPORTED_FILE_ENDINGS, VOLUME_FILE_ENDINGS
+from samunet.core.names import IMAGE_2D_FILE_ENDINGS, LOSSY_FILE_ENDINGS, SUPPORTED_FILE_ENDINGS
 from samunet.utils.atomic import atomic_path
 
 SPACING_2D = (999.0, 1.0, 1.0)  # nnU-Net's marker for "no spacing across slices"

@@ -11,6 +11,7 @@ import argparse
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
@@ -22,6 +23,12 @@ from samunet.utils.logs import get_logger, setup_logging
 
 # numpy, image reading and the evaluation modules are imported inside the functions that use them, so that
 # samunet_find_best --help answers at once
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
+
+    from samunet.core.labels import LabelScheme
+    from samunet.evaluation.inference_information import InferenceInformation
+    from samunet.evaluation.postprocessing import ValidationCase
 
 PROG = "samunet_find_best"
 DEFAULT_VALIDATION_CHECKPOINT = "final"
