@@ -10,6 +10,7 @@ import pytest
 from samunet.core.plans import Plans
 from samunet.training.cli import main
 from samunet.training.lr_schedule import TimeBudget
+from samunet.training.trainer import MIRROR_SLACK_SHARE
 from tests.training_helpers import DATASET, fold_folder, private_roots
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -96,12 +97,20 @@ def test_the_plans_budget_is_the_default_limit_and_the_flag_overrides_it(hippoca
 
 def test_final_mirroring_follows_the_time_left(hippocampus_preprocessed, tmp_path, monkeypatch):
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
-    trainer.validation_seconds = [60.0]  # one unmirrored validation took a minute
+    trainer.validation_seconds = [600.0]  # one unmirrored validation took ten minutes
     trainer.budget = TimeBudget(30.0)
-    trainer.budget.elapsed = lambda: 29 * 60.0  # one minute left: mirroring (4 views) cannot fit
+    trainer.budget.elapsed = lambda: 29.9 * 60.0  # seconds left: mirroring (4 views) cannot fit, even with the slack
     assert trainer.final_mirroring() is False
     trainer.budget.elapsed = lambda: 60.0
     assert trainer.final_mirroring() is True
+    # mirroring after an unvalidated last epoch costs that epoch's unmirrored validation too
+    slices = sum(c.num_slices for c in trainer.run.case_slices(trainer.run.val_cases))
+    per_encode = trainer.run.planned_cost().seconds_per_encoded_slice
+    mirrored = 600.0 + 3 * slices * per_encode
+    slack = MIRROR_SLACK_SHARE * 30 * 60.0
+    trainer.budget.elapsed = lambda: 30 * 60.0 - (mirrored - slack + 1.0)  # the mirrored one alone fits, with slack
+    assert trainer.final_mirroring() is True
+    assert trainer.final_mirroring(last_epoch_unvalidated=True) is False
     trainer.budget = TimeBudget(None)  # no limit: mirrored as before
     assert trainer.final_mirroring() is True
     trainer.run.options.disable_tta = True
