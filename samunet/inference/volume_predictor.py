@@ -18,7 +18,7 @@ from torch import nn
 from samunet.core.plans import Plans
 from samunet.inference.padding import pad_in_plane
 from samunet.modeling.runtime import PrecisionPolicy, precision_policy
-from samunet.preprocessing.tiling import DEFAULT_TILE_STEP, window_starts
+from samunet.preprocessing.tiling import DEFAULT_TILE_STEP, mirror_combinations, window_starts
 
 
 def gaussian_importance_map(patch_size: tuple[int, int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
@@ -31,12 +31,6 @@ def gaussian_importance_map(patch_size: tuple[int, int], sigma_scale: float = 1.
     weight = weight / weight.max()
     return weight.clamp_min(weight[weight > 0].min().item()).float()
 
-
-
-def mirror_combinations(axes: list[int]) -> list[tuple[int, ...]]:
-    """Every subset of the in-plane axes (0: H, 1: W) as dims of a (B, C, H, W) tensor; () is no flip."""
-    dims = sorted({2 + a for a in axes if a in (0, 1)})
-    return [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -21,6 +21,7 @@ from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_P
 from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
+from samunet.preprocessing.tiling import mirror_combinations
 from samunet.core.plans import (AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
                                 ResamplingPlan, SlicingPlan, TrainingPlan)
 
@@ -332,7 +333,7 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                       slicing.background_fraction, frozen_encoder, costs.estimate, ITERATIONS_PER_EPOCH[kind],
                       EPOCH_RANGE[kind], source, patch=tuple(crop.patch_size), slice_shape=slice_shape,
                       structure_px=smallest, threshold_px=threshold,
-                      mirror_variants=2 ** len(augmentation.mirror_axes))  # every subset of the axes flipped
+                      mirror_variants=len(mirror_combinations(augmentation.mirror_axes)))
 
     decision = decide_with_costs()
     if not costs.estimate(decision.input_size).measured and cost_model is not None:

@@ -72,43 +72,50 @@ def region_targets(seg: torch.Tensor, regions: list[tuple[int, ...]]) -> torch.T
     return torch.stack([torch.isin(seg, torch.as_tensor(r, device=seg.device)) for r in regions], dim=1).float()
 
 
-class DiceFocalLoss(nn.Module):
+class _SigmoidDiceLoss(nn.Module):
+    """Soft Dice over sigmoid channels (channel k's target: ``seg`` in ``regions[k]``) plus a per-pixel term
+    (``pixel_loss``), weighted; ignored pixels count in neither."""
+
+    def __init__(self, pixel_weight: float, dice_weight: float, regions: list[tuple[int, ...]],
+                 ignore_target: int | None):
+        super().__init__()
+        self.pixel_weight, self.dice_weight = pixel_weight, dice_weight
+        self.regions, self.ignore_target = [tuple(r) for r in regions], ignore_target
+
+    def pixel_loss(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        target = region_targets(seg, self.regions)
+        valid = valid_pixels(seg, self.ignore_target)
+        dice = soft_dice_loss(torch.sigmoid(logits), target, valid)
+        return self.pixel_weight * self.pixel_loss(logits, target, valid) + self.dice_weight * dice
+
+
+class DiceFocalLoss(_SigmoidDiceLoss):
     """For ``sigmoid_per_label`` outputs: logits (B, L, H, W), one channel per foreground label (``regions``:
     the target values of each channel)."""
 
     def __init__(self, focal_weight: float, dice_weight: float, alpha: float, gamma: float,
                  regions: list[tuple[int, ...]], ignore_target: int | None = None):
-        super().__init__()
-        self.focal_weight, self.dice_weight = focal_weight, dice_weight
+        super().__init__(focal_weight, dice_weight, regions, ignore_target)
         self.alpha, self.gamma = alpha, gamma
-        self.regions, self.ignore_target = [tuple(r) for r in regions], ignore_target
 
-    def forward(self, logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        target = region_targets(seg, self.regions)
-        valid = valid_pixels(seg, self.ignore_target)
-        focal = focal_loss_with_logits(logits, target, self.alpha, self.gamma, valid)
-        dice = soft_dice_loss(torch.sigmoid(logits), target, valid)
-        return self.focal_weight * focal + self.dice_weight * dice
+    def pixel_loss(self, logits, target, valid):
+        return focal_loss_with_logits(logits, target, self.alpha, self.gamma, valid)
 
 
-class DiceBCELoss(nn.Module):
+class DiceBCELoss(_SigmoidDiceLoss):
     """Regions (nnU-Net's DC_and_BCE_loss): logits (B, R, H, W), one sigmoid per region; binary cross-entropy
     plus batch soft Dice over every region (all are foreground structures)."""
 
     def __init__(self, bce_weight: float, dice_weight: float, regions: list[tuple[int, ...]],
                  ignore_target: int | None = None):
-        super().__init__()
-        self.bce_weight, self.dice_weight = bce_weight, dice_weight
-        self.regions, self.ignore_target = [tuple(r) for r in regions], ignore_target
+        super().__init__(bce_weight, dice_weight, regions, ignore_target)
 
-    def forward(self, logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        target = region_targets(seg, self.regions)
-        valid = valid_pixels(seg, self.ignore_target)
-        bce = masked_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), valid)
-        dice = soft_dice_loss(torch.sigmoid(logits), target, valid)
-        return self.bce_weight * bce + self.dice_weight * dice
+    def pixel_loss(self, logits, target, valid):
+        return masked_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), valid)
 
 
 class DiceCELoss(nn.Module):

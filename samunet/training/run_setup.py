@@ -195,6 +195,7 @@ def _version(package: str) -> str | None:
         return None
 
 
+TIMING_KEY = "timing"
 TIMING_TOLERANCE = 0.25  # measured figures further than this from the plans' get a warning
 
 
@@ -229,9 +230,7 @@ def record_timing(run: TrainingRun, iterations: int, training_seconds: float, fo
     if off and not changed:
         log.warning("Timing differs from the plans by more than %d%%: %s (re-plan on this machine if it is not the "
                     "one that planned, or if it was busy)", round(TIMING_TOLERANCE * 100), "; ".join(off))
-    data = _read_debug_json(run.fold_folder)
-    data["timing"] = timing
-    write_json(data, run.fold_folder / DEBUG_FILE)
+    _update_debug_json(run.fold_folder, TIMING_KEY, timing)
     return timing
 
 
@@ -281,6 +280,11 @@ def _read_debug_json(fold_folder: Path) -> dict:
 
 def record_results(fold_folder: Path, **figures) -> None:
     """Merge ``figures`` into debug.json's ``results`` section (atomic rewrite)."""
+    _update_debug_json(fold_folder, RESULTS_KEY, figures)
+
+
+def _update_debug_json(fold_folder: Path, section: str, figures: dict) -> None:
+    """Merge ``figures`` into one section of debug.json (atomic rewrite)."""
     data = _read_debug_json(fold_folder)
-    data[RESULTS_KEY] = {**data.get(RESULTS_KEY, {}), **figures}
+    data[section] = {**data.get(section, {}), **figures}
     write_json(data, Path(fold_folder) / DEBUG_FILE)

@@ -15,6 +15,7 @@ limit (``lr_schedule.TimeBudget``) and DDP (``ddp``) live in their own modules.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -24,7 +25,7 @@ from samunet.utils.progress import progress as progress_bar
 
 from samunet.core.plans import PlansError
 from samunet.modeling.runtime import precision_policy
-from samunet.inference.volume_predictor import mirror_combinations
+from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
@@ -65,11 +66,12 @@ class FoldTrainer:
         self.optimizer = self.build_optimizer()
         self.loss_fn = self.build_loss()
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
-        self.budget = budget or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
         self.validation_seconds: list[float] = []  # wall time of each validation without mirroring
+        self.budget = budget or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
         self.history = TrainingHistory()
         self.epoch = 0  # epochs completed
         self.iteration = 0
+        self._started_at = (0, 0)  # (iteration, epochs recorded) when this process's training began
         self.best: float | None = None
         self.stopped_by_time = False
         self.sampler: EpochSampler | None = None
@@ -137,7 +139,7 @@ class FoldTrainer:
 
     def timing(self) -> tuple[int, float]:
         """Iterations and training seconds (validations excluded) of this process's run."""
-        iteration, epochs = getattr(self, "_started_at", (self.iteration, len(self.history.epoch_seconds)))
+        iteration, epochs = self._started_at
         return self.iteration - iteration, float(sum(self.history.epoch_seconds[epochs:]))
 
     def on_epoch_start(self) -> float:
@@ -238,7 +240,7 @@ class FoldTrainer:
         """How much work the final validation is (it can dwarf a short CPU training), and how to cut it."""
         if not self.run.val_cases:
             return
-        slices = sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
+        slices = self.validation_slices
         variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes)) if mirror else 1
         message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
         per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
@@ -250,13 +252,18 @@ class FoldTrainer:
         log.info(message)
 
     # ---- the time budget: training plus validation -------------------------------------------------------
+    @functools.cached_property
+    def validation_slices(self) -> int:
+        """Slices of the validation cases (read once from the cache's case files)."""
+        return sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
+
     def final_validation_reserve_s(self) -> float:
         """Seconds kept out of the training time for the final validation without mirroring: the last mid-run
         validation's measured time when there was one (an upper bound: the final one reuses its cached
         embeddings), else the plans' seconds per validation case (first encoding included) times the cases."""
         if not self.run.val_cases:
             return 0.0
-        if getattr(self, "validation_seconds", None):
+        if self.validation_seconds:
             return self.validation_seconds[-1]
         cost = self.run.planned_cost()
         return 0.0 if cost is None else cost.seconds_per_validation_case * len(self.run.val_cases)
@@ -275,7 +282,7 @@ class FoldTrainer:
             log.info("Final validation with %d mirrorings (no time limit; --disable-tta skips them)", variants)
             return True
         single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
-        slices = sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
+        slices = self.validation_slices
         per_encode = (self.cache.seconds_per_encode() if self.cache is not None else None) or (
             self.run.planned_cost().seconds_per_encoded_slice if self.run.planned_cost() else None)
         # every mirrored view is a new input to encode; without a per-slice figure, a whole validation each
