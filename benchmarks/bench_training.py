@@ -58,12 +58,11 @@ def measure(adapter_name: str, steps: int, warmup: int, threads: int | None) -> 
     device = torch.device("cpu")
     adapter = build_adapter_for(run, device)
     trainer = FoldTrainer(run, adapter, device, DistributedContext())
-    loader = iter(trainer._loader())
+    loader = iter(trainer.make_loader())
     batch_size = run.training.batch_size
 
     def step(batch):
-        inputs = batch["images"] if trainer.cache is None else trainer.cache.embeddings(batch["images"])
-        return trainer.steps.step(inputs, batch["seg"])
+        return trainer.train_step(batch)
 
     def timed(batches) -> float:
         start = time.perf_counter()

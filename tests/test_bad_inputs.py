@@ -19,6 +19,7 @@ import pytest
 
 from samunet.adapters import build_adapter
 from samunet.adapters.checkpoint import save_adapter_checkpoint
+from samunet.compare.cli import main as compare_main
 from samunet.core.names import SPLITS_FILE
 from samunet.dataset.convert_msd import main as convert_main
 from samunet.dataset.image_io import Geometry, write_image, write_segmentation
@@ -341,6 +342,27 @@ def _unknown_device(ws):
     return predict_main, ws.predict("--device", "tpu"), "tpu"
 
 
+def _unknown_encoder_runtime(ws):
+    ws.planned()
+    return train_main, ["4", ADAPTER, "0", "--encoder-runtime", "tensorrt"], "tensorrt"
+
+
+def _compare_unknown_adapter(ws):
+    ws.planned()
+    return compare_main, ["-d", "4", "-a", ADAPTER, "nonsense", "-f", "0"], "nonsense"
+
+
+def _compare_bad_time_limit(ws):
+    ws.planned()
+    return compare_main, ["-d", "4", "-a", ADAPTER, "-f", "0", "--time-limit-min", "0"], "--time-limit-min"
+
+
+def _compare_without_plans(ws):
+    plans = ws.planned()
+    plans.unlink()
+    return compare_main, ["-d", "4", "-a", ADAPTER, "-f", "0", "--epochs", "1"], str(plans)
+
+
 def _evaluate_missing_prediction_folder(ws):
     missing = ws.tmp / "no_predictions"
     return evaluate_main, ["-ref", str(ws.tmp), "-pred", str(missing)], str(missing)
@@ -404,11 +426,15 @@ CATALOGUE = [
     BadInput("nnU-Net flag with another meaning", _nnunet_flag_with_another_meaning),
     BadInput("flag prefix of another flag", _abbreviated_flag),
     BadInput("unknown device", _unknown_device),
+    BadInput("unknown encoder runtime", _unknown_encoder_runtime),
     # other commands
     BadInput("evaluate: prediction folder missing", _evaluate_missing_prediction_folder),
     BadInput("ensemble: input folder missing", _ensemble_folder_without_probabilities),
     BadInput("find_best: no validation outputs", _find_best_without_validation),
     BadInput("convert_msd: task without dataset.json", _convert_msd_without_dataset_json),
+    BadInput("compare: unknown adapter", _compare_unknown_adapter),
+    BadInput("compare: time limit not positive", _compare_bad_time_limit),
+    BadInput("compare: dataset not planned", _compare_without_plans),
 ]
 
 

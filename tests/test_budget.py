@@ -89,7 +89,7 @@ def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
     fp = make_fingerprint([make_case(i, shape=(30, 200, 180)) for i in range(10)])
     calls = []
 
-    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention):
+    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime):
         slow = 3.0 if precision == "bf16" else 1.0  # a CPU with bf16 instructions but no AMX
 
         class Table:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 DATASET = "Dataset901_Fields"
 # fields for people, not programs (error messages quote the channel name; ``cost`` states the planner's figures)
-DESCRIPTIVE = {"reason", "adapter_reason", "normalization.name", "cost"}
+DESCRIPTIVE = {"reason", "adapter_reason", "encoder_runtime_reason", "normalization.name", "cost"}
 # fields written but read by nobody yet (listed so that a gap is visible here rather than hidden)
 NOT_READ_YET: set[str] = set()
 
@@ -131,6 +131,7 @@ def trainer_facts(name: str):
                     "batch": _digest(batch["images"], batch["seg"]), "iterations": len(loader),
                     "workers": loader.num_workers, "validate": [e for e in range(1, run.training.epochs + 1) if trainer.validates_after(e)],
                     "precision": trainer.policy.name, "cached": trainer.cache is not None,
+                    "encoder_runtime": getattr(trainer.adapter.encoder_runner, "runtime", "eager"),
                     "raw_labels": [str(c.raw_label_path) for c in run.validation_cases()],
                     "epochs": run.training.epochs, "time_limit_s": trainer.budget.limit_s},
                     sort_keys=True, default=str)
@@ -232,6 +233,7 @@ CASES = {
     "model.adapter": ("samed", recommended_adapter, {"model.adapter": "decoder"}),
     "model.checkpoint": ("TINY_CHECKPOINT", built_adapter("decoder"), {}),
     "model.global_attention": (lambda v: not v, built_adapter("decoder"), {}),
+    "model.encoder_runtime": ("channels_last", trainer_facts("decoder"), {}),
     "adapters.optimizer": ("adam", TRAINER, {}),
     "adapters.learning_rate": (0.5, TRAINER, {}),
     "adapters.weight_decay": (0.3, TRAINER, {}),
@@ -257,6 +259,7 @@ CASES = {
     "augmentation.gamma_range": ([0.2, 0.3], training_batch, {}),
     "augmentation.noise_std": (0.5, training_batch, {}),
     "augmentation.mirror_axes": ([], training_batch, {}),
+    "augmentation.cached_augmentation": ("exact_mirrors", trainer_facts("decoder"), {}),
     "training.batch_size": (lambda v: v + 1, TRAINER, {}),
     "training.epochs": (lambda v: v + 3, TRAINER, {}),
     "training.iterations_per_epoch": (lambda v: v + 7, TRAINER, {}),

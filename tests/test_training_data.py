@@ -76,7 +76,7 @@ def test_unaugmented_sample_is_exactly_what_the_predictor_sees(hippocampus_prepr
     plans = ds.plans
     batches = TrainingBatches(_spec(ds, cases, augment=False))
     case, s = cases[0], cases[0].foreground_slices[0]
-    image, seg, _ = batches.build_sample(SliceChoice(0, int(s), None), np.random.default_rng(0))
+    image, seg, _, _ = batches.build_sample(SliceChoice(0, int(s), None), np.random.default_rng(0))
     volume = np.load(case.image_path)
     patch = tuple(plans.crop.patch_size)
     assert volume.shape[2] <= patch[0] and volume.shape[3] <= patch[1]  # Hippocampus slices fit one patch
@@ -104,12 +104,20 @@ def test_slicing_modes(hippocampus_preprocessed, cases):
         assert c.slice in cases[c.case].slices_by_class[c.foreground_class]
 
 
+def _with_cached_augmentation(plans, mode: str):
+    plans = copy.deepcopy(plans)
+    plans.augmentation.cached_augmentation = mode
+    return plans
+
+
 def test_cached_mode_draws_a_finite_set_with_exact_mirrors(hippocampus_preprocessed, cases):
     ds = hippocampus_preprocessed
-    batches = TrainingBatches(_spec(ds, cases, cached=True, batch_size=8))
+    plans = _with_cached_augmentation(ds.plans, "exact_mirrors")
+    batches = TrainingBatches(_spec(ds, cases, plans=plans, cached=True, batch_size=8))
     seen: dict[tuple, torch.Tensor] = {}
     for index in range(12):
         batch = batches[(0, index)]
+        assert not batch["grid_symmetries"].any()
         for image, key in zip(batch["images"], batch["keys"].tolist()):
             case, s, y0, x0, flips = key
             assert (y0, x0) == (0, 0)  # Hippocampus slices fit one predictor window
@@ -121,3 +129,42 @@ def test_cached_mode_draws_a_finite_set_with_exact_mirrors(hippocampus_preproces
             assert torch.equal(image, expected)
             seen.setdefault(tuple(key), image)
     assert len(seen) < 12 * 8  # inputs repeat: the cache gets hits
+
+
+def test_cached_grid_mode_keeps_images_plain_and_moves_the_label(hippocampus_preprocessed, cases):
+    """grid: every input is the plain window (one cache entry per window); the label carries the drawn symmetry,
+    which the batch reports for the training step to apply to the embedding."""
+    from samunet.training.grid_augmentation import apply_symmetry
+
+    ds = hippocampus_preprocessed
+    plans = _with_cached_augmentation(ds.plans, "grid")
+    plans.crop.patch_size = [max(plans.crop.patch_size)] * 2  # square: transposes allowed
+    batches = TrainingBatches(_spec(ds, cases, plans=plans, cached=True, batch_size=8))
+    codes = set()
+    for index in range(12):
+        batch = batches[(0, index)]
+        for image, seg, key, code in zip(batch["images"], batch["seg"], batch["keys"].tolist(),
+                                         batch["grid_symmetries"].tolist()):
+            case, s, y0, x0, flips = key
+            assert flips == 0
+            base, target = batches._unit_slice(SliceChoice(case, s, None))
+            assert torch.equal(image, torch.from_numpy(base))
+            assert torch.equal(seg, apply_symmetry(torch.from_numpy(target).long(), code))
+            codes.add(code)
+    assert len(codes) == 8  # both flips and the transpose are drawn
+
+
+def test_cached_none_mode_draws_plain_windows(hippocampus_preprocessed, cases):
+    ds = hippocampus_preprocessed
+    batch = TrainingBatches(_spec(ds, cases, plans=_with_cached_augmentation(ds.plans, "none"), cached=True))[(0, 0)]
+    assert not batch["grid_symmetries"].any() and not batch["keys"][:, 4].any()
+
+
+def test_unknown_cached_augmentation_is_refused_naming_the_field(hippocampus_preprocessed, cases):
+    from samunet.core.plans import PlansError
+
+    ds = hippocampus_preprocessed
+    with pytest.raises(PlansError, match="augmentation.cached_augmentation 'rotate'"):
+        TrainingBatches(_spec(ds, cases, plans=_with_cached_augmentation(ds.plans, "rotate"), cached=True))
+
+

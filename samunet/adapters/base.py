@@ -49,6 +49,7 @@ class Adapter(nn.Module):
         self.normalizer = InputNormalizer(info.name)
         self.input_mixer = InputMixer(in_channels) if in_channels != 3 else None
         self.merged = False
+        self.encoder_runner = None  # a frozen encoder's inference runtime (use_encoder_runtime); None: eager
         # regions (samunet.core.labels): each sigmoid output is an independent region, not an exclusive label
         self.region_outputs = False
         self.identity = {  # what a checkpoint of this adapter must match (checkpoint.py)
@@ -100,7 +101,19 @@ class Adapter(nn.Module):
         return self.normalizer(x)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.sam.image_encoder(self.prepare(images))
+        x = self.prepare(images)
+        return self.encoder_runner(x) if self.encoder_runner is not None else self.sam.image_encoder(x)
+
+    def use_encoder_runtime(self, runtime: str, policy) -> str:
+        """Run the (frozen) encoder through ``runtime`` (``samunet.modeling.encoder_runtime``) from now on;
+        returns the runtime used: ``eager`` where the requested one cannot run here (said in the log)."""
+        from samunet.modeling.encoder_runtime import EncoderRunner, usable_runtime
+
+        if any(p.requires_grad for p in self.sam.image_encoder.parameters()):
+            raise ValueError(f"adapter '{self.name}' trains its encoder: it has no inference runtime")
+        runtime = usable_runtime(runtime, policy.device_type)
+        self.encoder_runner = None if runtime == "eager" else EncoderRunner(self.sam.image_encoder, runtime, policy)
+        return runtime
 
     def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Image embeddings (B, C, h, w) -> low-resolution logits (B, K, h', w')."""

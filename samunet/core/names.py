@@ -3,6 +3,8 @@ from __future__ import annotations
 
 ADAPTER_NAMES = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
 BACKBONE_NAMES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny")
+# how a frozen encoder runs (samunet.modeling.encoder_runtime)
+ENCODER_RUNTIMES = ("eager", "channels_last", "compile", "jit_freeze", "openvino", "onnxruntime")
 
 DEFAULT_PLANS_NAME = "samunetPlans"
 

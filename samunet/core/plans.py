@@ -26,6 +26,9 @@ from samunet.core.records import VersionedRecord
 # adapter, loss or schedule does not read them (and refused when set there)
 PLANS_SCHEMA_VERSION = 3
 
+# what replaces spatial augmentation when cached embeddings fix the training inputs (training/grid_augmentation.py)
+CACHED_AUGMENTATIONS = ("grid", "exact_mirrors", "none")
+
 T = TypeVar("T")
 
 
@@ -110,8 +113,11 @@ class ModelPlan:
     adapter: str  # recommended adapter, one of ADAPTER_NAMES
     checkpoint: str | None = None  # base weights; None: look up by backbone name
     global_attention: bool = False  # True: S-SAM layout (global attention in every block, no windows)
+    # how a frozen encoder runs (one of names.ENCODER_RUNTIMES); plans made before the field ran it eagerly
+    encoder_runtime: str = "eager"
     reason: str = ""
     adapter_reason: str = ""
+    encoder_runtime_reason: str = ""
 
 
 @dataclass
@@ -148,6 +154,9 @@ class AugmentationPlan:
     gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
     noise_std: float = 0.05
     mirror_axes: list[int] = field(default_factory=lambda: [0, 1])  # in-plane axes (H, W); also test-time mirroring
+    # cached embeddings (frozen encoder): one of CACHED_AUGMENTATIONS; plans written before the field mirrored
+    # exactly, so that stays the default when it is missing
+    cached_augmentation: str = "exact_mirrors"
     reason: str = ""
 
 
@@ -224,6 +233,11 @@ class Plans(VersionedRecord):
     def sha256(self) -> str:
         """Hash of the decisions that change what a model sees (checkpoints record it)."""
         relevant = {k: v for k, v in self.to_dict().items() if k not in ("training", "adapters", "cost")}
+        # how the frozen encoder runs and what replaces augmentation for cached embeddings do not change what a
+        # trained model sees at prediction (and plans hash as before these fields existed)
+        relevant["model"].pop("encoder_runtime", None)
+        relevant["model"].pop("encoder_runtime_reason", None)
+        relevant["augmentation"].pop("cached_augmentation", None)
         if relevant.get("regions_class_order") is None:
             # plans without regions hash as before the field existed: their caches and checkpoints stay valid
             relevant.pop("regions_class_order", None)

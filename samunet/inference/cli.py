@@ -8,7 +8,7 @@ from pathlib import Path
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.errors import InvalidValueError
-from samunet.core.names import ALL_FOLD, CHECKPOINT_CHOICES, NUM_FOLDS
+from samunet.core.names import ALL_FOLD, CHECKPOINT_CHOICES, ENCODER_RUNTIMES, NUM_FOLDS
 from samunet.utils.logs import get_logger, setup_logging
 
 PROG = "samunet_predict"
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (about 4x faster)")
     p.add_argument("--no-postprocessing", action="store_true", help="ignore samunet_find_best's postprocessing")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto: cuda, else mps, else cpu)")
+    p.add_argument("--encoder-runtime", choices=ENCODER_RUNTIMES, default=None,
+                   help="how the (merged, frozen) encoder runs (default: the plans' model.encoder_runtime)")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs already exist again")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: the plans' batch size)")
     p.add_argument("-npp", dest="num_preprocessing", type=int, default=1,
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     check_inputs_readable(jobs)
     start = time.perf_counter()
-    load_networks(selection, device)
+    load_networks(selection, device, args.encoder_runtime)
     log.info("models loaded in %.1f s on %s; test-time mirroring %s", time.perf_counter() - start, device,
              "off" if args.disable_tta else "on")
     note_fold_count(selection)  # after loading: a checkpoint problem is then the only line on stderr

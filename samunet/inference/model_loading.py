@@ -170,8 +170,10 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
     return Selection(configurations, steps, checkpoint)
 
 
-def load_networks(selection: Selection, device: torch.device) -> None:
-    """Build each fold's adapter, load its checkpoint, fold the adaptation into plain weights, eval mode."""
+def load_networks(selection: Selection, device: torch.device, encoder_runtime: str | None = None) -> None:
+    """Build each fold's adapter, load its checkpoint, fold the adaptation into plain weights, eval mode; the
+    merged (frozen) encoders run through ``encoder_runtime`` (None: the plans' ``model.encoder_runtime``)."""
+    from samunet.modeling.runtime import precision_policy
     from samunet.adapters import build_adapter
     from samunet.adapters.checkpoint import load_adapter_checkpoint
     from samunet.inference.fold_ensemble import FoldEnsemble, encoder_is_frozen, encoders_identical
@@ -191,6 +193,10 @@ def load_networks(selection: Selection, device: torch.device) -> None:
             log.info("%s: the folds share one frozen encoder: each slice is encoded once for all %d folds",
                      config.adapter, len(config.networks))
         config.ensemble = FoldEnsemble(config.networks, shared_encoder=shared).eval()
+        runtime = encoder_runtime or config.plans.model.encoder_runtime
+        policy = precision_policy(device, config.plans.training.precision)
+        used = {m.use_encoder_runtime(runtime, policy) for m in (config.networks[:1] if shared else config.networks)}
+        log.info("%s: encoder runs through %s", config.adapter, ", ".join(sorted(used)))
 
 
 def base_weights_for(config: TrainedConfiguration) -> Path | None:

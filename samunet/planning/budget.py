@@ -227,7 +227,8 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
               f"input {size} is the largest from {planned_input} down (step {INPUT_STEP}, smallest allowed {min_input}) "
               f"that fits; {epochs} x {iterations} iterations"
               + (f" (about {expected_distinct(total_iterations * batch_size, pool):.0f} of {pool} distinct inputs, "
-                 f"{mirror_variants} mirror variants each, encoded once)" if frozen_encoder else "")
+                 + (f"{mirror_variants} mirror variants each, " if mirror_variants > 1 else "")
+                 + "encoded once)" if frozen_encoder else "")
               + "; validation: "
               + (f"{validations} mid-run (every {validate_every} epochs, {midrun_s / 60:.1f} min <= "
                  f"{MIDRUN_VALIDATION_SHARE:.0%})" if validations else

@@ -155,8 +155,9 @@ def _timed(fn, device: str, passes: int = TIMED_PASSES) -> float:
 
 def measure_input_size(backbone: str, adapter_name: str, input_size: int, precision: str, device: str,
                        batch: int = DEFAULT_BATCH, num_classes: int = 3, in_channels: int = 3,
-                       global_attention: bool = False) -> MeasuredCost:
-    """Time one input size (random weights and inputs); per-slice seconds."""
+                       global_attention: bool = False, encoder_runtime: str = "eager") -> MeasuredCost:
+    """Time one input size (random weights and inputs); per-slice seconds. A frozen encoder runs through
+    ``encoder_runtime``, as training and prediction will run it (its build is the untimed warm-up call)."""
     import torch
 
     from samunet.adapters.registry import build_adapter_from_parts
@@ -168,6 +169,10 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
     images = torch.rand(batch, in_channels, input_size, input_size, device=device)
     frozen = adapter.supports_embedding_cache
     adapter.train()
+    if frozen:
+        from samunet.modeling.runtime import precision_policy
+
+        adapter.use_encoder_runtime(encoder_runtime, precision_policy(torch.device(device), precision))
 
     def encode():
         with torch.no_grad(), _autocast(device, precision):
@@ -232,8 +237,9 @@ class MeasuredCosts:
 
     def __init__(self, backbone: str, adapter_name: str, precision: str, device: str, cache: CostCache,
                  batch: int = DEFAULT_BATCH, time_cap: TimeCap | None = None, num_classes: int = 3,
-                 in_channels: int = 3, global_attention: bool = False):
+                 in_channels: int = 3, global_attention: bool = False, encoder_runtime: str = "eager"):
         self.backbone, self.adapter_name, self.precision, self.device = backbone, adapter_name, precision, device
+        self.encoder_runtime = encoder_runtime
         self.cache, self.batch, self.time_cap = cache, batch, time_cap or TimeCap()
         self.num_classes, self.in_channels, self.global_attention = num_classes, in_channels, global_attention
         self.machine = machine_key(device)
@@ -241,6 +247,8 @@ class MeasuredCosts:
 
     def _key(self, size: int) -> str:
         adapter = f"{self.adapter_name}{'+global' if self.global_attention else ''}"
+        if self.encoder_runtime != "eager":  # eager keeps the keys of caches written before runtimes existed
+            adapter += f"+{self.encoder_runtime}"
         return CostCache.key(self.machine, self.backbone, adapter, self.precision, self.batch, size)
 
     def __call__(self, input_size: int) -> MeasuredCost:
@@ -274,14 +282,15 @@ class MeasuredCosts:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             cost = measure_input_size(self.backbone, self.adapter_name, size, self.precision, self.device, self.batch,
-                                      self.num_classes, self.in_channels, self.global_attention)
+                                      self.num_classes, self.in_channels, self.global_attention,
+                                      self.encoder_runtime)
         took = time.perf_counter() - start
         self.time_cap.spent += took
         self.known[size] = cost
         self.cache.put(self._key(size), cost)
         self.cache.save()
-        log.info("cost model: %s + %s at %d px, %s: %s (%.1f s to measure)", self.backbone, self.adapter_name, size,
-                 self.precision, describe(cost), took)
+        log.info("cost model: %s + %s at %d px, %s, encoder %s: %s (%.1f s to measure)", self.backbone,
+                 self.adapter_name, size, self.precision, self.encoder_runtime, describe(cost), took)
         return cost
 
     def any_extrapolated(self) -> bool:

@@ -92,7 +92,11 @@ def choose_adapter(hw: Hardware, num_training_cases: int) -> tuple[str, str]:
 
 def augmentation_plan(two_d: bool) -> AugmentationPlan:
     kind = "2D images" if two_d else "slices of volumes"
-    return AugmentationPlan(reason=f"{kind}: nnU-Net-like in-plane defaults (rotation, scaling, intensity, mirroring)")
+    return AugmentationPlan(
+        cached_augmentation="grid",
+        reason=(f"{kind}: nnU-Net-like in-plane defaults (rotation, scaling, intensity, mirroring); with cached "
+                "embeddings, flips and quarter turns of the embedding grid and the label together (grid): each "
+                "window is encoded once instead of once per mirror variant"))
 
 
 def device_class(hw: Hardware) -> str:

@@ -21,6 +21,7 @@ from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_P
 from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
+from samunet.modeling.encoder_runtime import default_encoder_runtime, encoder_runtime_reason
 from samunet.preprocessing.tiling import mirror_combinations
 from samunet.core.plans import (AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
                                 ResamplingPlan, SlicingPlan, TrainingPlan)
@@ -312,9 +313,9 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
     if cost_model is None:
         costs, source = EstimatedCosts(model.backbone, hw.device, frozen_encoder), "estimated (not measured)"
     else:
-        def costs_for(p: str):
+        def costs_for(p: str):  # a frozen encoder timed through the runtime it will run with at that precision
             return cost_model(model.backbone, model.adapter, p, hw.device, num_classes, in_channels,
-                              model.global_attention)
+                              model.global_attention, default_encoder_runtime(hw.device, p) if frozen_encoder else "eager")
 
         costs, source = costs_for(precision), "measured"
         if hw.device == "cpu" and precision == "bf16":  # never assume: bf16 is only faster with AMX-class units
@@ -326,6 +327,8 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
             precision_reason = (f"{precision}: measured faster ({bf16_s:.3f} s bf16 vs {fp32_s:.3f} s fp32 per "
                                 f"uncached slice at input {probe})")
         costs(min_input), costs(model.input_size)  # the two ends of the sweep, measured; sizes between interpolated
+    model.encoder_runtime = default_encoder_runtime(hw.device, precision)
+    model.encoder_runtime_reason = encoder_runtime_reason(model.encoder_runtime, hw.device, precision)
     counts = slice_counts(fp, slicing.axis)
 
     def decide_with_costs():
@@ -333,7 +336,8 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                       slicing.background_fraction, frozen_encoder, costs.estimate, ITERATIONS_PER_EPOCH[kind],
                       EPOCH_RANGE[kind], source, patch=tuple(crop.patch_size), slice_shape=slice_shape,
                       structure_px=smallest, threshold_px=threshold,
-                      mirror_variants=len(mirror_combinations(augmentation.mirror_axes)))
+                      mirror_variants=(len(mirror_combinations(augmentation.mirror_axes))
+                                       if augmentation.cached_augmentation == "exact_mirrors" else 1))
 
     decision = decide_with_costs()
     if not costs.estimate(decision.input_size).measured and cost_model is not None:

@@ -11,7 +11,7 @@ import sys
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.errors import InvalidValueError
-from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME
+from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, ENCODER_RUNTIMES
 
 PROG = "samunet_train"
 
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help=f"override the planned backbone ({', '.join(BACKBONE_NAMES)})")
     p.add_argument("--checkpoint", help="base weights file for the backbone (default: looked up by backbone name)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the plans' training.device)")
+    p.add_argument("--encoder-runtime", help=f"how a frozen encoder runs: {', '.join(ENCODER_RUNTIMES)} "
+                   "(default: the plans' model.encoder_runtime)")
     p.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest")
     p.add_argument("--val-only", action="store_true", help="only re-run the final validation of checkpoint_final")
     p.add_argument("--num-gpus", type=int, default=1, help="N > 1: launch N DDP processes through torchrun")
@@ -61,7 +63,8 @@ def options_from_args(args: argparse.Namespace):
     return TrainingOptions(
         dataset=args.dataset, adapter=args.adapter, fold=parse_fold(args.fold), plans_name=args.plans_name,
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
-        backbone=args.backbone, checkpoint=args.checkpoint, device=args.device, resume=args.resume,
+        backbone=args.backbone, checkpoint=args.checkpoint, device=args.device,
+        encoder_runtime=args.encoder_runtime, resume=args.resume,
         val_only=args.val_only, seed=args.seed, num_workers=args.num_workers, time_limit_min=args.time_limit_min,
         validate_every=args.validate_every, no_augment=args.no_augment,
         disable_tta=args.disable_tta)

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from samunet.core.plans import Plans
+from samunet.core.plans import CACHED_AUGMENTATIONS, Plans, named_choice
 from samunet.inference.padding import pad_in_plane
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
+from samunet.training.grid_augmentation import apply_symmetry, draw_symmetry
 from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler
 
 
@@ -85,6 +86,8 @@ class TrainingBatches(Dataset):
         self.patch = (int(plans.crop.patch_size[0]), int(plans.crop.patch_size[1]))
         self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached else self.patch
         self.mirror_axes = [int(a) for a in plans.augmentation.mirror_axes if int(a) in (0, 1)] if spec.augment else []
+        self.cached_augmentation = named_choice({m: m for m in CACHED_AUGMENTATIONS}, plans.augmentation.cached_augmentation,
+                                                "augmentation.cached_augmentation")
         self.lut = plans.label_scheme.target_lookup()  # label value -> training target (class index, ignore)
         self.ignore_target = plans.label_scheme.ignore_target
         self.sampler = SliceSampler(spec.cases, plans.slicing.mode, plans.slicing.background_fraction)
@@ -134,18 +137,22 @@ class TrainingBatches(Dataset):
         unit = to_unit_range(torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None])[0]
         return np.asarray(unit, dtype=np.float32), self.lut[seg_slice]
 
-    def build_sample(self, choice: SliceChoice, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """(image (Cin, ph, pw), seg (ph, pw), cache key). The key is only meaningful in cached mode."""
+    def build_sample(self, choice: SliceChoice, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[int], int]:
+        """(image (Cin, ph, pw), seg (ph, pw), cache key, grid symmetry). The key and the symmetry are only
+        meaningful in cached mode."""
         unit, seg = self._unit_slice(choice)
         if self.spec.cached:
             return self._cached_sample(choice, unit, seg, rng)
         center = self._center(seg, choice, rng)
         image, target = apply_transform(self.transform, _crop_window(unit, center, self.window),
                                         _crop_window(seg, center, self.window))
-        return image, target, [choice.case, choice.slice, center[0], center[1], 0]
+        return image, target, [choice.case, choice.slice, center[0], center[1], 0], 0
 
     def _cached_sample(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, rng: np.random.Generator):
-        """A window of the predictor's tiling (so the set of inputs is finite), mirrored exactly at random."""
+        """A window of the predictor's tiling (so the set of inputs is finite), augmented as
+        ``plans.augmentation.cached_augmentation`` says (see ``grid_augmentation``). Returns the sample, its cache
+        key and its grid symmetry: with ``grid`` the label is already under that symmetry, and the training step
+        applies it to the embedding."""
         from samunet.inference.volume_predictor import window_starts
 
         h, w = seg.shape
@@ -153,30 +160,33 @@ class TrainingBatches(Dataset):
         wanted = self._center(seg, choice, rng)
         # the window whose centre is nearest to the sampled centre (keeps foreground oversampling meaningful)
         y0, x0 = min(starts, key=lambda s: (s[0] + self.patch[0] / 2 - wanted[0]) ** 2 + (s[1] + self.patch[1] / 2 - wanted[1]) ** 2)
-        image = unit[:, y0:y0 + self.patch[0], x0:x0 + self.patch[1]]
-        target = seg[y0:y0 + self.patch[0], x0:x0 + self.patch[1]]
-        flip_code = 0
-        for axis in self.mirror_axes:
-            if rng.random() < 0.5:
-                flip_code |= 1 << axis
-                image, target = np.flip(image, axis + 1), np.flip(target, axis)
-        return (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)).long(),
-                [choice.case, choice.slice, y0, x0, flip_code])
+        image = torch.from_numpy(np.ascontiguousarray(unit[:, y0:y0 + self.patch[0], x0:x0 + self.patch[1]]))
+        target = torch.from_numpy(np.ascontiguousarray(seg[y0:y0 + self.patch[0], x0:x0 + self.patch[1]])).long()
+        flip_code = grid_code = 0
+        if self.cached_augmentation == "exact_mirrors":
+            flip_code = draw_symmetry(rng, self.patch, self.mirror_axes, transpose=False)
+            image, target = apply_symmetry(image, flip_code), apply_symmetry(target, flip_code)
+        elif self.cached_augmentation == "grid":
+            grid_code = draw_symmetry(rng, self.patch, self.mirror_axes)
+            target = apply_symmetry(target, grid_code)
+        return image.contiguous(), target.contiguous(), [choice.case, choice.slice, y0, x0, flip_code], grid_code
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = key
         seed = batch_seed(self.spec.seed, self.spec.rank, epoch, index)
         rng = np.random.default_rng(seed)
         n_forced = forced_count(self.spec.batch_size, self.spec.plans.training.foreground_oversample, rng)
-        images, segs, keys = [], [], []
+        images, segs, keys, symmetries = [], [], [], []
         with seeded_global_rngs(seed):
             for i in range(self.spec.batch_size):
                 choice = self.sampler.draw(rng, force_foreground=i >= self.spec.batch_size - n_forced)
-                image, seg, key = self.build_sample(choice, rng)
+                image, seg, key, symmetry = self.build_sample(choice, rng)
                 images.append(image)
                 segs.append(seg)
                 keys.append(key)
-        return {"images": torch.stack(images), "seg": torch.stack(segs), "keys": torch.tensor(keys, dtype=torch.int64)}
+                symmetries.append(symmetry)
+        return {"images": torch.stack(images), "seg": torch.stack(segs), "keys": torch.tensor(keys, dtype=torch.int64),
+                "grid_symmetries": torch.tensor(symmetries, dtype=torch.int64)}
 
 
 class EpochSampler(Sampler):

@@ -21,7 +21,7 @@ from pathlib import Path
 from samunet.core.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
 from samunet.core.errors import SamunetUserError
 from samunet.core.layout import cache_files, cache_folder, cached_case_ids, fold_folder, plans_file
-from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, DATASET_JSON_FILE, DEBUG_FILE, MODEL_PLANS_FILE, model_folder_name
+from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, DATASET_JSON_FILE, ENCODER_RUNTIMES, DEBUG_FILE, MODEL_PLANS_FILE, model_folder_name
 from samunet.core.plans import Plans
 from samunet.training.slice_dataset import CaseSlices, load_case_slices
 from samunet.training.splits import fold_cases, load_or_create_splits
@@ -51,6 +51,7 @@ class TrainingOptions:
     backbone: str | None = None
     checkpoint: str | None = None
     device: str | None = None  # None: the plans' training.device
+    encoder_runtime: str | None = None  # None: the plans' model.encoder_runtime
     resume: bool = False
     val_only: bool = False
     seed: int | None = None
@@ -125,6 +126,10 @@ def apply_overrides(plans: Plans, options: TrainingOptions) -> tuple[Plans, dict
         raise SetupError(f"--backbone {options.backbone!r} is unknown; choose one of {', '.join(BACKBONE_NAMES)}")
     put(plans.model, "backbone", "model.backbone", options.backbone)
     put(plans.model, "checkpoint", "model.checkpoint", options.checkpoint)
+    if options.encoder_runtime is not None and options.encoder_runtime not in ENCODER_RUNTIMES:
+        raise SetupError(f"--encoder-runtime {options.encoder_runtime!r} is unknown; choose one of "
+                         f"{', '.join(ENCODER_RUNTIMES)}")
+    put(plans.model, "encoder_runtime", "model.encoder_runtime", options.encoder_runtime)
     if options.lr is not None:
         put(plans.adapter_config(options.adapter), "learning_rate", f"adapters.{options.adapter}.learning_rate", options.lr)
     for name in ("epochs", "iterations_per_epoch", "batch_size", "validate_every"):

@@ -29,6 +29,7 @@ from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
+from samunet.training.grid_augmentation import apply_symmetries
 from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
 from samunet.training.optimizers import build_optimizer
@@ -57,6 +58,8 @@ class FoldTrainer:
         if self.config.cache_embeddings and adapter.supports_embedding_cache:
             # frozen encoder: each distinct input is encoded once; only the head after the embedding trains
             self.cache = EmbeddingCache(adapter, device, policy=self.policy)
+            runtime = adapter.use_encoder_runtime(plans.model.encoder_runtime, self.policy)
+            log.info("Frozen encoder runs through %s (model.encoder_runtime)", runtime)
             self.model = wrap_model(EmbeddingHead(adapter, tuple(plans.crop.patch_size)), ctx, device)
         else:
             if self.config.cache_embeddings:
@@ -166,7 +169,10 @@ class FoldTrainer:
     def train_step(self, batch: dict) -> float:
         """Set the learning rate, then one optimisation step on ``batch``; returns its loss."""
         set_learning_rate(self.optimizer, self.learning_rate(self._time_used))
-        inputs = batch["images"] if self.cache is None else self.cache.embeddings(batch["images"])
+        if self.cache is None:
+            inputs = batch["images"]
+        else:  # grid augmentation: the labels already carry their symmetry, the embeddings take it here
+            inputs = apply_symmetries(self.cache.embeddings(batch["images"]), batch["grid_symmetries"])
         self._last_loss = self.steps.step(inputs, batch["seg"])
         self.iteration += 1
         return self._last_loss

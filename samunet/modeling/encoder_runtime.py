@@ -1,0 +1,179 @@
+"""Ways to run a frozen image encoder for pure inference (``model.encoder_runtime`` in the plans).
+
+A frozen encoder (``decoder``/``cnnhead`` training with cached embeddings, and every adapter at prediction time
+after ``merge()``) never needs gradients, so it may run outside PyTorch eager:
+
+- ``eager``: the module as it is, under the plans' autocast (the reference);
+- ``channels_last``: eager with NHWC tensors (faster convolutions in oneDNN);
+- ``compile``: ``torch.compile`` with inductor (C++/OpenMP kernels on a CPU, Triton on a GPU);
+- ``jit_freeze``: TorchScript trace, ``torch.jit.freeze`` and ``optimize_for_inference`` (oneDNN fusions; fp32);
+- ``openvino``: the encoder converted by OpenVINO and compiled for the CPU, in bf16 where the plans ask for it
+  (optional dependency: ``pip install samunet[openvino]``);
+- ``onnxruntime``: the encoder exported to ONNX and run by ONNX Runtime (fp32; optional dependency).
+
+Every runner maps the prepared input (B, 3, S, S) to float32 embeddings (B, C, h, w) on the input's device.
+A runner is built lazily at its first call, from that call's input: building (tracing, converting, compiling)
+is what a first call costs, and ``benchmarks/bench_encoder.py`` reports it apart from the steady speed. The
+traced and exported ways are built once per input shape (TinyViT reads the batch size as a Python number, which
+a trace freezes), so a smaller last batch costs one more build.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import torch
+from torch import nn
+
+from samunet.core.names import ENCODER_RUNTIMES
+from samunet.core.plans import PlansError
+from samunet.modeling.runtime import PrecisionPolicy
+from samunet.utils.logs import get_logger
+
+log = get_logger()
+
+OPTIONAL_PACKAGE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+SHAPE_SPECIALISED = ("jit_freeze", "openvino", "onnxruntime")
+# benchmarks/bench_encoder.py on a 2-core AVX512-BF16 CPU (documentation/encoder_runtime.md), fastest first;
+# a device class without a measurement runs eagerly
+MEASURED_FASTEST: dict[tuple[str, str], tuple[str, ...]] = {}
+MEASURED_NOTE: dict[tuple[str, str], str] = {}
+
+
+def runtime_available(name: str, device_type: str = "cpu") -> bool:
+    """Whether ``name`` can run here: its package is installed and it serves ``device_type``."""
+    if name not in ENCODER_RUNTIMES:
+        return False
+    package = OPTIONAL_PACKAGE.get(name)
+    if package is not None:  # the exported-graph runtimes serve the CPU only here
+        return device_type == "cpu" and importlib.util.find_spec(package) is not None
+    if name == "jit_freeze":
+        return device_type == "cpu"
+    return True
+
+
+def usable_runtime(name: str, device_type: str) -> str:
+    """``name`` when it can run on ``device_type`` here, else ``eager`` (one log line says why)."""
+    if name not in ENCODER_RUNTIMES:
+        raise PlansError(f"model.encoder_runtime {name!r} is unknown; known: {', '.join(ENCODER_RUNTIMES)}")
+    if runtime_available(name, device_type):
+        return name
+    package = OPTIONAL_PACKAGE.get(name)
+    why = (f"the {package} package is not installed (pip install 'samunet[{package}]')"
+           if package and device_type == "cpu" else f"it does not serve {device_type}")
+    log.warning("model.encoder_runtime %s: %s; the encoder runs eagerly", name, why)
+    return "eager"
+
+
+def encoder_runtime_reason(runtime: str, device_type: str, precision: str) -> str:
+    """Why the planner chose ``runtime`` (the plans' ``model.encoder_runtime_reason``)."""
+    ranked = MEASURED_FASTEST.get((device_type, precision), ())
+    if not ranked:
+        return f"{runtime}: no faster way measured for {device_type} in {precision}"
+    measured = MEASURED_NOTE.get((device_type, precision), "")
+    if runtime == ranked[0]:
+        return f"{runtime}: the fastest measured for {device_type} in {precision} ({measured})"
+    return (f"{runtime}: {ranked[0]} was measured faster for {device_type} in {precision} ({measured}) but cannot "
+            f"run here ({'pip install samunet[' + OPTIONAL_PACKAGE[ranked[0]] + ']' if ranked[0] in OPTIONAL_PACKAGE else 'unavailable'})")
+
+
+def default_encoder_runtime(device_type: str, precision: str) -> str:
+    """The fastest way measured for ``device_type`` and ``precision`` (``MEASURED_FASTEST``) that runs here."""
+    for name in MEASURED_FASTEST.get((device_type, precision), ()):
+        if runtime_available(name, device_type):
+            return name
+    return "eager"
+
+
+class EncoderRunner:
+    """A frozen encoder behind one of ``ENCODER_RUNTIMES``; call it with prepared inputs (B, 3, S, S)."""
+
+    def __init__(self, encoder: nn.Module, runtime: str, policy: PrecisionPolicy, threads: int | None = None):
+        if runtime not in ENCODER_RUNTIMES:
+            raise PlansError(f"model.encoder_runtime {runtime!r} is unknown; known: {', '.join(ENCODER_RUNTIMES)}")
+        if any(p.requires_grad for p in encoder.parameters()):
+            raise ValueError(f"encoder runtime {runtime!r} needs a frozen encoder (it runs without gradients)")
+        self.encoder, self.runtime, self.policy = encoder.eval(), runtime, policy
+        self.threads = threads or torch.get_num_threads()
+        self._runs: dict[tuple | None, object] = {}  # input shape (None: any shape) -> built function
+
+    @property
+    def built(self) -> bool:
+        return bool(self._runs)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape) if self.runtime in SHAPE_SPECIALISED else None
+        if key not in self._runs:
+            self._runs[key] = self._build(x)
+        return self._runs[key](x)
+
+    # --- one builder per runtime; each returns a function of the prepared input --------------------------
+    def _build(self, example: torch.Tensor):
+        return getattr(self, f"_build_{self.runtime}")(example)
+
+    def _autocast(self):
+        return self.policy.autocast() if self.policy.autocast_dtype is not None else contextlib.nullcontext()
+
+    def _build_eager(self, example):
+        def run(x):
+            with self._autocast():
+                return self.encoder(x).float()
+        return run
+
+    def _build_channels_last(self, example):
+        self.encoder.to(memory_format=torch.channels_last)
+
+        def run(x):
+            with self._autocast():
+                return self.encoder(x.contiguous(memory_format=torch.channels_last)).float().contiguous()
+        return run
+
+    def _build_compile(self, example):
+        # dynamic=False: one graph per batch shape (a fold sees two: the batch and the last, smaller one)
+        compiled = torch.compile(self.encoder, dynamic=False)
+
+        def run(x):
+            with self._autocast():
+                return compiled(x).float()
+        return run
+
+    def _build_jit_freeze(self, example):
+        traced = torch.jit.trace(self.encoder, example, check_trace=False)
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+        def run(x):
+            return frozen(x).float()
+        return run
+
+    def _build_openvino(self, example):
+        import openvino as ov
+
+        model = ov.convert_model(self.encoder, example_input=example, input=[tuple(example.shape)])
+        precision = "bf16" if self.policy.autocast_dtype == torch.bfloat16 else "f32"
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                          "INFERENCE_NUM_THREADS": self.threads,
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+
+        def run(x):
+            out = request.infer({0: x.detach().to("cpu", torch.float32).numpy()}, share_inputs=True)
+            return torch.from_numpy(out[0].copy()).to(x.device)
+        return run
+
+    def _build_onnxruntime(self, example):
+        import io
+
+        import onnxruntime as ort
+
+        buffer = io.BytesIO()
+        torch.onnx.export(self.encoder, (example,), buffer, input_names=["x"], output_names=["embedding"],
+                          dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+        def run(x):
+            out = session.run(None, {"x": x.detach().to("cpu", torch.float32).numpy()})[0]
+            return torch.from_numpy(out).to(x.device)
+        return run
