@@ -65,7 +65,7 @@ def test_missing_optional_runtime_falls_back_to_eager_with_a_warning(monkeypatch
         assert usable_runtime("openvino", "cpu") == "eager"
     finally:
         get_logger().removeHandler(handler)
-    assert any("pip install 'samunet[openvino]'" in line for line in lines), lines
+    assert any("the openvino package is not installed (pip install openvino)" in line for line in lines), lines
     assert usable_runtime("jit_freeze", "cuda") == "eager"  # a CPU-only way asked for on a GPU
     assert default_encoder_runtime("cpu", "bf16") in er.ENCODER_RUNTIMES
 
@@ -90,3 +90,15 @@ def test_adapter_encodes_through_its_runtime(monkeypatch):
                                               in_channels=1)
     with pytest.raises(ValueError, match="trains its encoder"):
         trains_encoder.use_encoder_runtime("eager", FP32)
+
+
+@pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in ("openvino", "onnxruntime")])
+def test_exported_runtime_builds_inside_the_callers_autocast(runtime):
+    """The embedding cache encodes under the plans' autocast: the export must still trace a plain fp32 graph."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = frozen_encoder()(x)
+    runner = EncoderRunner(frozen_encoder(), runtime, FP32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = runner(x)
+    assert torch.allclose(out, expected, atol=1e-3 * float(expected.abs().max()))

