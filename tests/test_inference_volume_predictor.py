@@ -20,7 +20,7 @@ def fake_plans(patch=(16, 16), mirror_axes=(0, 1), precision="fp32", mode="repea
     return SimpleNamespace(
         crop=SimpleNamespace(patch_size=list(patch)),
         training=SimpleNamespace(batch_size=batch_size, precision=precision),
-        augmentation=SimpleNamespace(mirror_axes=list(mirror_axes)),
+        augmentation=SimpleNamespace(mirror_axes=list(mirror_axes), cached_augmentation="exact_mirrors"),
         packing=SimpleNamespace(mode=mode),
     )
 

@@ -71,10 +71,13 @@ def test_overfitting_one_case_reaches_high_volume_dice(hippocampus_preprocessed,
     assert min(dice) > 0.8, dice
 
 
-def test_cached_encoder_predicts_like_the_adapter_and_encodes_once(hippocampus_preprocessed, first_case):
+@pytest.mark.parametrize("cached_augmentation, variants", [("grid", 1), ("exact_mirrors", 4)])
+def test_cached_encoder_predicts_like_the_adapter_and_encodes_once(hippocampus_preprocessed, first_case,
+                                                                   cached_augmentation, variants):
     from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache
 
-    plans = hippocampus_preprocessed.plans
+    plans = copy.deepcopy(hippocampus_preprocessed.plans)
+    plans.augmentation.cached_augmentation = cached_augmentation
     torch.manual_seed(0)
     adapter = build_adapter("decoder", plans)
     image = np.load(first_case.image_path)[:, 12:18]  # six slices keep it quick
@@ -83,7 +86,8 @@ def test_cached_encoder_predicts_like_the_adapter_and_encodes_once(hippocampus_p
     cached = CachedEncoderAdapter(adapter, cache)
     first = predict_preprocessed_volume(cached, image, plans, mirror=True)
     misses = cache.misses
-    assert misses == 4 * image.shape[1]  # every slice, each of the 4 mirror variants, encoded once
+    # every slice encoded once: as is (grid training mirrors the embedding), or in each of the 4 mirror variants
+    assert misses == variants * image.shape[1]
     again = predict_preprocessed_volume(cached, image, plans, mirror=True)
     assert cache.misses == misses and cache.hits >= misses
     np.testing.assert_allclose(first, direct, atol=2e-2)  # embeddings are stored in float16

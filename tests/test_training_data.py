@@ -134,7 +134,7 @@ def test_cached_mode_draws_a_finite_set_with_exact_mirrors(hippocampus_preproces
 def test_cached_grid_mode_keeps_images_plain_and_moves_the_label(hippocampus_preprocessed, cases):
     """grid: every input is the plain window (one cache entry per window); the label carries the drawn symmetry,
     which the batch reports for the training step to apply to the embedding."""
-    from samunet.training.grid_augmentation import apply_symmetry
+    from samunet.preprocessing.grid_symmetry import apply_symmetry
 
     ds = hippocampus_preprocessed
     plans = _with_cached_augmentation(ds.plans, "grid")

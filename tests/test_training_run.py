@@ -67,10 +67,14 @@ def test_fold_training_writes_everything_and_validates_in_original_geometry(hipp
         assert np.array_equal(probs.argmax(0)[clear], prediction[clear])
         np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-2)
 
-    # --val-only recomputes the same summary from checkpoint_final
+    # --val-only recomputes the same summary from checkpoint_final, keeping what the training run measured
     (validation / "summary.json").unlink()
+    trained = {k: debug[k] for k in ("results", "timing")}
     _train(monkeypatch, roots, "4", "decoder", "0", "--val-only", *FAST)
     assert json.loads((validation / "summary.json").read_text())["mean"] == summary["mean"]
+    after = json.loads((folder / "debug.json").read_text())
+    assert after["timing"] == trained["timing"]
+    assert after["results"]["training_seconds"] == trained["results"]["training_seconds"]
 
     # --continue with more epochs extends the finished run
     _train(monkeypatch, roots, "4", "decoder", "0", "--continue", "--epochs", "3", "--validate-every", "5", *FAST)

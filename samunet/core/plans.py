@@ -26,7 +26,7 @@ from samunet.core.records import VersionedRecord
 # adapter, loss or schedule does not read them (and refused when set there)
 PLANS_SCHEMA_VERSION = 3
 
-# what replaces spatial augmentation when cached embeddings fix the training inputs (training/grid_augmentation.py)
+# what replaces spatial augmentation when cached embeddings fix the training inputs (preprocessing/grid_symmetry.py)
 CACHED_AUGMENTATIONS = ("grid", "exact_mirrors", "none")
 
 T = TypeVar("T")

@@ -37,6 +37,7 @@ class FoldEnsemble(nn.Module):
         if not members:
             raise ValueError("FoldEnsemble needs at least one member")
         self.members = nn.ModuleList(members)
+        self.name = members[0].name
         self.shared_encoder = shared_encoder and len(members) > 1
         if self.shared_encoder:
             # one encoder module for all: the duplicates' memory is freed
@@ -55,6 +56,18 @@ class FoldEnsemble(nn.Module):
             probs = member.probabilities(logits).float()
             total = probs if total is None else total + probs
         return total / len(self.members)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The shared embedding (B, C, h, w), or each member's stacked (M, B, C, h, w)."""
+        if self.shared_encoder or len(self.members) == 1:
+            return self.members[0].encode(images)
+        return torch.stack([m.encode(images) for m in self.members])
+
+    def forward_from_embeddings(self, embeddings: torch.Tensor, out_hw) -> torch.Tensor:
+        """Mean probabilities from ``encode``'s output (so ``probabilities`` stays the identity)."""
+        per_member = embeddings if embeddings.dim() == 5 else [embeddings] * len(self.members)
+        probs = [m.probabilities(m.forward_from_embeddings(e, out_hw)).float() for m, e in zip(self.members, per_member)]
+        return torch.stack(probs).mean(0)
 
     def probabilities(self, mean_probabilities: torch.Tensor) -> torch.Tensor:
         return mean_probabilities

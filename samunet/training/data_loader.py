@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from samunet.core.plans import CACHED_AUGMENTATIONS, Plans, named_choice
 from samunet.inference.padding import pad_in_plane
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
-from samunet.training.grid_augmentation import apply_symmetry, draw_symmetry
+from samunet.preprocessing.grid_symmetry import apply_symmetry, draw_symmetry
 from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler
 
 
@@ -150,7 +150,7 @@ class TrainingBatches(Dataset):
 
     def _cached_sample(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, rng: np.random.Generator):
         """A window of the predictor's tiling (so the set of inputs is finite), augmented as
-        ``plans.augmentation.cached_augmentation`` says (see ``grid_augmentation``). Returns the sample, its cache
+        ``plans.augmentation.cached_augmentation`` says (see ``samunet.preprocessing.grid_symmetry``). Returns the sample, its cache
         key and its grid symmetry: with ``grid`` the label is already under that symmetry, and the training step
         applies it to the embedding."""
         from samunet.inference.volume_predictor import window_starts

@@ -106,10 +106,17 @@ class CachedEncoderAdapter(nn.Module):
         super().__init__()
         self.adapter = adapter
         self.cache = cache
+        self.name = adapter.name
         self.output_kind = adapter.output_kind
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.cache.embeddings(images)
+
+    def forward_from_embeddings(self, embeddings: torch.Tensor, out_hw) -> torch.Tensor:
+        return self.adapter.forward_from_embeddings(embeddings, out_hw)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.adapter.forward_from_embeddings(self.cache.embeddings(images), images.shape[-2:])
+        return self.forward_from_embeddings(self.encode(images), images.shape[-2:])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return self.adapter.probabilities(logits)

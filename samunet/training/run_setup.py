@@ -241,7 +241,9 @@ def record_timing(run: TrainingRun, iterations: int, training_seconds: float, fo
 
 def write_debug_json(run: TrainingRun, argv: list[str], device: str, precision: str, world_size: int) -> None:
     """``debug.json``: what this run used, so a result can be reproduced or explained."""
-    packages = ("samunet", "torch", "numpy", "segment-anything", "batchgeneratorsv2", "SimpleITK", "safetensors")
+    packages = ("samunet", "torch", "numpy", "segment-anything", "batchgeneratorsv2", "SimpleITK", "safetensors",
+                "openvino")
+    earlier = _read_debug_json(run.fold_folder)
     write_json({
         "command": [Path(sys.argv[0]).name] + list(argv),
         "dataset": run.dataset_name,
@@ -262,7 +264,7 @@ def write_debug_json(run: TrainingRun, argv: list[str], device: str, precision: 
         "plans": run.plans.to_dict(),
         **run.extra,
         # what earlier runs of this fold measured (a --val-only run must not lose the training time)
-        RESULTS_KEY: _read_debug_json(run.fold_folder).get(RESULTS_KEY, {}),
+        **{key: earlier[key] for key in (RESULTS_KEY, TIMING_KEY) if key in earlier},
     }, run.fold_folder / DEBUG_FILE)
 
 

@@ -29,7 +29,7 @@ from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
-from samunet.training.grid_augmentation import apply_symmetries
+from samunet.preprocessing.grid_symmetry import apply_symmetries
 from samunet.training.losses import build_loss
 from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
 from samunet.training.optimizers import build_optimizer

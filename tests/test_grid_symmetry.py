@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samunet.training.grid_augmentation import apply_symmetries, apply_symmetry, draw_symmetry, symmetry_count
+from samunet.preprocessing.grid_symmetry import apply_symmetries, apply_symmetry, draw_symmetry, symmetry_count
 
 
 def strided_encoder(images: torch.Tensor, stride: int = 4) -> torch.Tensor:
@@ -39,3 +39,32 @@ def test_draws_respect_the_mirror_axes_and_the_window_shape():
     assert {draw_symmetry(rng, (64, 64), [1]) for _ in range(200)} == {0, 2}
     assert {draw_symmetry(rng, (64, 64), []) for _ in range(20)} == {0}
     assert {draw_symmetry(rng, (64, 64), [0, 1], transpose=False) for _ in range(200)} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("cached_augmentation, encodes_per_batch", [("grid", 1), ("exact_mirrors", 4)])
+def test_test_time_mirroring_follows_the_training_augmentation(hippocampus_preprocessed, cached_augmentation,
+                                                               encodes_per_batch):
+    """A grid-trained decoder learned flipped embeddings, not the embeddings of flipped images: its test-time
+    mirroring flips the embedding (each window encoded once); exact-mirror training flips the image."""
+    import copy
+
+    from samunet.adapters import build_adapter
+    from samunet.inference.volume_predictor import predict_preprocessed_volume
+
+    ds = hippocampus_preprocessed
+    plans = copy.deepcopy(ds.plans)
+    plans.augmentation.cached_augmentation = cached_augmentation
+    torch.manual_seed(0)
+    adapter = build_adapter("decoder", plans).merge()
+    image = np.load(ds.cache_folder / f"{ds.case_ids[0]}_image.npy")[:, :5]
+    encoded = []
+    original = adapter.encode
+    adapter.encode = lambda images: encoded.append(images.clone()) or original(images)
+    plain = predict_preprocessed_volume(adapter, image, plans, mirror=False, batch_size=8)
+    plain_inputs = list(encoded)
+    encoded.clear()
+    mirrored = predict_preprocessed_volume(adapter, image, plans, mirror=True, batch_size=8)
+    assert len(encoded) == encodes_per_batch * len(plain_inputs)
+    if cached_augmentation == "grid":
+        assert all(torch.equal(a, b) for a, b in zip(encoded, plain_inputs))  # the images are never flipped
+    assert mirrored.shape == plain.shape and not np.allclose(mirrored, plain)
