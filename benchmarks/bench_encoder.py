@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import resource
 import sys
 import time
@@ -33,17 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def cpu_capability() -> str:
-    flags = Path("/proc/cpuinfo").read_text(errors="ignore") if Path("/proc/cpuinfo").is_file() else ""
-    return "AMX" if "amx_bf16" in flags else "AVX512-BF16 (no AMX)" if "avx512_bf16" in flags else "no native bf16"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from bench_plan_promise import cpu_capability  # noqa: E402  (this folder: the script's own)
+from samunet.planning.cost_model import cpu_model_name as cpu_name  # noqa: E402
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:

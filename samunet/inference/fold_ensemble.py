@@ -45,17 +45,7 @@ class FoldEnsemble(nn.Module):
                 member.sam.image_encoder = members[0].sam.image_encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        total = None
-        if self.shared_encoder:
-            embeddings = self.members[0].encode(images)
-            outputs = (m.forward_from_embeddings(embeddings, images.shape[-2:]) for m in self.members)
-            pairs = zip(self.members, outputs)
-        else:
-            pairs = ((m, m(images)) for m in self.members)
-        for member, logits in pairs:
-            probs = member.probabilities(logits).float()
-            total = probs if total is None else total + probs
-        return total / len(self.members)
+        return self.forward_from_embeddings(self.encode(images), images.shape[-2:])
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The shared embedding (B, C, h, w), or each member's stacked (M, B, C, h, w)."""
@@ -66,8 +56,11 @@ class FoldEnsemble(nn.Module):
     def forward_from_embeddings(self, embeddings: torch.Tensor, out_hw) -> torch.Tensor:
         """Mean probabilities from ``encode``'s output (so ``probabilities`` stays the identity)."""
         per_member = embeddings if embeddings.dim() == 5 else [embeddings] * len(self.members)
-        probs = [m.probabilities(m.forward_from_embeddings(e, out_hw)).float() for m, e in zip(self.members, per_member)]
-        return torch.stack(probs).mean(0)
+        total = None
+        for member, member_embeddings in zip(self.members, per_member):
+            probs = member.probabilities(member.forward_from_embeddings(member_embeddings, out_hw)).float()
+            total = probs if total is None else total + probs
+        return total / len(self.members)
 
     def probabilities(self, mean_probabilities: torch.Tensor) -> torch.Tensor:
         return mean_probabilities

@@ -32,8 +32,8 @@ from samunet.utils.logs import get_logger
 
 log = get_logger()
 
-OPTIONAL_PACKAGE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
-PACKAGE_SOURCE = {"openvino": "openvino", "onnxruntime": "'samunet[onnxruntime]'"}
+# the exported-graph runtimes: the package each imports, and what installs it
+PACKAGES = {"openvino": ("openvino", "openvino"), "onnxruntime": ("onnxruntime", "'samunet[onnxruntime]'")}
 SHAPE_SPECIALISED = ("jit_freeze",)
 # benchmarks/bench_encoder.py on a 2-core AVX512-BF16 CPU without AMX (documentation/encoder_runtime.md), fastest
 # first; a device class without a measurement (CUDA, MPS: no GPU was measured) runs eagerly
@@ -53,9 +53,8 @@ def runtime_available(name: str, device_type: str = "cpu") -> bool:
     """Whether ``name`` can run here: its package is installed and it serves ``device_type``."""
     if name not in ENCODER_RUNTIMES:
         return False
-    package = OPTIONAL_PACKAGE.get(name)
-    if package is not None:  # the exported-graph runtimes serve the CPU only here
-        return device_type == "cpu" and importlib.util.find_spec(package) is not None
+    if name in PACKAGES:  # the exported-graph runtimes serve the CPU only here
+        return device_type == "cpu" and importlib.util.find_spec(PACKAGES[name][0]) is not None
     if name == "jit_freeze":
         return device_type == "cpu"
     return True
@@ -67,9 +66,8 @@ def usable_runtime(name: str, device_type: str) -> str:
         raise PlansError(f"model.encoder_runtime {name!r} is unknown; known: {', '.join(ENCODER_RUNTIMES)}")
     if runtime_available(name, device_type):
         return name
-    package = OPTIONAL_PACKAGE.get(name)
-    why = (f"the {package} package is not installed (pip install {PACKAGE_SOURCE[package]})"
-           if package and device_type == "cpu" else f"it does not serve {device_type}")
+    why = (f"the {PACKAGES[name][0]} package is not installed (pip install {PACKAGES[name][1]})"
+           if name in PACKAGES and device_type == "cpu" else f"it does not serve {device_type}")
     log.warning("model.encoder_runtime %s: %s; the encoder runs eagerly", name, why)
     return "eager"
 
@@ -82,8 +80,9 @@ def encoder_runtime_reason(runtime: str, device_type: str, precision: str) -> st
     measured = MEASURED_NOTE.get((device_type, precision), "")
     if runtime == ranked[0]:
         return f"{runtime}: the fastest measured for {device_type} in {precision} ({measured})"
+    how = f"pip install {PACKAGES[ranked[0]][1]}" if ranked[0] in PACKAGES else "unavailable"
     return (f"{runtime}: {ranked[0]} was measured faster for {device_type} in {precision} ({measured}) but cannot "
-            f"run here ({'pip install ' + PACKAGE_SOURCE[OPTIONAL_PACKAGE[ranked[0]]] if ranked[0] in OPTIONAL_PACKAGE else 'unavailable'})")
+            f"run here ({how})")
 
 
 def default_encoder_runtime(device_type: str, precision: str) -> str:
@@ -119,17 +118,14 @@ class EncoderRunner:
 
     # --- one builder per runtime; each returns a function of the prepared input --------------------------
     def _build(self, example: torch.Tensor):
-        if self.runtime in OPTIONAL_PACKAGE:  # exported graphs are traced in fp32, outside the caller's autocast
-            with torch.autocast(example.device.type, enabled=False):
-                return getattr(self, f"_build_{self.runtime}")(example)
-        return getattr(self, f"_build_{self.runtime}")(example)
-
-    def _autocast(self):
-        return self.policy.autocast() if self.policy.autocast_dtype is not None else contextlib.nullcontext()
+        # exported graphs are traced in fp32, outside the caller's autocast
+        exported = self.runtime in PACKAGES
+        with torch.autocast(example.device.type, enabled=False) if exported else contextlib.nullcontext():
+            return getattr(self, f"_build_{self.runtime}")(example)
 
     def _build_eager(self, example):
         def run(x):
-            with self._autocast():
+            with self.policy.autocast():
                 return self.encoder(x).float()
         return run
 
@@ -137,7 +133,7 @@ class EncoderRunner:
         self.encoder.to(memory_format=torch.channels_last)
 
         def run(x):
-            with self._autocast():
+            with self.policy.autocast():
                 return self.encoder(x.contiguous(memory_format=torch.channels_last)).float().contiguous()
         return run
 
@@ -146,7 +142,7 @@ class EncoderRunner:
         compiled = torch.compile(self.encoder, dynamic=False)
 
         def run(x):
-            with self._autocast():
+            with self.policy.autocast():
                 return compiled(x).float()
         return run
 

@@ -73,11 +73,11 @@ def machine_key(device: str) -> str:
     if device == "cuda":
         what = torch.cuda.get_device_name()
     else:
-        what = _cpu_model_name()
+        what = cpu_model_name()
     return f"{device}|{what}|{usable_cpu_count()} cpus|torch {torch.__version__}|threads {torch.get_num_threads()}"
 
 
-def _cpu_model_name() -> str:
+def cpu_model_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="ignore").splitlines():
