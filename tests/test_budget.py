@@ -87,10 +87,12 @@ CPU_BF16 = Hardware("cpu", 16 * GIB, 16 * GIB, 2, True)
 
 def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
     fp = make_fingerprint([make_case(i, shape=(30, 200, 180)) for i in range(10)])
-    calls = []
+    calls, batches = [], []
 
-    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime):
+    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
+                   batch):
         slow = 3.0 if precision == "bf16" else 1.0  # a CPU with bf16 instructions but no AMX
+        batches.append(batch)
 
         class Table:
             def __call__(self, s):
@@ -106,6 +108,7 @@ def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
     assert "measured faster" in plans.training.reason
     assert plans.cost.source == "measured" and plans.training.time_budget_min == 30
     assert plans.cost.predicted_minutes_per_fold <= 30 * 1.01
+    assert set(batches) == {plans.training.batch_size}  # steps timed at the batch the run will use
 
 
 def test_measured_costs_are_cached_per_machine_and_reused(tmp_path, monkeypatch):
@@ -126,6 +129,33 @@ def test_measured_costs_are_cached_per_machine_and_reused(tmp_path, monkeypatch)
     other = MeasuredCosts("tiny", "ssam", "fp32", "cpu", CostCache(path), time_cap=TimeCap(30))
     full = other(64)
     assert measured == [64, 64] and full.full_step_seconds > 0 and full.encode_seconds is None
+
+
+def test_the_timed_step_includes_the_optimizer_at_the_asked_batch(tmp_path, monkeypatch):
+    import torch
+
+    steps = []
+    real_step = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):
+        steps.append(self.param_groups[0]["params"][0].grad is not None)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    batches = []
+    cache = CostCache(tmp_path / "cost_model_cache.json")
+    first = MeasuredCosts("tiny", "decoder", "fp32", "cpu", cache, batch=3, time_cap=TimeCap(30))
+    original = cost_model_module.measure_input_size
+
+    def counting(*args, **kwargs):
+        batches.append(args[5] if len(args) > 5 else kwargs.get("batch"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cost_model_module, "measure_input_size", counting)
+    first(64)
+    assert steps and all(steps)  # optimizer steps on real gradients are part of the timed step
+    MeasuredCosts("tiny", "decoder", "fp32", "cpu", cache, batch=5, time_cap=TimeCap(30))(64)
+    assert batches == [3, 5]  # another batch is another cache entry, measured again
 
 
 def test_sizes_asked_after_the_time_cap_are_interpolated_not_measured(tmp_path, monkeypatch):

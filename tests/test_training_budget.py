@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from samunet.core.plans import Plans
+from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.cli import main
 from samunet.training.lr_schedule import TimeBudget
 from samunet.training.trainer import MIRROR_SLACK_SHARE
@@ -97,6 +98,7 @@ def test_the_plans_budget_is_the_default_limit_and_the_flag_overrides_it(hippoca
 
 def test_final_mirroring_follows_the_time_left(hippocampus_preprocessed, tmp_path, monkeypatch):
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"  # mirrored views are images to encode
     trainer.validation_seconds = [600.0]  # one unmirrored validation took ten minutes
     trainer.budget = TimeBudget(30.0)
     trainer.budget.elapsed = lambda: 29.9 * 60.0  # seconds left: mirroring (4 views) cannot fit, even with the slack
@@ -114,6 +116,30 @@ def test_final_mirroring_follows_the_time_left(hippocampus_preprocessed, tmp_pat
     trainer.budget = TimeBudget(None)  # no limit: mirrored as before
     assert trainer.final_mirroring() is True
     trainer.run.options.disable_tta = True
+    assert trainer.final_mirroring() is False
+
+
+def test_mirroring_a_grid_models_embeddings_is_estimated_at_decoder_cost(hippocampus_preprocessed, tmp_path,
+                                                                         monkeypatch):
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    assert trainer.cache is not None
+    cost = trainer.run.planned_cost()
+    # LiteMedSAM at 256 on the 2-core CPU: encoding a slice costs more than a decoder pass
+    cost.seconds_per_encoded_slice, cost.seconds_per_cached_iteration = 0.19, 8 * 0.14
+    slices = sum(c.num_slices for c in trainer.run.case_slices(trainer.run.val_cases))
+    trainer.validation_seconds = [100.0]
+    trainer.budget = TimeBudget(30.0)
+    views = len(mirror_combinations(trainer.run.plans.augmentation.mirror_axes))
+    assert views > 1
+    as_images = 100.0 + (views - 1) * slices * cost.seconds_per_encoded_slice
+    as_embeddings = 100.0 + (views - 1) * slices * cost.seconds_per_decoded_slice(trainer.run.training.batch_size)
+    assert as_embeddings < as_images
+    slack = MIRROR_SLACK_SHARE * 30 * 60.0
+    # time left between the two estimates: only the model that mirrors its embeddings fits
+    trainer.budget.elapsed = lambda: 30 * 60.0 - ((as_images + as_embeddings) / 2 - slack)
+    trainer.run.plans.augmentation.cached_augmentation = "grid"
+    assert trainer.final_mirroring() is True
+    trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"
     assert trainer.final_mirroring() is False
 
 

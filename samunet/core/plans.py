@@ -28,6 +28,9 @@ PLANS_SCHEMA_VERSION = 3
 
 # what replaces spatial augmentation when cached embeddings fix the training inputs (preprocessing/grid_symmetry.py)
 CACHED_AUGMENTATIONS = ("grid", "exact_mirrors", "none")
+# a forward pass without gradients costs about a third of a training step (forward + backward of about twice the
+# forward); what a predicted slice pays for the trainable part
+FORWARD_SHARE_OF_STEP = 1.0 / 3.0
 
 T = TypeVar("T")
 
@@ -191,6 +194,10 @@ class CostPlan:
     seconds_per_validation_case: float  # one validation volume, first encoding included, no mirroring
     predicted_minutes_per_fold: float
     reason: str = ""
+
+    def seconds_per_decoded_slice(self, batch_size: int) -> float:
+        """The trainable part's forward for one slice whose embedding is known (the decoder, for a frozen encoder)."""
+        return self.seconds_per_cached_iteration / max(1, batch_size) * FORWARD_SHARE_OF_STEP
 
 
 @dataclass

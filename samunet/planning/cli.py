@@ -51,9 +51,10 @@ def _measured_cost_model(root: Path):
     cache = CostCache(cost_cache_path(root))
     cap = TimeCap()
 
-    def costs(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime):
-        return MeasuredCosts(backbone, adapter, precision, device, cache, time_cap=cap, num_classes=num_classes,
-                             in_channels=in_channels, global_attention=global_attention,
+    def costs(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
+              batch):
+        return MeasuredCosts(backbone, adapter, precision, device, cache, batch=batch, time_cap=cap,
+                             num_classes=num_classes, in_channels=in_channels, global_attention=global_attention,
                              encoder_runtime=encoder_runtime)
 
     return costs

@@ -6,9 +6,13 @@ content do not change the cost), a few passes of:
 
 - the encoder forward without gradients (frozen encoders: what every uncached slice, validation slice and
   predicted slice pays);
-- the trainable part after the embedding, forward and backward (a cached training step of a frozen-encoder
-  adapter);
-- the whole adapter forward and backward (adapters that train before the embedding).
+- the trainable part after the embedding: forward, a Dice + cross-entropy loss, backward and an AdamW step (a
+  cached training step of a frozen-encoder adapter);
+- the same for the whole adapter (adapters that train before the embedding).
+
+Steps are timed at the planned batch: the per-slice cost of the trainable part is not flat in the batch (LiteMedSAM's
+mask decoder at input 256 on a 2-core CPU: 0.106 s/slice at batch 2, 0.166 at batch 8), and timing at batch 2 put
+DRIVE's planned iteration 46% under the real one.
 
 Timings are cached per machine, torch version, backbone, adapter, precision, batch and input size in
 ``$SAMUNET_PREPROCESSED/cost_model_cache.json``, so a re-plan is instant. About 20 s in all: sizes are measured
@@ -21,20 +25,22 @@ import hashlib
 import json
 import math
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from samunet.core.names import COST_MODEL_CACHE_FILE
+from samunet.core.plans import FORWARD_SHARE_OF_STEP
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
 log = get_logger()
 
 DEFAULT_TIME_CAP_S = 20.0
-DEFAULT_BATCH = 2  # small: the per-slice cost of batch 2 is within a few percent of batch 8 on a CPU, at 1/4 the wait
-TIMED_PASSES = 2  # after one untimed warm-up pass
-CACHE_VERSION = 1
+DEFAULT_BATCH = 2  # when the caller does not say; the planner passes the planned batch
+MIN_TIMED_PASSES, MAX_TIMED_PASSES, TIMED_SECONDS = 3, 15, 1.0  # after one untimed warm-up pass
+CACHE_VERSION = 2  # 2: steps include the loss and the optimizer, at the planned batch
 
 
 @dataclass
@@ -58,10 +64,10 @@ class MeasuredCost:
         return self.head_step_seconds if self.full_step_seconds is None else self.full_step_seconds
 
     def inference_seconds(self) -> float:
-        """One predicted slice: encoder forward plus the decoder (about a third of its training step)."""
+        """One predicted slice: encoder forward plus the decoder's forward (a share of its training step)."""
         if self.encode_seconds is not None:
-            return self.encode_seconds + (self.head_step_seconds or 0.0) / 3.0
-        return (self.full_step_seconds or 0.0) / 3.0
+            return self.encode_seconds + (self.head_step_seconds or 0.0) * FORWARD_SHARE_OF_STEP
+        return (self.full_step_seconds or 0.0) * FORWARD_SHARE_OF_STEP
 
 
 def machine_key(device: str) -> str:
@@ -125,32 +131,27 @@ def cost_cache_path(preprocessed_root: Path) -> Path:
     return Path(preprocessed_root) / COST_MODEL_CACHE_FILE
 
 
-def _autocast(device: str, precision: str):
-    """The autocast training will use (``samunet.modeling.runtime``), so the measured step is the trained one."""
+def _timed(fn, device: str) -> float:
+    """Seconds per call: the median of timed calls after one warm-up call (first calls pay allocation, kernel
+    selection and an exported runtime's build). Calls repeat until about a second is timed (at least
+    ``MIN_TIMED_PASSES``, at most ``MAX_TIMED_PASSES``): single calls of a few milliseconds varied 2x between
+    planning runs on the 2-core CPU. One timed call when the warm-up alone took over a second (the cap is about
+    20 s for every size together)."""
     import torch
 
-    from samunet.modeling.runtime import precision_policy
-
-    return precision_policy(torch.device(device), precision).autocast()
-
-
-def _timed(fn, device: str, passes: int = TIMED_PASSES) -> float:
-    """Seconds per call, after one warm-up call (first calls pay allocation and kernel selection); one timed
-    call when the warm-up alone took over a second (the cap is about 20 s for every size together)."""
-    import torch
-
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    if time.perf_counter() - start > 1.0:
-        passes = 1
-    start = time.perf_counter()
-    for _ in range(passes):
+    def one_call() -> float:
+        start = time.perf_counter()
         fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / passes
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    if one_call() > 1.0:
+        return one_call()
+    seconds = [one_call() for _ in range(MIN_TIMED_PASSES)]
+    while sum(seconds) < TIMED_SECONDS and len(seconds) < MAX_TIMED_PASSES:
+        seconds.append(one_call())
+    return statistics.median(seconds)
 
 
 def measure_input_size(backbone: str, adapter_name: str, input_size: int, precision: str, device: str,
@@ -162,6 +163,7 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
 
     from samunet.adapters.registry import build_adapter_from_parts
     from samunet.modeling.build import build_sam
+    from samunet.modeling.runtime import precision_policy
 
     sam = build_sam(backbone, input_size, pretrained=False, global_attention=global_attention)
     adapter = build_adapter_from_parts(adapter_name, sam, num_classes, input_size=input_size,
@@ -169,34 +171,35 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
     images = torch.rand(batch, in_channels, input_size, input_size, device=device)
     frozen = adapter.supports_embedding_cache
     adapter.train()
+    policy = precision_policy(torch.device(device), precision)  # what training will use
     if frozen:
-        from samunet.modeling.runtime import precision_policy
-
-        adapter.use_encoder_runtime(encoder_runtime, precision_policy(torch.device(device), precision))
+        adapter.use_encoder_runtime(encoder_runtime, policy)
 
     def encode():
-        with torch.no_grad(), _autocast(device, precision):
+        with torch.no_grad(), policy.autocast():
             return adapter.encode(images)
 
+    # what the trainer's step does (training/train_step.py, a layer above this one): forward, a Dice +
+    # cross-entropy loss in fp32, backward and an AdamW step; the loss's cost does not depend on the label values
+    optimizer = torch.optim.AdamW(list(adapter.trainable_parameters()), lr=1e-8)  # lr: the weights barely move
+    inputs = encode().float().detach() if frozen else images
+    target = torch.zeros(batch, input_size, input_size, dtype=torch.long, device=device)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        with policy.autocast():
+            logits = (adapter.forward_from_embeddings(inputs, images.shape[-2:]) if frozen else adapter(inputs)).float()
+        probs = torch.softmax(logits, dim=1)
+        one_hot = torch.nn.functional.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+        dice = 1 - (2 * (probs * one_hot).sum((2, 3)) + 1) / (probs.sum((2, 3)) + one_hot.sum((2, 3)) + 1)
+        (torch.nn.functional.cross_entropy(logits, target) + dice.mean()).backward()
+        optimizer.step()
+
     if frozen:
-        embeddings = encode().float().detach()
-
-        def head_step():
-            with _autocast(device, precision):
-                logits = adapter.forward_from_embeddings(embeddings, images.shape[-2:])
-            logits.float().mean().backward()
-
         encode_s = _timed(encode, device) / batch
-        head_s = _timed(head_step, device) / batch
-        return MeasuredCost(input_size, encode_s, head_s, None)
+        return MeasuredCost(input_size, encode_s, _timed(train_step, device) / batch, None)
 
-    def full_step():
-        with _autocast(device, precision):
-            logits = adapter(images)
-        logits.float().mean().backward()
-
-    full_s = _timed(full_step, device) / batch
-    return MeasuredCost(input_size, None, None, full_s)
+    return MeasuredCost(input_size, None, None, _timed(train_step, device) / batch)
 
 
 def _extrapolate(measured: list[MeasuredCost], input_size: int) -> MeasuredCost:

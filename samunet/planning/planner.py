@@ -232,8 +232,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     """Plans for ``fingerprint``; ``dataset_info`` (samunet.dataset.dataset_json.DatasetInfo) overrides the labels
     and file ending recorded in the fingerprint.
 
-    ``cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention)`` gives the
-    per-slice cost at an input side (``cost_model.MeasuredCosts`` measures on this machine); None: the fixed
+    ``cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
+    batch)`` gives the per-slice cost at an input side (timed at the planned batch) (``cost_model.MeasuredCosts`` measures on this machine); None: the fixed
     estimates of ``hardware.py``."""
     fp = fingerprint
     hw = hardware or detect_hardware()
@@ -315,12 +315,16 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
     else:
         def costs_for(p: str):  # a frozen encoder timed through the runtime it will run with at that precision
             return cost_model(model.backbone, model.adapter, p, hw.device, num_classes, in_channels,
-                              model.global_attention, default_encoder_runtime(hw.device, p) if frozen_encoder else "eager")
+                              model.global_attention, default_encoder_runtime(hw.device, p) if frozen_encoder else "eager",
+                              batch)
 
         costs, source = costs_for(precision), "measured"
         if hw.device == "cpu" and precision == "bf16":  # never assume: bf16 is only faster with AMX-class units
             fp32 = costs_for("fp32")
-            probe = min_input  # the cheapest size: the ratio is the hardware's, not the size's
+            # at the planned side, where the run spends its time: at the smallest, fixed per-call costs hide the
+            # arithmetic (LeftAtrium_LGE_30's plan chose fp32 from 64 px, and then paid 0.289 s per encoded slice
+            # at 224 against about half of that in bf16)
+            probe = model.input_size
             bf16_s, fp32_s = costs(probe).uncached_step_seconds(), fp32(probe).uncached_step_seconds()
             if fp32_s <= bf16_s:
                 costs, precision = fp32, "fp32"

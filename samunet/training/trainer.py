@@ -24,6 +24,7 @@ import torch
 from samunet.utils.progress import progress as progress_bar
 
 from samunet.core.plans import PlansError
+from samunet.inference.volume_predictor import mirrors_embeddings
 from samunet.modeling.runtime import precision_policy
 from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
@@ -42,7 +43,7 @@ from samunet.utils.logs import get_logger
 
 log = get_logger()
 # mirroring may overrun the budget by this share: it gains Dice (+0.015 on Hippocampus fold 0), the plans'
-# promise is kept within 25%, and the estimate is an upper bound (every mirrored view counted as a new encoding)
+# promise is kept within 25%, and the estimate is an upper bound (an image-mirrored view counted as a new encoding)
 MIRROR_SLACK_SHARE = 0.05
 
 
@@ -288,11 +289,7 @@ class FoldTrainer:
             log.info("Final validation with %d mirrorings (no time limit; --disable-tta skips them)", variants)
             return True
         single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
-        slices = self.validation_slices
-        per_encode = (self.cache.seconds_per_encode() if self.cache is not None else None) or (
-            self.run.planned_cost().seconds_per_encoded_slice if self.run.planned_cost() else None)
-        # every mirrored view is a new input to encode; without a per-slice figure, a whole validation each
-        needed = single + (variants - 1) * (slices * per_encode if per_encode else single)
+        needed = single + (variants - 1) * self._seconds_per_mirrored_view(single)
         if last_epoch_unvalidated:
             needed += single
         mirror = needed <= remaining + MIRROR_SLACK_SHARE * self.budget.limit_s
@@ -301,12 +298,27 @@ class FoldTrainer:
                  self.budget.limit_s / 60)
         return mirror
 
+    def _seconds_per_mirrored_view(self, single: float) -> float:
+        """What one more mirrored view adds to the final validation: decoder passes where the embedding is
+        mirrored (each window is encoded once), else a new encoding of every slice; without a per-slice figure,
+        a whole validation."""
+        slices, cost = self.validation_slices, self.run.planned_cost()
+        if mirrors_embeddings(self._validation_model(), self.run.plans):
+            return slices * cost.seconds_per_decoded_slice(self.run.training.batch_size) if cost else single
+        per_encode = (self.cache.seconds_per_encode() if self.cache is not None else None) or (
+            cost.seconds_per_encoded_slice if cost else None)
+        return slices * per_encode if per_encode else single
+
+    def _validation_model(self):
+        """What validation predicts with: the adapter, reading its embeddings from the cache when it has one."""
+        return self.adapter if self.cache is None else CachedEncoderAdapter(self.adapter, self.cache)
+
     # ---- validation and checkpoints ------------------------------------------------------------------
     def _validate(self, final: bool, mirror: bool = False) -> dict | None:
         if not self.run.val_cases:
             return None
         folder = self.run.fold_folder / "validation" if final else None
-        model = self.adapter if self.cache is None else CachedEncoderAdapter(self.adapter, self.cache)
+        model = self._validation_model()
         started = time.monotonic()
         summary = validate(model, self.run.validation_cases(), self.run.plans, mirror=mirror,
                            batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=True)
