@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes (default: one per CPU, fewer when RAM is short)")
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing the plans")
     parser.add_argument("--no-measure", action="store_true",
-                        help="plan with fixed cost estimates instead of timing the model on this machine (about 20 s, "
-                             "cached per machine in the preprocessed root)")
+                        help="plan with fixed cost estimates instead of timing the model on this machine (20-60 s the "
+                             "first time, cached per machine in the preprocessed root)")
     add_nnunet_spellings(parser, nnunet_flags.PLAN)
     return parser
 

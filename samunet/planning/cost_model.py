@@ -15,9 +15,10 @@ mask decoder at input 256 on a 2-core CPU: 0.106 s/slice at batch 2, 0.166 at ba
 DRIVE's planned iteration 46% under the real one.
 
 Timings are cached per machine, torch version, backbone, adapter, precision, batch and input size in
-``$SAMUNET_PREPROCESSED/cost_model_cache.json``, so a re-plan is instant. About 20 s in all: sizes are measured
-as the planner asks for them, and those asked for once the time cap is spent are extrapolated from the measured
-ones (a power law in the input side), which the plans' reason records.
+``$SAMUNET_PREPROCESSED/cost_model_cache.json``, so a re-plan is instant. Sizes are measured as the planner asks
+for them (the planned side always: about 22 s with OpenVINO's build at 224 px on a 2-core CPU), and those asked for
+once the 20 s cap is spent are extrapolated from the measured ones (a power law in the input side), which the
+plans' reason records.
 """
 from __future__ import annotations
 

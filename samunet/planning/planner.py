@@ -233,8 +233,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     and file ending recorded in the fingerprint.
 
     ``cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
-    batch)`` gives the per-slice cost at an input side (timed at the planned batch) (``cost_model.MeasuredCosts`` measures on this machine); None: the fixed
-    estimates of ``hardware.py``."""
+    batch)`` gives the per-slice cost at an input side, timed at the planned batch (``cost_model.MeasuredCosts``
+    measures on this machine); None: the fixed estimates of ``hardware.py``."""
     fp = fingerprint
     hw = hardware or detect_hardware()
     labels = dict(dataset_info.labels) if dataset_info is not None else dict(fp.labels)
