@@ -139,8 +139,28 @@ def test_mirroring_a_grid_models_embeddings_is_estimated_at_decoder_cost(hippoca
     trainer.budget.elapsed = lambda: 30 * 60.0 - ((as_images + as_embeddings) / 2 - slack)
     trainer.run.plans.augmentation.cached_augmentation = "grid"
     assert trainer.final_mirroring() is True
+    assert "mirrored in embedding space" in _announcement(trainer)  # each slice encoded once, not once per view
     trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"
     assert trainer.final_mirroring() is False
+    assert "mirrored in embedding space" not in _announcement(trainer)
+
+
+def _announcement(trainer) -> str:
+    """The log line announcing a mirrored final validation."""
+    import logging
+
+    from samunet.utils.logs import get_logger
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    get_logger().addHandler(handler)
+    try:
+        trainer.cache.seconds_per_encode = lambda: 0.2  # as after a mid-run validation
+        trainer._announce_final_validation(mirror=True)
+    finally:
+        get_logger().removeHandler(handler)
+    return " ".join(r.getMessage() for r in records)
 
 
 def test_final_validation_is_reserved_out_of_the_training_time(hippocampus_preprocessed, tmp_path, monkeypatch):

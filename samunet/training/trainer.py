@@ -251,9 +251,11 @@ class FoldTrainer:
         variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes)) if mirror else 1
         message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
         per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
+        encodings = 1 if mirrors_embeddings(self._validation_model(), self.run.plans) else variants
         if per_encode is not None:
             # inputs already encoded by earlier validations are reused, so this is an upper bound
-            message += f", at most {slices * variants * per_encode / 60:.0f} min of encoding ({per_encode:.2f} s per slice)"
+            message += (f", at most {slices * encodings * per_encode / 60:.0f} min of encoding ({per_encode:.2f} s "
+                        f"per slice{', mirrored in embedding space' if encodings < variants else ''})")
         if variants > 1:
             message += "; --disable-tta skips the mirroring"
         log.info(message)
