@@ -2,6 +2,8 @@
 costs measured on this machine (planning/cost_model.py)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from samunet.planning import cost_model as cost_model_module
@@ -109,6 +111,27 @@ def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
     assert plans.cost.source == "measured" and plans.training.time_budget_min == 30
     assert plans.cost.predicted_minutes_per_fold <= 30 * 1.01
     assert set(batches) == {plans.training.batch_size}  # steps timed at the batch the run will use
+
+
+def test_precision_is_decided_at_the_planned_side_not_the_smallest():
+    """bf16 slower at 64 px (fixed per-call costs) but faster at the planned side, as LiteMedSAM measured here."""
+    fp = make_fingerprint([make_case(i, shape=(30, 200, 180)) for i in range(10)])
+
+    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
+                   batch):
+        class Table:
+            def __call__(self, s):
+                fixed, per_pixel = (0.05, 0.5) if precision == "bf16" else (0.005, 1.0)
+                seconds = fixed + per_pixel * 1e-5 * s * s
+                return MeasuredCost(s, seconds, seconds / 2, None)
+
+            estimate = __call__
+        return Table()
+
+    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
+    assert plans.training.precision == "bf16"
+    probe = int(re.search(r"per uncached slice at input (\d+)", plans.training.reason).group(1))
+    assert probe > 64 and probe >= plans.model.input_size  # the planned side, before the budget may shrink it
 
 
 def test_measured_costs_are_cached_per_machine_and_reused(tmp_path, monkeypatch):
