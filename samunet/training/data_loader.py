@@ -150,9 +150,9 @@ class TrainingBatches(Dataset):
 
     def _cached_sample(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, rng: np.random.Generator):
         """A window of the predictor's tiling (so the set of inputs is finite), augmented as
-        ``plans.augmentation.cached_augmentation`` says (see ``samunet.preprocessing.grid_symmetry``). Returns the sample, its cache
-        key and its grid symmetry: with ``grid`` the label is already under that symmetry, and the training step
-        applies it to the embedding."""
+        ``plans.augmentation.cached_augmentation`` says (see ``samunet.preprocessing.grid_symmetry``). Returns the
+        sample, its cache key and its grid symmetry: with ``grid`` the label is already under that symmetry, and the
+        training step applies it to the embedding."""
         from samunet.inference.volume_predictor import window_starts
 
         h, w = seg.shape

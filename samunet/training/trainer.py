@@ -251,7 +251,7 @@ class FoldTrainer:
         variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes)) if mirror else 1
         message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
         per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
-        encodings = 1 if mirrors_embeddings(self._validation_model(), self.run.plans) else variants
+        encodings = 1 if mirrors_embeddings(self.adapter, self.run.plans) else variants
         if per_encode is not None:
             # inputs already encoded by earlier validations are reused, so this is an upper bound
             message += (f", at most {slices * encodings * per_encode / 60:.0f} min of encoding ({per_encode:.2f} s "
@@ -305,7 +305,7 @@ class FoldTrainer:
         mirrored (each window is encoded once), else a new encoding of every slice; without a per-slice figure,
         a whole validation."""
         slices, cost = self.validation_slices, self.run.planned_cost()
-        if mirrors_embeddings(self._validation_model(), self.run.plans):
+        if mirrors_embeddings(self.adapter, self.run.plans):
             return slices * cost.seconds_per_decoded_slice(self.run.training.batch_size) if cost else single
         per_encode = (self.cache.seconds_per_encode() if self.cache is not None else None) or (
             cost.seconds_per_encoded_slice if cost else None)
