@@ -171,3 +171,71 @@ def test_final_validation_is_reserved_out_of_the_training_time(hippocampus_prepr
     assert trainer.budget.reserve_s == pytest.approx(min(expected, 15 * 60))
     trainer.validation_seconds.append(42.0)  # a mid-run validation was measured: it replaces the estimate
     assert trainer.final_validation_reserve_s() == 42.0
+
+
+def test_epochs_that_fit_grow_a_fast_run_and_never_shrink_a_slow_one():
+    from samunet.training.lr_schedule import FILL_MARGIN_SHARE, epochs_that_fit
+
+    budget = TimeBudget(30.0)
+    budget.elapsed = lambda: 300.0  # 5 min used by 5 epochs of 60 s: 25 min less the reserve and margin remain
+    left = 30 * 60.0 * (1 - FILL_MARGIN_SHARE) - 120.0 - 300.0
+    assert epochs_that_fit(budget, 5, 13, 60.0, reserve_s=120.0, most_epochs=40) == 5 + int(left // 60.0) == 27
+    assert epochs_that_fit(budget, 5, 13, 60.0, reserve_s=120.0, most_epochs=20) == 20  # at most the cap
+    assert epochs_that_fit(budget, 5, 13, 200.0, reserve_s=120.0, most_epochs=20) == 13  # slower: the clock cuts it
+    assert epochs_that_fit(TimeBudget(None), 5, 13, 1.0, reserve_s=0.0, most_epochs=20) == 13  # no limit
+
+
+def test_a_run_faster_than_planned_trains_the_epochs_fitted_to_its_budget(hippocampus_preprocessed, tmp_path,
+                                                                          monkeypatch):
+    import torch
+
+    import samunet.training.trainer as trainer_module
+    from samunet.core.names import TRAINING_STATE_FILE
+
+    fitted_from: list[float] = []
+
+    def three_epochs(budget, epochs_done, total_epochs, seconds_per_epoch, reserve_s, most_epochs):
+        fitted_from.append(seconds_per_epoch)
+        assert most_epochs == 3  # 1.5 x the two planned, rounded up
+        return 3  # as if the time left held one more epoch than the two planned
+
+    def sized_to_the_budget(plans):
+        _promise_too_much(plans)
+        plans.cost.predicted_minutes_per_fold = plans.training.time_budget_min  # the planner filled the budget
+
+    monkeypatch.setattr(trainer_module, "epochs_that_fit", three_epochs)
+    roots = private_roots(hippocampus_preprocessed, tmp_path / "fill")
+    _edit_plans(roots, sized_to_the_budget)
+    _train(monkeypatch, roots, "4", "decoder", "0", "--disable-tta")
+    folder = fold_folder(roots, "decoder", "0")
+    results = json.loads((folder / "debug.json").read_text())["results"]
+    assert (results["planned_epochs"], results["epochs"], results["iterations"]) == (2, 3, 6)
+    assert len(fitted_from) == 3 and min(fitted_from) > 0  # after every epoch, from the measured epoch time
+    state = torch.load(folder / TRAINING_STATE_FILE, weights_only=True)
+    assert state["metadata"]["total_epochs"] == 3  # --continue goes on with the fitted count
+    # --epochs fixes the count, and a plan that did not fill its budget (capped epochs) is not grown: nothing fitted
+    for name, edit, flags in (("fixed", sized_to_the_budget, ["--epochs", "2"]), ("capped", _promise_too_much, [])):
+        fitted_from.clear()
+        roots = private_roots(hippocampus_preprocessed, tmp_path / name)
+        _edit_plans(roots, edit)
+        _train(monkeypatch, roots, "4", "decoder", "0", "--disable-tta", *flags)
+        results = json.loads((fold_folder(roots, "decoder", "0") / "debug.json").read_text())["results"]
+        assert (results["epochs"], results["iterations"]) == (2, 4) and not fitted_from, name
+
+
+def test_a_filled_budget_keeps_room_for_a_cheap_mirrored_final_validation(hippocampus_preprocessed, tmp_path,
+                                                                          monkeypatch):
+    from samunet.training.trainer import MIRROR_RESERVE_SHARE
+
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    trainer.budget = TimeBudget(30.0)
+    trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"
+    trainer.validation_seconds = [30.0]
+    mirrored = trainer._mirrored_final_validation_seconds(last_epoch_unvalidated=True)
+    assert 30.0 < mirrored <= MIRROR_RESERVE_SHARE * 30 * 60.0
+    assert trainer._final_validation_reserve_when_filling() == mirrored
+    trainer.validation_seconds = [400.0]  # mirroring would take a large share of the budget: not reserved
+    assert trainer._final_validation_reserve_when_filling() == 400.0
+    trainer.validation_seconds = [30.0]
+    trainer.run.options.disable_tta = True
+    assert trainer._final_validation_reserve_when_filling() == 30.0

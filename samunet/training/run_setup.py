@@ -95,6 +95,15 @@ class TrainingRun:
         cost = self.plans.cost
         return cost if cost is not None and cost.adapter == self.options.adapter else None
 
+    def departures_from_plan(self) -> list[str]:
+        """What makes this run other than the one the plans' cost model sized to the budget (the schedule's
+        overrides, a time limit other than the plans' budget); empty when it is the planned run."""
+        changed = [k for k in ("training.epochs", "training.iterations_per_epoch", "training.batch_size")
+                   if k in self.overrides]
+        if self.time_limit_min != self.plans.training.time_budget_min:
+            changed.append("time limit")
+        return changed
+
     def case_slices(self, case_ids: list[str]) -> list[CaseSlices]:
         scheme = self.plans.label_scheme
         return [load_case_slices(self.cache_folder, c, scheme) for c in case_ids]
@@ -221,10 +230,7 @@ def record_timing(run: TrainingRun, iterations: int, training_seconds: float, fo
                                                                           if run.plans.cost else "")),
     }
     # the plans' figures describe the planned run: a shorter limit or another schedule is not comparable
-    changed = [k for k in ("training.epochs", "training.iterations_per_epoch", "training.batch_size")
-               if k in run.overrides]
-    if run.time_limit_min != run.plans.training.time_budget_min:
-        changed.append("time limit")
+    changed = run.departures_from_plan()
     timing["comparable"] = not changed
     timing["not_comparable_because"] = changed
     off = []

@@ -32,7 +32,8 @@ from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wr
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
 from samunet.preprocessing.grid_symmetry import apply_symmetries
 from samunet.training.losses import build_loss
-from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
+from samunet.training.lr_schedule import (FILL_MAX_FACTOR, TimeBudget, epochs_that_fit, learning_rate_at,
+                                          set_learning_rate)
 from samunet.training.optimizers import build_optimizer
 from samunet.training.progress import TrainingHistory, plot_progress
 from samunet.training.run_setup import TrainingRun, record_results
@@ -45,6 +46,12 @@ log = get_logger()
 # mirroring may overrun the budget by this share: it gains Dice (+0.015 on Hippocampus fold 0), the plans'
 # promise is kept within 25%, and the estimate is an upper bound (an image-mirrored view counted as a new encoding)
 MIRROR_SLACK_SHARE = 0.05
+# a run given more epochs to fill its budget keeps room for the mirrored final validation when it costs at most
+# this share of the budget (grid models mirror embeddings: decoder passes only), else for the unmirrored one
+MIRROR_RESERVE_SHARE = 0.15
+# a plan predicting less than this share of its budget was capped by something else (the planner's most epochs):
+# its epochs are not grown to fill the budget
+SIZED_TO_BUDGET_SHARE = 0.9
 
 
 class FoldTrainer:
@@ -72,6 +79,9 @@ class FoldTrainer:
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
         self.validation_seconds: list[float] = []  # wall time of each validation without mirroring
         self.budget = budget or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
+        # epochs to train: the plans', more when the run proves faster than planned (--epochs fixes the count)
+        self.total_epochs = run.training.epochs
+        self.fills_budget = self.sized_to_budget()
         self.history = TrainingHistory()
         self.epoch = 0  # epochs completed
         self.iteration = 0
@@ -95,7 +105,7 @@ class FoldTrainer:
     def learning_rate(self, time_used: float) -> float:
         """The learning rate of the next step: warm-up, then ``adapters.<adapter>.lr_schedule``."""
         t = self.run.training
-        return learning_rate_at(self.iteration, self.config, t.epochs * t.iterations_per_epoch, time_used,
+        return learning_rate_at(self.iteration, self.config, self.total_epochs * t.iterations_per_epoch, time_used,
                                 f"adapters.{self.run.options.adapter}")
 
     def make_loader(self):
@@ -115,6 +125,8 @@ class FoldTrainer:
             self.steps.scaler.load_state_dict(state.grad_scaler)
         restore_rng(state)
         self.epoch, self.iteration, self.best = state.epoch, state.iteration, state.best_metric
+        if self.fills_budget:  # the epochs an earlier process fitted to its budget, so the decay goes on from there
+            self.total_epochs = max(self.total_epochs, int(state.metadata.get("total_epochs", 0)))
         self.history = TrainingHistory.from_dict(state.history)
         log.info("Resumed from checkpoint_latest: %d epoch(s), %d iteration(s) done", self.epoch, self.iteration)
 
@@ -125,9 +137,9 @@ class FoldTrainer:
         loader = self.make_loader()
         log.info("Training %s on fold %s: %d train / %d val cases, %d epochs x %d iterations, batch %d, %s on %s",
                  self.run.options.adapter, self.run.options.fold, len(self.run.train_cases), len(self.run.val_cases),
-                 t.epochs, t.iterations_per_epoch, t.batch_size, self.policy.name, self.device)
+                 self.total_epochs, t.iterations_per_epoch, t.batch_size, self.policy.name, self.device)
         try:
-            while self.epoch < t.epochs and not self.stopped_by_time:
+            while self.epoch < self.total_epochs and not self.stopped_by_time:
                 started = self.on_epoch_start()
                 losses = [self.train_step(batch) for batch in self._epoch_batches(loader)]
                 if self.cache is not None:
@@ -192,6 +204,31 @@ class FoldTrainer:
                 self.on_validation()
             self._plot_progress()
         barrier(self.ctx)
+        if self.fills_budget and not self.stopped_by_time:
+            self.fit_epochs_to_budget()
+
+    def sized_to_budget(self) -> bool:
+        """Whether the plans' epochs were sized by the cost model to fill this run's budget (the planned schedule
+        and budget, a cost for this adapter that predicts most of the budget), so more may be fitted."""
+        cost = self.run.planned_cost()
+        return (self.budget.limited and not self.run.departures_from_plan() and cost is not None
+                and cost.predicted_minutes_per_fold >= SIZED_TO_BUDGET_SHARE * self.budget.limit_s / 60)
+
+    def fit_epochs_to_budget(self) -> None:
+        """Give a run that is faster than planned more epochs, from the last epoch's time (the embedding cache
+        fills during the first ones) and the mid-run validations', so the budget trains instead of ending early.
+        The decay stretches over the new total; the log and debug.json say how many were fitted."""
+        seconds_per_epoch = self.history.epoch_seconds[-1]
+        if self.validation_seconds:
+            seconds_per_epoch += self.validation_seconds[-1] / self.run.training.validate_every
+        fitted = epochs_that_fit(self.budget, self.epoch, self.total_epochs, seconds_per_epoch,
+                                 self._final_validation_reserve_when_filling(),
+                                 most_epochs=math.ceil(FILL_MAX_FACTOR * self.run.training.epochs))
+        fitted = int(-max_over_ranks(self.ctx, -float(fitted), self.device))  # the smallest: every rank agrees
+        if fitted > self.total_epochs:
+            log.info("Faster than planned (%.1f s per epoch): %d epochs instead of %d fit the %.0f-min budget "
+                     "(--epochs fixes the count)", seconds_per_epoch, fitted, self.total_epochs, self.budget.limit_s / 60)
+            self.total_epochs = fitted
 
     def validates_after(self, epochs_done: int) -> bool:
         """Whether a whole-volume validation follows the epoch that completes ``epochs_done`` epochs."""
@@ -207,7 +244,8 @@ class FoldTrainer:
         if self.ctx.is_main:
             save_checkpoint(self.adapter, self.run.fold_folder, "final", self.metadata(final=True))
             record_results(self.run.fold_folder, training_seconds=float(sum(self.history.epoch_seconds)),
-                           epochs=self.epoch, iterations=self.iteration, stopped_by_time=self.stopped_by_time,
+                           epochs=self.epoch, planned_epochs=self.run.training.epochs,
+                           iterations=self.iteration, stopped_by_time=self.stopped_by_time,
                            trainable_parameters=self.adapter.parameter_counts()["trainable"])
             mirror = bool(self.run.val_cases) and self.final_mirroring(self._last_epoch_unvalidated())
             if self._last_epoch_unvalidated():
@@ -290,15 +328,31 @@ class FoldTrainer:
         if remaining is None:
             log.info("Final validation with %d mirrorings (no time limit; --disable-tta skips them)", variants)
             return True
-        single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
-        needed = single + (variants - 1) * self._seconds_per_mirrored_view(single)
-        if last_epoch_unvalidated:
-            needed += single
+        needed = self._mirrored_final_validation_seconds(last_epoch_unvalidated)
         mirror = needed <= remaining + MIRROR_SLACK_SHARE * self.budget.limit_s
         log.info("Final validation %s mirroring: about %.1f min with %d mirrorings, %.1f min left of the %.0f-min "
                  "budget", "with" if mirror else "without", needed / 60, variants, max(0.0, remaining) / 60,
                  self.budget.limit_s / 60)
         return mirror
+
+    def _mirrored_final_validation_seconds(self, last_epoch_unvalidated: bool) -> float:
+        """Estimated seconds of a mirrored final validation (plus the last epoch's unmirrored one when asked)."""
+        variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
+        single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
+        needed = single + (variants - 1) * self._seconds_per_mirrored_view(single)
+        return needed + single if last_epoch_unvalidated else needed
+
+    def _final_validation_reserve_when_filling(self) -> float:
+        """What a run given more epochs keeps for its final validation: the mirrored one when it would mirror
+        and that costs at most ``MIRROR_RESERVE_SHARE`` of the budget, else the unmirrored one."""
+        unmirrored = self.final_validation_reserve_s()
+        mirrors = not self.run.options.disable_tta and len(mirror_combinations(
+            self.run.plans.augmentation.mirror_axes)) > 1 and bool(self.run.val_cases)
+        if mirrors:  # the last epoch may end unvalidated: counted, so the choice holds either way
+            mirrored = self._mirrored_final_validation_seconds(last_epoch_unvalidated=True)
+            if mirrored <= MIRROR_RESERVE_SHARE * self.budget.limit_s:
+                return mirrored
+        return unmirrored
 
     def _seconds_per_mirrored_view(self, single: float) -> float:
         """What one more mirrored view adds to the final validation: decoder passes where the embedding is
@@ -351,7 +405,8 @@ class FoldTrainer:
     def metadata(self, **extra) -> dict:
         return {"adapter": self.run.options.adapter, "plans_sha256": self.run.plans.sha256(),
                 "dataset": self.run.dataset_name, "fold": self.run.options.fold, "epoch": self.epoch,
-                "iteration": self.iteration, "backbone": self.run.plans.model.backbone, **extra}
+                "iteration": self.iteration, "total_epochs": self.total_epochs,
+                "backbone": self.run.plans.model.backbone, **extra}
 
     def expected(self) -> dict:
         return {"adapter": self.run.options.adapter, "plans_sha256": self.run.plans.sha256()}
