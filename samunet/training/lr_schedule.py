@@ -13,7 +13,8 @@ the iterations alone and stays reproducible; timing jitter never moves its learn
 then falls smoothly and reaches zero when the time is up, where training stops (mid-epoch if need be) and goes
 to the final checkpoint and validation. The training time is the limit less the time reserved for the final
 validation (``TimeBudget.reserve_s``): the budget covers both. The clock starts when this process starts
-training, also after ``--continue``.
+training, also after ``--continue``. A run faster than planned gets more epochs instead of ending early
+(``epochs_that_fit``) when it is the run the plans sized to the budget (``--epochs`` fixes the count).
 """
 from __future__ import annotations
 
