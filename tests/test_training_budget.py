@@ -239,3 +239,41 @@ def test_a_filled_budget_keeps_room_for_a_cheap_mirrored_final_validation(hippoc
     trainer.validation_seconds = [30.0]
     trainer.run.options.disable_tta = True
     assert trainer._final_validation_reserve_when_filling() == 30.0
+
+
+def test_the_fit_projects_recent_epochs_not_one_fast_outlier(hippocampus_preprocessed, tmp_path, monkeypatch):
+    import samunet.training.trainer as trainer_module
+
+    seen: list[float] = []
+    monkeypatch.setattr(trainer_module, "epochs_that_fit",
+                        lambda budget, done, total, seconds_per_epoch, reserve_s, most_epochs: seen.append(
+                            seconds_per_epoch) or total)
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    for seconds in (60.0, 25.0, 24.0, 15.0):  # the last epoch ran fast on a momentarily idle CPU
+        trainer.history.add_epoch(len(trainer.history.epoch_seconds), 0.1, 1e-4, seconds)
+    trainer.epoch = 4
+    trainer.fit_epochs_to_budget()
+    assert seen == [24.0]  # the median of the last three
+
+
+def test_a_validation_is_counted_without_the_encodings_the_cache_keeps(hippocampus_preprocessed, tmp_path,
+                                                                       monkeypatch):
+    import time
+
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    assert trainer.cache is not None and trainer.run.val_cases
+
+    def timed_validation() -> tuple[float, float]:
+        encoded, started = trainer.cache.encode_seconds, time.monotonic()
+        trainer._validate(final=False)
+        return time.monotonic() - started, trainer.cache.encode_seconds - encoded
+
+    wall, encoding = timed_validation()  # the first validation encodes every validation slice
+    assert encoding > 0
+    assert trainer.validation_seconds[-1] == pytest.approx(wall - encoding, abs=0.2)
+    assert trainer.final_validation_reserve_s() == trainer.validation_seconds[-1] < wall
+    _, encoding = timed_validation()  # everything cached: nothing to take off
+    assert encoding == 0
+    trainer.cache._warned_full = True  # a full cache encodes again next time: the whole wall time counts
+    wall, encoding = timed_validation()
+    assert trainer.validation_seconds[-1] == pytest.approx(wall, abs=0.2)

@@ -83,6 +83,11 @@ class EmbeddingCache:
         self.store[key] = embedding.detach().to("cpu")
         self.bytes += size
 
+    @property
+    def full(self) -> bool:
+        """Whether an input was turned away for lack of room (it is encoded again each time it is seen)."""
+        return self._warned_full
+
     def seconds_per_encode(self) -> float | None:
         return self.encode_seconds / self.misses if self.misses else None
 

@@ -52,6 +52,9 @@ MIRROR_RESERVE_SHARE = 0.15
 # a plan predicting less than this share of its budget was capped by something else (the planner's most epochs):
 # its epochs are not grown to fill the budget
 SIZED_TO_BUDGET_SHARE = 0.9
+# the fit projects the median of this many recent epochs: one epoch's time varies by 30% on a shared CPU
+# (Hippocampus: 15-25 s), and the fastest of them alone fitted more epochs than the budget held
+FILL_RECENT_EPOCHS = 3
 
 
 class FoldTrainer:
@@ -77,7 +80,8 @@ class FoldTrainer:
         self.optimizer = self.build_optimizer()
         self.loss_fn = self.build_loss()
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
-        self.validation_seconds: list[float] = []  # wall time of each validation without mirroring
+        # seconds of each validation without mirroring, less the first encodings the cache keeps for the next
+        self.validation_seconds: list[float] = []
         self.budget = budget or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
         # epochs to train: the plans', more when the run proves faster than planned (--epochs fixes the count)
         self.total_epochs = run.training.epochs
@@ -215,10 +219,11 @@ class FoldTrainer:
                 and cost.predicted_minutes_per_fold >= SIZED_TO_BUDGET_SHARE * self.budget.limit_s / 60)
 
     def fit_epochs_to_budget(self) -> None:
-        """Give a run that is faster than planned more epochs, from the last epoch's time (the embedding cache
+        """Give a run that is faster than planned more epochs, from its recent epochs' time (the embedding cache
         fills during the first ones) and the mid-run validations', so the budget trains instead of ending early.
         The decay stretches over the new total; the log and debug.json say how many were fitted."""
-        seconds_per_epoch = self.history.epoch_seconds[-1]
+        _, first = self._started_at  # this process's epochs (a resumed run's earlier ones ran elsewhere)
+        seconds_per_epoch = float(np.median(self.history.epoch_seconds[first:][-FILL_RECENT_EPOCHS:]))
         if self.validation_seconds:
             seconds_per_epoch += self.validation_seconds[-1] / self.run.training.validate_every
         fitted = epochs_that_fit(self.budget, self.epoch, self.total_epochs, seconds_per_epoch,
@@ -226,7 +231,7 @@ class FoldTrainer:
                                  most_epochs=math.ceil(FILL_MAX_FACTOR * self.run.training.epochs))
         fitted = int(-max_over_ranks(self.ctx, -float(fitted), self.device))  # the smallest: every rank agrees
         if fitted > self.total_epochs:
-            log.info("Faster than planned (%.1f s per epoch): %d epochs instead of %d fit the %.0f-min budget "
+            log.info("Faster than planned (%.1f s per recent epoch): %d epochs instead of %d fit the %.0f-min budget "
                      "(--epochs fixes the count)", seconds_per_epoch, fitted, self.total_epochs, self.budget.limit_s / 60)
             self.total_epochs = fitted
 
@@ -306,8 +311,8 @@ class FoldTrainer:
 
     def final_validation_reserve_s(self) -> float:
         """Seconds kept out of the training time for the final validation without mirroring: the last mid-run
-        validation's measured time when there was one (an upper bound: the final one reuses its cached
-        embeddings), else the plans' seconds per validation case (first encoding included) times the cases."""
+        validation's measured time less the encodings the cache kept when there was one, else the plans'
+        seconds per validation case (first encoding included) times the cases."""
         if not self.run.val_cases:
             return 0.0
         if self.validation_seconds:
@@ -375,11 +380,17 @@ class FoldTrainer:
             return None
         folder = self.run.fold_folder / "validation" if final else None
         model = self._validation_model()
+        encoded_before = self.cache.encode_seconds if self.cache is not None else 0.0
         started = time.monotonic()
         summary = validate(model, self.run.validation_cases(), self.run.plans, mirror=mirror,
                            batch_size=max(1, self.run.training.batch_size), output_folder=folder, progress=True)
         if not mirror:
-            self.validation_seconds.append(time.monotonic() - started)
+            seconds = time.monotonic() - started
+            if self.cache is not None and not self.cache.full:
+                # the next validation finds these slices encoded: what it costs is this one less its encoding
+                # (Hippocampus: 116 s for the first, 93 s of which encoded the 1,861 validation slices)
+                seconds -= self.cache.encode_seconds - encoded_before
+            self.validation_seconds.append(seconds)
             if self.budget.limited:  # the measured figure replaces the plans' estimate of the final one
                 self.budget.set_reserve(self.final_validation_reserve_s())
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
