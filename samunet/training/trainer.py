@@ -291,7 +291,7 @@ class FoldTrainer:
         if not self.run.val_cases:
             return
         slices = self.validation_slices
-        variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes)) if mirror else 1
+        variants = self.mirror_views() if mirror else 1
         message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
         per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
         encodings = 1 if mirrors_embeddings(self.adapter, self.run.plans) else variants
@@ -325,7 +325,7 @@ class FoldTrainer:
         which was chosen and why. ``last_epoch_unvalidated``: mirroring then also costs an unmirrored validation
         of the last epoch first (checkpoint_best compares unmirrored validations); without mirroring the final
         validation is that validation."""
-        variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
+        variants = self.mirror_views()
         if self.run.options.disable_tta or variants == 1:
             log.info("Final validation without mirroring (%s)", "--disable-tta" if variants > 1 else "no mirror axes")
             return False
@@ -340,20 +340,21 @@ class FoldTrainer:
                  self.budget.limit_s / 60)
         return mirror
 
+    def mirror_views(self) -> int:
+        """Views of a mirrored validation: every combination of the plans' mirror axes, the original included."""
+        return len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
+
     def _mirrored_final_validation_seconds(self, last_epoch_unvalidated: bool) -> float:
         """Estimated seconds of a mirrored final validation (plus the last epoch's unmirrored one when asked)."""
-        variants = len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
         single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
-        needed = single + (variants - 1) * self._seconds_per_mirrored_view(single)
+        needed = single + (self.mirror_views() - 1) * self._seconds_per_mirrored_view(single)
         return needed + single if last_epoch_unvalidated else needed
 
     def _final_validation_reserve_when_filling(self) -> float:
         """What a run given more epochs keeps for its final validation: the mirrored one when it would mirror
         and that costs at most ``MIRROR_RESERVE_SHARE`` of the budget, else the unmirrored one."""
         unmirrored = self.final_validation_reserve_s()
-        mirrors = not self.run.options.disable_tta and len(mirror_combinations(
-            self.run.plans.augmentation.mirror_axes)) > 1 and bool(self.run.val_cases)
-        if mirrors:  # the last epoch may end unvalidated: counted, so the choice holds either way
+        if not self.run.options.disable_tta and self.mirror_views() > 1 and self.run.val_cases:  # the last epoch may end unvalidated: counted, so the choice holds either way
             mirrored = self._mirrored_final_validation_seconds(last_epoch_unvalidated=True)
             if mirrored <= MIRROR_RESERVE_SHARE * self.budget.limit_s:
                 return mirrored
