@@ -11,7 +11,7 @@ from samunet.core.plans import Plans
 from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.cli import main
 from samunet.training.lr_schedule import TimeBudget
-from samunet.training.trainer import MIRROR_SLACK_SHARE
+from samunet.training.fold_budget import MIRROR_SLACK_SHARE
 from tests.training_helpers import DATASET, fold_folder, private_roots
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -99,24 +99,24 @@ def test_the_plans_budget_is_the_default_limit_and_the_flag_overrides_it(hippoca
 def test_final_mirroring_follows_the_time_left(hippocampus_preprocessed, tmp_path, monkeypatch):
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
     trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"  # mirrored views are images to encode
-    trainer.validation_seconds = [600.0]  # one unmirrored validation took ten minutes
-    trainer.budget = TimeBudget(30.0)
+    trainer.fold_budget.validation_seconds = [600.0]  # one unmirrored validation took ten minutes
+    trainer.fold_budget.clock = TimeBudget(30.0)
     trainer.budget.elapsed = lambda: 29.9 * 60.0  # seconds left: mirroring (4 views) cannot fit, even with the slack
-    assert trainer.final_mirroring() is False
+    assert trainer.fold_budget.final_mirroring() is False
     trainer.budget.elapsed = lambda: 60.0
-    assert trainer.final_mirroring() is True
+    assert trainer.fold_budget.final_mirroring() is True
     # mirroring after an unvalidated last epoch costs that epoch's unmirrored validation too
     slices = sum(c.num_slices for c in trainer.run.case_slices(trainer.run.val_cases))
     per_encode = trainer.run.planned_cost().seconds_per_encoded_slice
     mirrored = 600.0 + 3 * slices * per_encode
     slack = MIRROR_SLACK_SHARE * 30 * 60.0
     trainer.budget.elapsed = lambda: 30 * 60.0 - (mirrored - slack + 1.0)  # the mirrored one alone fits, with slack
-    assert trainer.final_mirroring() is True
-    assert trainer.final_mirroring(last_epoch_unvalidated=True) is False
-    trainer.budget = TimeBudget(None)  # no limit: mirrored as before
-    assert trainer.final_mirroring() is True
+    assert trainer.fold_budget.final_mirroring() is True
+    assert trainer.fold_budget.final_mirroring(last_epoch_unvalidated=True) is False
+    trainer.fold_budget.clock = TimeBudget(None)  # no limit: mirrored as before
+    assert trainer.fold_budget.final_mirroring() is True
     trainer.run.options.disable_tta = True
-    assert trainer.final_mirroring() is False
+    assert trainer.fold_budget.final_mirroring() is False
 
 
 def test_mirroring_a_grid_models_embeddings_is_estimated_at_decoder_cost(hippocampus_preprocessed, tmp_path,
@@ -127,8 +127,8 @@ def test_mirroring_a_grid_models_embeddings_is_estimated_at_decoder_cost(hippoca
     # LiteMedSAM at 256 on the 2-core CPU: encoding a slice costs more than a decoder pass
     cost.seconds_per_encoded_slice, cost.seconds_per_cached_iteration = 0.19, 8 * 0.14
     slices = sum(c.num_slices for c in trainer.run.case_slices(trainer.run.val_cases))
-    trainer.validation_seconds = [100.0]
-    trainer.budget = TimeBudget(30.0)
+    trainer.fold_budget.validation_seconds = [100.0]
+    trainer.fold_budget.clock = TimeBudget(30.0)
     views = len(mirror_combinations(trainer.run.plans.augmentation.mirror_axes))
     assert views > 1
     as_images = 100.0 + (views - 1) * slices * cost.seconds_per_encoded_slice
@@ -138,10 +138,10 @@ def test_mirroring_a_grid_models_embeddings_is_estimated_at_decoder_cost(hippoca
     # time left between the two estimates: only the model that mirrors its embeddings fits
     trainer.budget.elapsed = lambda: 30 * 60.0 - ((as_images + as_embeddings) / 2 - slack)
     trainer.run.plans.augmentation.cached_augmentation = "grid"
-    assert trainer.final_mirroring() is True
+    assert trainer.fold_budget.final_mirroring() is True
     assert "mirrored in embedding space" in _announcement(trainer)  # each slice encoded once, not once per view
     trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"
-    assert trainer.final_mirroring() is False
+    assert trainer.fold_budget.final_mirroring() is False
     assert "mirrored in embedding space" not in _announcement(trainer)
 
 
@@ -157,7 +157,7 @@ def _announcement(trainer) -> str:
     get_logger().addHandler(handler)
     try:
         trainer.cache.seconds_per_encode = lambda: 0.2  # as after a mid-run validation
-        trainer._announce_final_validation(mirror=True)
+        trainer.fold_budget.announce_final_validation(mirror=True)
     finally:
         get_logger().removeHandler(handler)
     return " ".join(r.getMessage() for r in records)
@@ -169,8 +169,8 @@ def test_final_validation_is_reserved_out_of_the_training_time(hippocampus_prepr
     assert cost is not None and cost.adapter == "decoder"
     expected = cost.seconds_per_validation_case * len(trainer.run.val_cases)
     assert trainer.budget.reserve_s == pytest.approx(min(expected, 15 * 60))
-    trainer.validation_seconds.append(42.0)  # a mid-run validation was measured: it replaces the estimate
-    assert trainer.final_validation_reserve_s() == 42.0
+    trainer.fold_budget.validation_seconds.append(42.0)  # a mid-run validation was measured: it replaces the estimate
+    assert trainer.fold_budget.final_validation_reserve_s() == 42.0
 
 
 def test_epochs_that_fit_grow_a_fast_run_and_never_shrink_a_slow_one():
@@ -189,7 +189,7 @@ def test_a_run_faster_than_planned_trains_the_epochs_fitted_to_its_budget(hippoc
                                                                           monkeypatch):
     import torch
 
-    import samunet.training.trainer as trainer_module
+    import samunet.training.fold_budget as fold_budget_module
     from samunet.core.names import TRAINING_STATE_FILE
 
     fitted_from: list[float] = []
@@ -203,7 +203,7 @@ def test_a_run_faster_than_planned_trains_the_epochs_fitted_to_its_budget(hippoc
         _promise_too_much(plans)
         plans.cost.predicted_minutes_per_fold = plans.training.time_budget_min  # the planner filled the budget
 
-    monkeypatch.setattr(trainer_module, "epochs_that_fit", three_epochs)
+    monkeypatch.setattr(fold_budget_module, "epochs_that_fit", three_epochs)
     roots = private_roots(hippocampus_preprocessed, tmp_path / "fill")
     _edit_plans(roots, sized_to_the_budget)
     _train(monkeypatch, roots, "4", "decoder", "0", "--disable-tta")
@@ -225,27 +225,27 @@ def test_a_run_faster_than_planned_trains_the_epochs_fitted_to_its_budget(hippoc
 
 def test_a_filled_budget_keeps_room_for_a_cheap_mirrored_final_validation(hippocampus_preprocessed, tmp_path,
                                                                           monkeypatch):
-    from samunet.training.trainer import MIRROR_RESERVE_SHARE
+    from samunet.training.fold_budget import MIRROR_RESERVE_SHARE
 
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
-    trainer.budget = TimeBudget(30.0)
+    trainer.fold_budget.clock = TimeBudget(30.0)
     trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"
-    trainer.validation_seconds = [30.0]
-    mirrored = trainer._mirrored_final_validation_seconds(last_epoch_unvalidated=True)
+    trainer.fold_budget.validation_seconds = [30.0]
+    mirrored = trainer.fold_budget.mirrored_final_validation_seconds(last_epoch_unvalidated=True)
     assert 30.0 < mirrored <= MIRROR_RESERVE_SHARE * 30 * 60.0
-    assert trainer._final_validation_reserve_when_filling() == mirrored
-    trainer.validation_seconds = [400.0]  # mirroring would take a large share of the budget: not reserved
-    assert trainer._final_validation_reserve_when_filling() == 400.0
-    trainer.validation_seconds = [30.0]
+    assert trainer.fold_budget.final_validation_reserve_when_filling() == mirrored
+    trainer.fold_budget.validation_seconds = [400.0]  # mirroring would take a large share of the budget: not reserved
+    assert trainer.fold_budget.final_validation_reserve_when_filling() == 400.0
+    trainer.fold_budget.validation_seconds = [30.0]
     trainer.run.options.disable_tta = True
-    assert trainer._final_validation_reserve_when_filling() == 30.0
+    assert trainer.fold_budget.final_validation_reserve_when_filling() == 30.0
 
 
 def test_the_fit_projects_recent_epochs_not_one_fast_outlier(hippocampus_preprocessed, tmp_path, monkeypatch):
-    import samunet.training.trainer as trainer_module
+    import samunet.training.fold_budget as fold_budget_module
 
     seen: list[float] = []
-    monkeypatch.setattr(trainer_module, "epochs_that_fit",
+    monkeypatch.setattr(fold_budget_module, "epochs_that_fit",
                         lambda budget, done, total, seconds_per_epoch, reserve_s, most_epochs: seen.append(
                             seconds_per_epoch) or total)
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
@@ -270,10 +270,32 @@ def test_a_validation_is_counted_without_the_encodings_the_cache_keeps(hippocamp
 
     wall, encoding = timed_validation()  # the first validation encodes every validation slice
     assert encoding > 0
-    assert trainer.validation_seconds[-1] == pytest.approx(wall - encoding, abs=0.2)
-    assert trainer.final_validation_reserve_s() == trainer.validation_seconds[-1] < wall
+    assert trainer.fold_budget.validation_seconds[-1] == pytest.approx(wall - encoding, abs=0.2)
+    assert trainer.fold_budget.final_validation_reserve_s() == trainer.fold_budget.validation_seconds[-1] < wall
     _, encoding = timed_validation()  # everything cached: nothing to take off
     assert encoding == 0
     trainer.cache._warned_full = True  # a full cache encodes again next time: the whole wall time counts
     wall, encoding = timed_validation()
-    assert trainer.validation_seconds[-1] == pytest.approx(wall, abs=0.2)
+    assert trainer.fold_budget.validation_seconds[-1] == pytest.approx(wall, abs=0.2)
+
+
+def test_validation_estimates_count_the_windows_of_tiled_slices(hippocampus_preprocessed, tmp_path, monkeypatch):
+    import numpy as np
+
+    from samunet.training.fold_budget import FoldBudget
+
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    cases = trainer.run.case_slices(trainer.run.val_cases)
+    slices = sum(c.num_slices for c in cases)
+    smallest_side = min(min(np.load(c.seg_path, mmap_mode="r").shape[1:]) for c in cases)
+    assert trainer.fold_budget.validation_windows == slices  # every slice fits the planned patch: one window each
+    # a patch of a third of the smallest side: windows overlap by half, so at least 5 per axis (DRIVE: 16 per image)
+    trainer.run.plans.crop.patch_size = [smallest_side // 3] * 2
+    tiled = FoldBudget(trainer.run, trainer.adapter, trainer.cache)
+    assert tiled.validation_windows >= 25 * slices
+    trainer.run.plans.augmentation.cached_augmentation = "exact_mirrors"  # each mirrored view encodes every window
+    tiled.validation_seconds = [100.0]
+    per_encode = trainer.run.planned_cost().seconds_per_encoded_slice
+    views = tiled.mirror_views()
+    assert tiled.mirrored_final_validation_seconds(False) == pytest.approx(
+        100.0 + (views - 1) * tiled.validation_windows * per_encode)

@@ -106,4 +106,4 @@ def _validate_only(trainer: FoldTrainer, run: TrainingRun) -> None:
         raise CheckpointError(f"{path}: no final checkpoint to validate; finish the training first (or --continue it)")
     if trainer.ctx.is_main:
         load_adapter_checkpoint(trainer.adapter, path, expected=trainer.expected())
-        trainer.final_validation(trainer.final_mirroring())
+        trainer.final_validation(trainer.fold_budget.final_mirroring())

@@ -10,12 +10,12 @@
 
 The recipe hooks ``build_loss``, ``build_optimizer`` and ``learning_rate`` read the plans' names through the
 registries (``losses``, ``optimizers``, ``lr_schedule``); a subclass may override any hook. Data
-(``data_loader``), checkpoints (``training_state``), validation (``validation``), curves (``progress``), time
-limit (``lr_schedule.TimeBudget``) and DDP (``ddp``) live in their own modules.
+(``data_loader``), checkpoints (``training_state``), validation (``validation``), curves (``progress``), the
+time budget (``fold_budget``: the clock, the final validation's reserve and mirroring, the epochs a faster run
+fits) and DDP (``ddp``) live in their own modules.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -24,16 +24,14 @@ import torch
 from samunet.utils.progress import progress as progress_bar
 
 from samunet.core.plans import PlansError
-from samunet.inference.volume_predictor import mirrors_embeddings
 from samunet.modeling.runtime import precision_policy
-from samunet.preprocessing.tiling import mirror_combinations
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
 from samunet.preprocessing.grid_symmetry import apply_symmetries
 from samunet.training.losses import build_loss
-from samunet.training.lr_schedule import (FILL_MAX_FACTOR, TimeBudget, epochs_that_fit, learning_rate_at,
-                                          set_learning_rate)
+from samunet.training.fold_budget import FoldBudget
+from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
 from samunet.training.optimizers import build_optimizer
 from samunet.training.progress import TrainingHistory, plot_progress
 from samunet.training.run_setup import TrainingRun, record_results
@@ -43,18 +41,6 @@ from samunet.training.validation import dice_per_class, is_improvement, mean_for
 from samunet.utils.logs import get_logger
 
 log = get_logger()
-# mirroring may overrun the budget by this share: it gains Dice (+0.015 on Hippocampus fold 0), the plans'
-# promise is kept within 25%, and the estimate is an upper bound (an image-mirrored view counted as a new encoding)
-MIRROR_SLACK_SHARE = 0.05
-# a run given more epochs to fill its budget keeps room for the mirrored final validation when it costs at most
-# this share of the budget (grid models mirror embeddings: decoder passes only), else for the unmirrored one
-MIRROR_RESERVE_SHARE = 0.15
-# a plan predicting less than this share of its budget was capped by something else (the planner's most epochs):
-# its epochs are not grown to fill the budget
-SIZED_TO_BUDGET_SHARE = 0.9
-# the fit projects the median of this many recent epochs: one epoch's time varies by 30% on a shared CPU
-# (Hippocampus: 15-25 s), and the fastest of them alone fitted more epochs than the budget held
-FILL_RECENT_EPOCHS = 3
 
 
 class FoldTrainer:
@@ -80,12 +66,9 @@ class FoldTrainer:
         self.optimizer = self.build_optimizer()
         self.loss_fn = self.build_loss()
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
-        # seconds of each validation without mirroring, less the first encodings the cache keeps for the next
-        self.validation_seconds: list[float] = []
-        self.budget = budget or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
+        self.fold_budget = FoldBudget(run, adapter, self.cache, clock=budget)
         # epochs to train: the plans', more when the run proves faster than planned (--epochs fixes the count)
         self.total_epochs = run.training.epochs
-        self.fills_budget = self.sized_to_budget()
         self.history = TrainingHistory()
         self.epoch = 0  # epochs completed
         self.iteration = 0
@@ -96,6 +79,11 @@ class FoldTrainer:
         self._time_used = 0.0  # share of --time-limit-min spent, as of the current batch
         self._last_loss = float("nan")
         self.learning_rate(0.0)  # an unknown lr_schedule fails here, before the run writes anything
+
+    @property
+    def budget(self) -> TimeBudget:
+        """The fold's clock: its limit, the final validation's reserve, the time used."""
+        return self.fold_budget.clock
 
     def build_loss(self) -> torch.nn.Module:
         """The loss named by ``adapters.<adapter>.loss`` (``losses.LOSSES``)."""
@@ -129,7 +117,7 @@ class FoldTrainer:
             self.steps.scaler.load_state_dict(state.grad_scaler)
         restore_rng(state)
         self.epoch, self.iteration, self.best = state.epoch, state.iteration, state.best_metric
-        if self.fills_budget:  # the epochs an earlier process fitted to its budget, so the decay goes on from there
+        if self.fold_budget.fills:  # the epochs an earlier process fitted to its budget, so the decay goes on from there
             self.total_epochs = max(self.total_epochs, int(state.metadata.get("total_epochs", 0)))
         self.history = TrainingHistory.from_dict(state.history)
         log.info("Resumed from checkpoint_latest: %d epoch(s), %d iteration(s) done", self.epoch, self.iteration)
@@ -208,28 +196,16 @@ class FoldTrainer:
                 self.on_validation()
             self._plot_progress()
         barrier(self.ctx)
-        if self.fills_budget and not self.stopped_by_time:
+        if self.fold_budget.fills and not self.stopped_by_time:
             self.fit_epochs_to_budget()
 
-    def sized_to_budget(self) -> bool:
-        """Whether the plans' epochs were sized by the cost model to fill this run's budget (the planned schedule
-        and budget, a cost for this adapter that predicts most of the budget), so more may be fitted."""
-        cost = self.run.planned_cost()
-        return (self.budget.limited and not self.run.departures_from_plan() and cost is not None
-                and cost.predicted_minutes_per_fold >= SIZED_TO_BUDGET_SHARE * self.budget.limit_s / 60)
-
     def fit_epochs_to_budget(self) -> None:
-        """Give a run that is faster than planned more epochs, from its recent epochs' time (the embedding cache
-        fills during the first ones) and the mid-run validations', so the budget trains instead of ending early.
-        The decay stretches over the new total; the log and debug.json say how many were fitted."""
+        """Give a run that is faster than planned more epochs (``FoldBudget.epochs_to_fit``), so the budget trains
+        instead of ending early; every rank takes the smallest count. The decay stretches over the new total."""
         _, first = self._started_at  # this process's epochs (a resumed run's earlier ones ran elsewhere)
-        seconds_per_epoch = float(np.median(self.history.epoch_seconds[first:][-FILL_RECENT_EPOCHS:]))
-        if self.validation_seconds:
-            seconds_per_epoch += self.validation_seconds[-1] / self.run.training.validate_every
-        fitted = epochs_that_fit(self.budget, self.epoch, self.total_epochs, seconds_per_epoch,
-                                 self._final_validation_reserve_when_filling(),
-                                 most_epochs=math.ceil(FILL_MAX_FACTOR * self.run.training.epochs))
-        fitted = int(-max_over_ranks(self.ctx, -float(fitted), self.device))  # the smallest: every rank agrees
+        fitted, seconds_per_epoch = self.fold_budget.epochs_to_fit(self.history.epoch_seconds[first:], self.epoch,
+                                                                   self.total_epochs)
+        fitted = int(-max_over_ranks(self.ctx, -float(fitted), self.device))
         if fitted > self.total_epochs:
             log.info("Faster than planned (%.1f s per recent epoch): %d epochs instead of %d fit the %.0f-min budget "
                      "(--epochs fixes the count)", seconds_per_epoch, fitted, self.total_epochs, self.budget.limit_s / 60)
@@ -252,7 +228,7 @@ class FoldTrainer:
                            epochs=self.epoch, planned_epochs=self.run.training.epochs,
                            iterations=self.iteration, stopped_by_time=self.stopped_by_time,
                            trainable_parameters=self.adapter.parameter_counts()["trainable"])
-            mirror = bool(self.run.val_cases) and self.final_mirroring(self._last_epoch_unvalidated())
+            mirror = bool(self.run.val_cases) and self.fold_budget.final_mirroring(self._last_epoch_unvalidated())
             if self._last_epoch_unvalidated():
                 self._validate_last_epoch_and_final(mirror)
             else:
@@ -260,7 +236,7 @@ class FoldTrainer:
         barrier(self.ctx)
 
     def final_validation(self, mirror: bool) -> dict | None:
-        self._announce_final_validation(mirror)
+        self.fold_budget.announce_final_validation(mirror)
         started = time.monotonic()
         summary = self._validate(final=True, mirror=mirror)
         if summary is not None:
@@ -286,91 +262,6 @@ class FoldTrainer:
             self.final_validation(mirror=True)
         self._plot_progress()
 
-    def _announce_final_validation(self, mirror: bool) -> None:
-        """How much work the final validation is (it can dwarf a short CPU training), and how to cut it."""
-        if not self.run.val_cases:
-            return
-        slices = self.validation_slices
-        variants = self.mirror_views() if mirror else 1
-        message = f"Final validation: {len(self.run.val_cases)} cases, {slices} slices x {variants} mirroring(s)"
-        per_encode = self.cache.seconds_per_encode() if self.cache is not None else None
-        encodings = 1 if mirrors_embeddings(self.adapter, self.run.plans) else variants
-        if per_encode is not None:
-            # inputs already encoded by earlier validations are reused, so this is an upper bound
-            message += (f", at most {slices * encodings * per_encode / 60:.0f} min of encoding ({per_encode:.2f} s "
-                        f"per slice{', mirrored in embedding space' if encodings < variants else ''})")
-        if variants > 1:
-            message += "; --disable-tta skips the mirroring"
-        log.info(message)
-
-    # ---- the time budget: training plus validation -------------------------------------------------------
-    @functools.cached_property
-    def validation_slices(self) -> int:
-        """Slices of the validation cases (read once from the cache's case files)."""
-        return sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
-
-    def final_validation_reserve_s(self) -> float:
-        """Seconds kept out of the training time for the final validation without mirroring: the last mid-run
-        validation's measured time less the encodings the cache kept when there was one, else the plans'
-        seconds per validation case (first encoding included) times the cases."""
-        if not self.run.val_cases:
-            return 0.0
-        if self.validation_seconds:
-            return self.validation_seconds[-1]
-        cost = self.run.planned_cost()
-        return 0.0 if cost is None else cost.seconds_per_validation_case * len(self.run.val_cases)
-
-    def final_mirroring(self, last_epoch_unvalidated: bool = False) -> bool:
-        """Mirror the final validation when the time left allows it (all of it without a time limit), and say
-        which was chosen and why. ``last_epoch_unvalidated``: mirroring then also costs an unmirrored validation
-        of the last epoch first (checkpoint_best compares unmirrored validations); without mirroring the final
-        validation is that validation."""
-        variants = self.mirror_views()
-        if self.run.options.disable_tta or variants == 1:
-            log.info("Final validation without mirroring (%s)", "--disable-tta" if variants > 1 else "no mirror axes")
-            return False
-        remaining = self.budget.remaining()
-        if remaining is None:
-            log.info("Final validation with %d mirrorings (no time limit; --disable-tta skips them)", variants)
-            return True
-        needed = self._mirrored_final_validation_seconds(last_epoch_unvalidated)
-        mirror = needed <= remaining + MIRROR_SLACK_SHARE * self.budget.limit_s
-        log.info("Final validation %s mirroring: about %.1f min with %d mirrorings, %.1f min left of the %.0f-min "
-                 "budget", "with" if mirror else "without", needed / 60, variants, max(0.0, remaining) / 60,
-                 self.budget.limit_s / 60)
-        return mirror
-
-    def mirror_views(self) -> int:
-        """Views of a mirrored validation: every combination of the plans' mirror axes, the original included."""
-        return len(mirror_combinations(self.run.plans.augmentation.mirror_axes))
-
-    def _mirrored_final_validation_seconds(self, last_epoch_unvalidated: bool) -> float:
-        """Estimated seconds of a mirrored final validation (plus the last epoch's unmirrored one when asked)."""
-        single = self.validation_seconds[-1] if self.validation_seconds else self.final_validation_reserve_s()
-        needed = single + (self.mirror_views() - 1) * self._seconds_per_mirrored_view(single)
-        return needed + single if last_epoch_unvalidated else needed
-
-    def _final_validation_reserve_when_filling(self) -> float:
-        """What a run given more epochs keeps for its final validation: the mirrored one when it would mirror
-        and that costs at most ``MIRROR_RESERVE_SHARE`` of the budget, else the unmirrored one."""
-        unmirrored = self.final_validation_reserve_s()
-        if not self.run.options.disable_tta and self.mirror_views() > 1 and self.run.val_cases:  # the last epoch may end unvalidated: counted, so the choice holds either way
-            mirrored = self._mirrored_final_validation_seconds(last_epoch_unvalidated=True)
-            if mirrored <= MIRROR_RESERVE_SHARE * self.budget.limit_s:
-                return mirrored
-        return unmirrored
-
-    def _seconds_per_mirrored_view(self, single: float) -> float:
-        """What one more mirrored view adds to the final validation: decoder passes where the embedding is
-        mirrored (each window is encoded once), else a new encoding of every slice; without a per-slice figure,
-        a whole validation."""
-        slices, cost = self.validation_slices, self.run.planned_cost()
-        if mirrors_embeddings(self.adapter, self.run.plans):
-            return slices * cost.seconds_per_decoded_slice(self.run.training.batch_size) if cost else single
-        per_encode = (self.cache.seconds_per_encode() if self.cache is not None else None) or (
-            cost.seconds_per_encoded_slice if cost else None)
-        return slices * per_encode if per_encode else single
-
     def _validation_model(self):
         """What validation predicts with: the adapter, reading its embeddings from the cache when it has one."""
         return self.adapter if self.cache is None else CachedEncoderAdapter(self.adapter, self.cache)
@@ -391,9 +282,7 @@ class FoldTrainer:
                 # the next validation finds these slices encoded: what it costs is this one less its encoding
                 # (Hippocampus: 116 s for the first, 93 s of which encoded the 1,861 validation slices)
                 seconds -= self.cache.encode_seconds - encoded_before
-            self.validation_seconds.append(seconds)
-            if self.budget.limited:  # the measured figure replaces the plans' estimate of the final one
-                self.budget.set_reserve(self.final_validation_reserve_s())
+            self.fold_budget.record_validation(seconds)
         per_class, mean = dice_per_class(summary, self.run.plans), mean_foreground_dice(summary)
         log.info("  %s validation (3D, %d cases): mean foreground Dice %.4f | %s", "final" if final else "epoch",
                  len(self.run.val_cases), mean, ", ".join(f"{k} {v:.4f}" for k, v in per_class.items()))
