@@ -7,7 +7,8 @@ import re
 import pytest
 
 from samunet.planning import cost_model as cost_model_module
-from samunet.planning.budget import (ENCODE_SHARE, MIDRUN_VALIDATION_SHARE, SliceCounts, decide,
+from samunet.planning.budget import (ENCODE_SHARE, MAX_CACHED_VARIANTS, MIDRUN_VALIDATION_SHARE, SliceCounts,
+                                     choose_variants, decide,
                                      structure_threshold_px, window_for)
 from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
 from samunet.planning.hardware import Hardware
@@ -210,3 +211,21 @@ def test_a_final_only_validation_is_reserved_with_its_encoding():
 
     first = 5000 * frozen_costs(1.0)(costly.input_size).inference_seconds() + 6 * VALIDATION_CASE_OVERHEAD_S
     assert f"final {first / 60:.1f} min without mirroring reserved" in costly.reason
+
+
+def test_cached_variants_fill_the_encoding_share_within_the_cache():
+    # LeftAtrium_LGE_30 on the AMX machine: 2,112 slices at 0.131 s; 40% of 30 min holds 2 encodings of each
+    assert choose_variants(2112, 0.131, BUDGET_S, MAX_CACHED_VARIANTS, None) == 2
+    assert choose_variants(320, 0.2, BUDGET_S, MAX_CACHED_VARIANTS, None) == MAX_CACHED_VARIANTS  # DRIVE: capped
+    assert choose_variants(320, 0.2, BUDGET_S, MAX_CACHED_VARIANTS, cache_capacity=700) == 2  # memory caps it
+    assert choose_variants(2112, 0.5, BUDGET_S, MAX_CACHED_VARIANTS, None) == 1  # one encoding is all that fits
+
+    def with_variants(costs, frozen=True, most=MAX_CACHED_VARIANTS):
+        return decide(BUDGET_S, COUNTS, 8, 256, 64, "all", 1.0, frozen, costs, 100, (2, 200), max_variants=most)
+
+    cheap, dear = with_variants(frozen_costs(0.02)), with_variants(frozen_costs(0.3))
+    assert cheap.cached_variants > 1 and "augmented variant" in cheap.reason
+    assert dear.cached_variants == 1 and with_variants(frozen_costs(0.02), frozen=False).cached_variants == 1
+    # more variants, a larger pool of inputs to encode: fewer cached steps fit the same budget
+    single = with_variants(frozen_costs(0.02), most=1)
+    assert cheap.epochs * cheap.iterations_per_epoch < single.epochs * single.iterations_per_epoch

@@ -77,6 +77,16 @@ def training_batch(plans: Plans, dataset, augment: bool = True) -> str:
     return _digest(batch["images"], batch["seg"], batch["keys"])
 
 
+def cached_training_batches(plans: Plans, dataset) -> str:
+    """Batches of cached (frozen-encoder) training, whose augmentation is the cached variants."""
+    from samunet.training.data_loader import BatchSpec, TrainingBatches
+    from samunet.training.slice_dataset import load_case_slices
+
+    cases = [load_case_slices(dataset.cache_folder, c, plans.label_scheme) for c in dataset.case_ids]
+    batches = TrainingBatches(BatchSpec(cases, plans, 16, seed=0, cached=True))
+    return _digest(*[batches[(0, i)]["images"] for i in range(3)])
+
+
 def built_adapter(name: str):
     def consumer(plans: Plans, dataset) -> str:
         from samunet.adapters import build_adapter
@@ -260,6 +270,7 @@ CASES = {
     "augmentation.noise_std": (0.5, training_batch, {}),
     "augmentation.mirror_axes": ([], training_batch, {}),
     "augmentation.cached_augmentation": ("exact_mirrors", trainer_facts("decoder"), {}),
+    "augmentation.cached_variants": (lambda v: 1 if v > 1 else 3, cached_training_batches, {}),
     "training.batch_size": (lambda v: v + 1, TRAINER, {}),
     "training.epochs": (lambda v: v + 3, TRAINER, {}),
     "training.iterations_per_epoch": (lambda v: v + 7, TRAINER, {}),

@@ -119,8 +119,8 @@ def test_cached_mode_draws_a_finite_set_with_exact_mirrors(hippocampus_preproces
         batch = batches[(0, index)]
         assert not batch["grid_symmetries"].any()
         for image, key in zip(batch["images"], batch["keys"].tolist()):
-            case, s, y0, x0, flips = key
-            assert (y0, x0) == (0, 0)  # Hippocampus slices fit one predictor window
+            case, s, y0, x0, flips, variant = key
+            assert (y0, x0) == (0, 0) and variant == 0  # one variant planned: the plain window  # Hippocampus slices fit one predictor window
             base, _ = batches._unit_slice(SliceChoice(case, s, None))
             expected = torch.from_numpy(base)
             for axis in (0, 1):
@@ -145,13 +145,44 @@ def test_cached_grid_mode_keeps_images_plain_and_moves_the_label(hippocampus_pre
         batch = batches[(0, index)]
         for image, seg, key, code in zip(batch["images"], batch["seg"], batch["keys"].tolist(),
                                          batch["grid_symmetries"].tolist()):
-            case, s, y0, x0, flips = key
+            case, s, y0, x0, flips, _ = key
             assert flips == 0
             base, target = batches._unit_slice(SliceChoice(case, s, None))
             assert torch.equal(image, torch.from_numpy(base))
             assert torch.equal(seg, apply_symmetry(torch.from_numpy(target).long(), code))
             codes.add(code)
     assert len(codes) == 8  # both flips and the transpose are drawn
+
+
+def test_cached_variants_are_fixed_augmented_copies_of_each_window(hippocampus_preprocessed, cases):
+    """cached_variants: variant 0 is the plain window; the others are rotated/scaled/intensity-changed, but each
+    (window, variant) is always the same input, whatever the epoch or rank, so the cache encodes it once."""
+    ds = hippocampus_preprocessed
+    plans = _with_cached_augmentation(ds.plans, "none")
+    plans.augmentation.cached_variants = 3
+    by_key: dict[tuple, torch.Tensor] = {}
+    variants = set()
+    for rank in (0, 1):
+        batches = TrainingBatches(_spec(ds, cases, plans=plans, cached=True, batch_size=8, rank=rank))
+        for epoch, index in [(0, i) for i in range(6)] + [(5, i) for i in range(6)]:
+            batch = batches[(epoch, index)]
+            for image, seg, key in zip(batch["images"], batch["seg"], batch["keys"].tolist()):
+                case, s, _, _, _, variant = key
+                variants.add(variant)
+                base, target = batches._unit_slice(SliceChoice(case, s, None))
+                plain = torch.equal(image, torch.from_numpy(base)) and torch.equal(seg, torch.from_numpy(target).long())
+                assert plain == (variant == 0)
+                assert image.shape == torch.from_numpy(base).shape and 0 <= image.min() and image.max() <= 1
+                if tuple(key) in by_key:
+                    assert torch.equal(by_key[tuple(key)], image)  # drawn again: the very same input
+                by_key[tuple(key)] = image
+    assert variants == {0, 1, 2}
+    assert len(by_key) < 2 * 12 * 8  # inputs repeat across epochs and ranks: the cache gets hits
+    plans.augmentation.cached_variants = 0
+    from samunet.core.plans import PlansError
+
+    with pytest.raises(PlansError, match="augmentation.cached_variants"):
+        TrainingBatches(_spec(ds, cases, plans=plans, cached=True))
 
 
 def test_cached_none_mode_draws_plain_windows(hippocampus_preprocessed, cases):

@@ -160,6 +160,9 @@ class AugmentationPlan:
     # cached embeddings (frozen encoder): one of CACHED_AUGMENTATIONS; plans written before the field mirrored
     # exactly, so that stays the default when it is missing
     cached_augmentation: str = "exact_mirrors"
+    # cached embeddings: augmented variants of each window, each encoded once (1: the window as it is); variant 0
+    # is the plain window, the others rotate, scale and change intensity by the ranges above (a fixed draw each)
+    cached_variants: int = 1
     reason: str = ""
 
 
@@ -245,6 +248,7 @@ class Plans(VersionedRecord):
         relevant["model"].pop("encoder_runtime", None)
         relevant["model"].pop("encoder_runtime_reason", None)
         relevant["augmentation"].pop("cached_augmentation", None)
+        relevant["augmentation"].pop("cached_variants", None)
         if relevant.get("regions_class_order") is None:
             # plans without regions hash as before the field existed: their caches and checkpoints stay valid
             relevant.pop("regions_class_order", None)

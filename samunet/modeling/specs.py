@@ -52,6 +52,17 @@ def embedding_stride(backbone: str) -> int:
     return 4 if backbone == "litemedsam" else VIT_SPECS[backbone].patch_size
 
 
+# the embedding cache (training.embedding_cache) keeps float16 embeddings in at most this share of the memory
+# available when training starts; the planner sizes the cached inputs to it
+EMBEDDING_CACHE_RAM_SHARE = 0.35
+
+
+def cached_embedding_bytes(backbone: str, input_size: int) -> int:
+    """Bytes of one cached (float16) image embedding: the neck's width x the embedding grid."""
+    width = VIT_SPECS[backbone].prompt_dim if backbone in VIT_SPECS else 256  # LiteMedSAM's neck: 256, as SAM's
+    return width * (input_size // embedding_stride(backbone)) ** 2 * 2
+
+
 def input_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) to apply to a [0, 1] image: ``(x - mean) / std``.
 

@@ -18,6 +18,11 @@ embedding, so later steps only run the trainable head), the training steps thems
   predicted mask (``structure_threshold_px``), the model sees windows of the slice at a scale that keeps it, and
   prediction tiles them; every window then counts as a slice to encode and to validate.
 
+- Cached training sees no interpolating augmentation (each input is encoded once), so where encoding is cheap
+  the loader draws augmented variants of each input as well (rotated, scaled, intensity-changed, each a fixed
+  draw encoded once: ``choose_variants``): as many as keep encoding every variant of every input within
+  ``ENCODE_SHARE`` and the cache's memory, at most ``MAX_CACHED_VARIANTS``.
+
 All figures come from ``cost_model`` (measured on this machine) unless the caller passes estimates.
 """
 from __future__ import annotations
@@ -33,6 +38,9 @@ ENCODE_SHARE = 0.4
 MIDRUN_VALIDATION_SHARE = 0.10
 MAX_MIDRUN_VALIDATIONS = 4  # enough for checkpoint_best to pick among; the last epoch's counts as one
 MIN_STRUCTURE_PIXELS = 8  # the ViT backbones' threshold (structure_threshold_px), the default when none is given
+# the plain input and up to 3 augmented variants: LeftAtrium_LGE_30 fits 2 (2,112 slices at 0.13 s), DRIVE's 320
+# windows 4
+MAX_CACHED_VARIANTS = 4
 INPUT_STEP = 16
 WINDOW_MULTIPLE, MIN_WINDOW = 8, 32
 # data loading and the cache lookup on top of the timed step (which includes the loss and the optimizer): 4% of a
@@ -72,6 +80,7 @@ class BudgetDecision:
     seconds_per_validation_case: float
     predicted_minutes_per_fold: float
     reason: str
+    cached_variants: int = 1  # augmented variants of each cached input (1: the plain input only)
 
 
 def training_slices(counts: SliceCounts, mode: str, background_fraction: float) -> int:
@@ -121,11 +130,14 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
            cost_at: Callable[[int], MeasuredCost], iterations_per_epoch: int, epoch_range: tuple[int, int],
            source: str = "measured", patch: tuple[int, int] | None = None,
            slice_shape: tuple[float, float] | None = None, structure_px: float | None = None,
-           threshold_px: float = MIN_STRUCTURE_PIXELS, mirror_variants: int = 1) -> BudgetDecision:
+           threshold_px: float = MIN_STRUCTURE_PIXELS, mirror_variants: int = 1, max_variants: int = 1,
+           cache_inputs_at: Callable[[int], float] | None = None) -> BudgetDecision:
     """The largest input side and richest sampling that keep the rules above (see the module docstring).
     ``patch``: the whole-slice patch (H, W); ``slice_shape``: the median slice (H, W) in preprocessed pixels;
     ``structure_px``: the smallest structure's width in preprocessed pixels (None: no limit);
-    ``mirror_variants``: exact mirrored versions of each input the cached (frozen-encoder) loader draws."""
+    ``mirror_variants``: exact mirrored versions of each input the cached (frozen-encoder) loader draws;
+    ``max_variants``: the most augmented variants per input (``choose_variants``); ``cache_inputs_at(size)``: how
+    many embeddings at that input side the cache can hold (None: no limit)."""
     sizes = list(range(planned_input, min_input - 1, -INPUT_STEP)) or [planned_input]
     modes = [(planned_mode, planned_background_fraction)]
     if planned_mode == "all" and counts.train_background > 0:
@@ -164,6 +176,10 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
         chosen = (size, mode, fraction, cost, training_slices(counts, mode, fraction) * tiles, "over", window, tiles)
     size, mode, fraction, cost, slices, fit, window, tiles = chosen
     val_slices = counts.val_slices * tiles
+    variants = (choose_variants(slices, cost.uncached_step_seconds(), budget_s, max_variants,
+                                # the cache also keeps the validation slices
+                                (cache_inputs_at(size) - val_slices) / mirror_variants if cache_inputs_at else None)
+                if frozen_encoder else 1)
 
     per_encode = cost.encode_seconds if cost.encode_seconds is not None else cost.uncached_step_seconds()
     uncached_iteration = batch_size * cost.uncached_step_seconds() * STEP_OVERHEAD
@@ -190,7 +206,7 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     # what is left trains; a frozen encoder pays each distinct input once (the cache), where the inputs are the
     # training slices x tiles x the exact mirror variants the cached loader draws at random
     train_s = max(0.0, budget_s - final_validation - midrun_s)
-    pool = slices * (mirror_variants if frozen_encoder else 1)
+    pool = slices * (mirror_variants * variants if frozen_encoder else 1)
     per_sample_head = cached_iteration / batch_size
     per_sample_encode = (uncached_iteration - cached_iteration) / batch_size
 
@@ -230,6 +246,9 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
               f"that fits; {epochs} x {iterations} iterations"
               + (f" (about {expected_distinct(total_iterations * batch_size, pool):.0f} of {pool} distinct inputs, "
                  + (f"{mirror_variants} mirror variants each, " if mirror_variants > 1 else "")
+                 + (f"the plain input and {variants - 1} augmented variant(s) of each ({variants} x {slices} encoded "
+                    f"in {variants * slices * cost.uncached_step_seconds() / 60:.1f} min <= {ENCODE_SHARE:.0%}), "
+                    if variants > 1 else "")
                  + "encoded once)" if frozen_encoder else "")
               + "; validation: "
               + (f"{validations} mid-run (every {validate_every} epochs, {midrun_s / 60:.1f} min <= "
@@ -239,4 +258,18 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
               + f", final {final_validation / 60:.1f} min without mirroring reserved")
     per_iteration = (predicted - midrun_s - final_validation) / max(1, total_iterations)
     return BudgetDecision(size, window, tiles, mode, fraction, iterations, epochs, validate_every, per_encode,
-                          cached_iteration, uncached_iteration, per_iteration, val_case_s, predicted / 60, reason)
+                          cached_iteration, uncached_iteration, per_iteration, val_case_s, predicted / 60, reason,
+                          variants)
+
+
+def choose_variants(inputs: int, seconds_per_encode: float, budget_s: float, max_variants: int,
+                    cache_capacity: float | None) -> int:
+    """Augmented variants per training input for cached training: the most (up to ``max_variants``) whose
+    encoding, every variant of every input once, stays within ``ENCODE_SHARE`` of the budget and whose embeddings
+    fit the cache (``cache_capacity`` inputs); at least 1, the plain input."""
+    most = max_variants
+    if inputs * seconds_per_encode > 0:
+        most = min(most, int(ENCODE_SHARE * budget_s // (inputs * seconds_per_encode)))
+    if cache_capacity is not None and inputs > 0:
+        most = min(most, int(cache_capacity // inputs))
+    return max(1, most)

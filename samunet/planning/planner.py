@@ -12,7 +12,7 @@ import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.budget import SliceCounts, decide, structure_threshold_px
+from samunet.planning.budget import MAX_CACHED_VARIANTS, SliceCounts, decide, structure_threshold_px
 from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
                                             TRAINING_BUDGET_S, augmentation_plan, batch_size,
@@ -297,7 +297,7 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                   target_hw: list[float]) -> tuple[TrainingPlan, CostPlan]:
     """Input side, slice sampling, run length and validation rhythm inside the fold's time budget (``budget.py``):
     updates ``model``, ``slicing`` and ``crop`` in place, returns the training plan and the cost figures."""
-    from samunet.modeling.specs import embedding_stride
+    from samunet.modeling.specs import EMBEDDING_CACHE_RAM_SHARE, cached_embedding_bytes, embedding_stride
     from samunet.planning.cost_model import EstimatedCosts, machine_key
     from samunet.preprocessing.packing import packed_channel_count
 
@@ -341,7 +341,11 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                       EPOCH_RANGE[kind], source, patch=tuple(crop.patch_size), slice_shape=slice_shape,
                       structure_px=smallest, threshold_px=threshold,
                       mirror_variants=(len(mirror_combinations(augmentation.mirror_axes))
-                                       if augmentation.cached_augmentation == "exact_mirrors" else 1))
+                                       if augmentation.cached_augmentation == "exact_mirrors" else 1),
+                      max_variants=MAX_CACHED_VARIANTS, cache_inputs_at=cache_inputs_at)
+
+    def cache_inputs_at(size: int) -> float:
+        return EMBEDDING_CACHE_RAM_SHARE * hw.free_memory_bytes / cached_embedding_bytes(model.backbone, size)
 
     decision = decide_with_costs()
     if not costs.estimate(decision.input_size).measured and cost_model is not None:
@@ -356,6 +360,12 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                         f"whole patch to input {decision.input_size} would leave the thinnest structure "
                         f"({smallest:.1f} px wide) under {threshold:.0f} px across")
         crop.patch_size = list(decision.window)
+    if frozen_encoder:
+        augmentation.cached_variants = decision.cached_variants
+        augmentation.reason += (f"; {decision.cached_variants - 1} augmented variant(s) of each window, each encoded "
+                                "once (cached_variants; see training.reason)" if decision.cached_variants > 1 else
+                                "; no augmented variants of the windows: encoding a second of each would not fit "
+                                "the budget or the cache")
     if (decision.mode, decision.background_fraction) != (slicing.mode, slicing.background_fraction):
         slicing.reason += (f"; budget: {decision.mode} slices (+{decision.background_fraction:.0%} of background-only) "
                            "so every training slice is encoded once within the budget")

@@ -1,8 +1,9 @@
 """Flips and quarter turns applied to cached embeddings and their labels together.
 
 With a frozen encoder and cached embeddings, the training inputs must come from a finite set (each is encoded
-once), so the interpolating augmentations are off. ``plans.augmentation.cached_augmentation`` says what replaces
-them:
+once), so the interpolating augmentations only come as fixed variants of each window
+(``plans.augmentation.cached_variants``, drawn by ``training.data_loader``). ``plans.augmentation.cached_augmentation``
+says which flips come on top:
 
 - ``grid``: each window is encoded unflipped; the step flips and (square windows) transposes the embedding grid
   and the label together, the 8 symmetries of a square (4 flips for other windows). Only approximate, since the

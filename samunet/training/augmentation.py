@@ -60,9 +60,14 @@ class ClipToUnitRange(BasicTransform):
         return segmentation
 
 
-def build_augmentation(patch_size: tuple[int, int], aug: AugmentationPlan) -> ComposeTransforms:
-    """The transform applied to each training sample (dict with ``image`` and ``segmentation`` tensors)."""
+def build_augmentation(patch_size: tuple[int, int], aug: AugmentationPlan, variant: bool = False) -> ComposeTransforms:
+    """The transform applied to each training sample (dict with ``image`` and ``segmentation`` tensors).
+
+    ``variant``: for a cached augmented variant (``AugmentationPlan.cached_variants``), which is encoded once and
+    drawn many times: rotation and scaling always apply (a variant that only repeats the plain window adds nothing),
+    and no mirroring (the cached loader's grid or exact mirrors add the flips)."""
     rotation = math.radians(aug.rotation_degrees)
+    p_spatial = 1.0 if variant else None
     spatial = SpatialTransform(
         tuple(patch_size),
         patch_center_dist_from_border=0,
@@ -70,9 +75,9 @@ def build_augmentation(patch_size: tuple[int, int], aug: AugmentationPlan) -> Co
         p_elastic_deform=P_ELASTIC if aug.elastic else 0.0,
         elastic_deform_scale=(0.0, 0.2),
         elastic_deform_magnitude=(0.0, 0.05 * min(patch_size)),  # pixels
-        p_rotation=P_ROTATION if rotation > 0 else 0.0,
+        p_rotation=(p_spatial or P_ROTATION) if rotation > 0 else 0.0,
         rotation=(-rotation, rotation),
-        p_scaling=P_SCALING if list(aug.scale_range) != [1.0, 1.0] else 0.0,
+        p_scaling=(p_spatial or P_SCALING) if list(aug.scale_range) != [1.0, 1.0] else 0.0,
         scaling=tuple(aug.scale_range),
         p_synchronize_scaling_across_axes=1,
         mode_seg="bilinear",
@@ -97,7 +102,7 @@ def build_augmentation(patch_size: tuple[int, int], aug: AugmentationPlan) -> Co
             GammaTransform(BGContrast(tuple(aug.gamma_range)), p_invert_image=0, synchronize_channels=True,
                            p_per_channel=1, p_retain_stats=1),
             apply_probability=P_GAMMA))
-    if aug.mirror_axes:
+    if aug.mirror_axes and not variant:
         transforms.append(MirrorTransform(allowed_axes=tuple(int(a) for a in aug.mirror_axes)))
     transforms.append(ClipToUnitRange())
     return ComposeTransforms(transforms)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from samunet.core.plans import CACHED_AUGMENTATIONS, Plans, named_choice
+from samunet.core.plans import CACHED_AUGMENTATIONS, Plans, PlansError, named_choice
 from samunet.inference.padding import pad_in_plane
 from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
 from samunet.preprocessing.grid_symmetry import apply_symmetry, draw_symmetry
@@ -93,6 +93,13 @@ class TrainingBatches(Dataset):
         self.sampler = SliceSampler(spec.cases, plans.slicing.mode, plans.slicing.background_fraction)
         self.transform = (build_augmentation(self.patch, plans.augmentation) if spec.augment
                           else center_crop_transform(self.patch))
+        if int(plans.augmentation.cached_variants) < 1:
+            raise PlansError(f"augmentation.cached_variants must be at least 1 (the plain window), got "
+                             f"{plans.augmentation.cached_variants}")
+        self.cached_variants = int(plans.augmentation.cached_variants) if spec.augment and spec.cached else 1
+        self.variant_transform = (build_augmentation(self.patch, plans.augmentation, variant=True)
+                                  if self.cached_variants > 1 else None)
+        self.variant_window = enlarged_window(self.patch, plans.augmentation)
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:  # indices come from EpochSampler; the length is not used
@@ -146,7 +153,7 @@ class TrainingBatches(Dataset):
         center = self._center(seg, choice, rng)
         image, target = apply_transform(self.transform, _crop_window(unit, center, self.window),
                                         _crop_window(seg, center, self.window))
-        return image, target, [choice.case, choice.slice, center[0], center[1], 0], 0
+        return image, target, [choice.case, choice.slice, center[0], center[1], 0, 0], 0
 
     def _cached_sample(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, rng: np.random.Generator):
         """A window of the predictor's tiling (so the set of inputs is finite), augmented as
@@ -160,8 +167,12 @@ class TrainingBatches(Dataset):
         wanted = self._center(seg, choice, rng)
         # the window whose centre is nearest to the sampled centre (keeps foreground oversampling meaningful)
         y0, x0 = min(starts, key=lambda s: (s[0] + self.patch[0] / 2 - wanted[0]) ** 2 + (s[1] + self.patch[1] / 2 - wanted[1]) ** 2)
-        image = torch.from_numpy(np.ascontiguousarray(unit[:, y0:y0 + self.patch[0], x0:x0 + self.patch[1]]))
-        target = torch.from_numpy(np.ascontiguousarray(seg[y0:y0 + self.patch[0], x0:x0 + self.patch[1]])).long()
+        variant = int(rng.integers(self.cached_variants)) if self.cached_variants > 1 else 0
+        if variant == 0:
+            image = torch.from_numpy(np.ascontiguousarray(unit[:, y0:y0 + self.patch[0], x0:x0 + self.patch[1]]))
+            target = torch.from_numpy(np.ascontiguousarray(seg[y0:y0 + self.patch[0], x0:x0 + self.patch[1]])).long()
+        else:
+            image, target = self._variant(choice, unit, seg, (y0, x0), variant)
         flip_code = grid_code = 0
         if self.cached_augmentation == "exact_mirrors":
             flip_code = draw_symmetry(rng, self.patch, self.mirror_axes, transpose=False)
@@ -169,7 +180,20 @@ class TrainingBatches(Dataset):
         elif self.cached_augmentation == "grid":
             grid_code = draw_symmetry(rng, self.patch, self.mirror_axes)
             target = apply_symmetry(target, grid_code)
-        return image.contiguous(), target.contiguous(), [choice.case, choice.slice, y0, x0, flip_code], grid_code
+        return (image.contiguous(), target.contiguous(), [choice.case, choice.slice, y0, x0, flip_code, variant],
+                grid_code)
+
+    def _variant(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, start: tuple[int, int],
+                 variant: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented variant ``variant`` (>= 1) of the window at ``start``: rotated, scaled and intensity-changed
+        from a draw seeded by the window and the variant alone (not the epoch or rank), so every draw of it is the
+        same input and the cache encodes it once."""
+        center = (start[0] + self.patch[0] // 2, start[1] + self.patch[1] // 2)
+        seed = int(np.random.SeedSequence([self.spec.seed, choice.case, choice.slice, *start, variant])
+                   .generate_state(1)[0])
+        with seeded_global_rngs(seed):
+            return apply_transform(self.variant_transform, _crop_window(unit, center, self.variant_window),
+                                   _crop_window(seg, center, self.variant_window))
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = key

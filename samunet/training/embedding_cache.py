@@ -4,7 +4,7 @@ The encoder is the expensive part of a SAM forward pass; when nothing before the
 output for a given input never changes, so each distinct input is encoded once and reused. Entries are
 keyed by the input's content (a hash of its bytes), so the same cache serves training batches and the
 validation predictor, mirrored inputs included. The training inputs are kept to a finite set for this (see
-``data_loader``: fixed windows, no interpolating augmentation, mirroring as exact variants), so the cache
+``data_loader``: fixed windows, augmentation as a fixed set of variants per window), so the cache
 fills up during the first epochs and later steps only run the decoder; validation slices are encoded at the
 first validation only. Entries are float16 on the CPU, up to ``max_bytes``; beyond that, misses are encoded
 but not kept.
@@ -20,15 +20,13 @@ import torch
 from torch import nn
 
 from samunet.modeling.runtime import PrecisionPolicy
+from samunet.modeling.specs import EMBEDDING_CACHE_RAM_SHARE
 from samunet.utils.logs import get_logger
 
 log = get_logger()
 
-DEFAULT_RAM_SHARE = 0.35  # of the memory available when training starts
-
-
 def default_cache_bytes() -> int:
-    return int(psutil.virtual_memory().available * DEFAULT_RAM_SHARE)
+    return int(psutil.virtual_memory().available * EMBEDDING_CACHE_RAM_SHARE)
 
 
 class EmbeddingCache:
