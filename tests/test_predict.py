@@ -278,3 +278,38 @@ def test_fold_all_is_used_by_f_all_and_when_it_is_the_only_model(trained, tmp_pa
         shutil.rmtree(model_folder / fold)
     _predict(trained, tmp_path / "only_all", "--save-probabilities", "--disable-tta")
     np.testing.assert_allclose(load_probabilities(tmp_path / "only_all" / f"{case}.npz").probabilities, p1, atol=1e-5)
+
+
+def test_a_fold_whose_validation_lost_with_mirroring_predicts_without_it(trained, tmp_path, monkeypatch):
+    from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
+
+    trained.env(monkeypatch)
+    fold0 = trained.results / trained.dataset_name / f"{ADAPTER}__samunetPlans" / "fold_0"
+    case = trained.predict_cases[0]
+    _predict(trained, tmp_path / "plain", "-f", "0", "--save-probabilities", "--disable-tta")
+    _predict(trained, tmp_path / "mirrored", "-f", "0", "--save-probabilities")  # no decision: mirrors, as before
+    plain = load_probabilities(tmp_path / "plain" / f"{case}.npz").probabilities
+    assert np.abs(load_probabilities(tmp_path / "mirrored" / f"{case}.npz").probabilities - plain).max() > 1e-3
+    try:
+        MirroringDecision.from_validations(mirrored_dice=0.77, unmirrored_dice=0.79).save(decision_file(fold0))
+        _predict(trained, tmp_path / "decided", "-f", "0", "--save-probabilities")
+        np.testing.assert_allclose(load_probabilities(tmp_path / "decided" / f"{case}.npz").probabilities, plain,
+                                   atol=1e-6)
+    finally:
+        decision_file(fold0).unlink()
+
+
+def test_an_ensemble_mirrors_when_most_folds_found_it_helped(tmp_path):
+    from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file, folds_mirror
+
+    folds = [tmp_path / f"fold_{i}" for i in range(4)]
+    for f in folds:
+        f.mkdir()
+    assert folds_mirror(folds)[0] is True  # nothing measured: mirroring, the behaviour before
+    for f, (mirrored, unmirrored) in zip(folds[:3], [(0.77, 0.79), (0.80, 0.81), (0.85, 0.84)]):
+        MirroringDecision.from_validations(mirrored, unmirrored).save(decision_file(f))
+    mirror, why = folds_mirror(folds)  # lost in 2 of 4 (the fourth, unmeasured, counts as helped): a tie mirrors
+    assert mirror is True and "2 of 4" in why and "0.7700 vs 0.7900" in why
+    MirroringDecision.from_validations(0.70, 0.75).save(decision_file(folds[3]))
+    assert folds_mirror(folds)[0] is False
+    assert MirroringDecision.from_validations(0.8, 0.8).mirror is True  # a tie keeps mirroring

@@ -299,3 +299,27 @@ def test_validation_estimates_count_the_windows_of_tiled_slices(hippocampus_prep
     views = tiled.mirror_views()
     assert tiled.mirrored_final_validation_seconds(False) == pytest.approx(
         100.0 + (views - 1) * tiled.validation_windows * per_encode)
+
+
+def test_the_final_validation_drops_mirroring_when_it_lowers_the_dice(hippocampus_preprocessed, tmp_path, monkeypatch):
+    from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
+
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    calls: list[tuple[bool, bool]] = []
+
+    def scored(dice_mirrored: float, dice_plain: float):
+        def fake_validate(final: bool, mirror: bool = False) -> dict:
+            calls.append((final, mirror))
+            dice = dice_mirrored if mirror else dice_plain
+            return {"foreground_mean": {"Dice": dice}, "mean": {"1": {"Dice": dice}, "2": {"Dice": dice}}}
+        return fake_validate
+
+    trainer.epoch = 3
+    for (mirrored, plain), expected_calls in (((0.77, 0.79), [(False, False), (True, True), (True, False)]),
+                                              ((0.80, 0.79), [(False, False), (True, True)])):
+        calls.clear()
+        monkeypatch.setattr(trainer, "_validate", scored(mirrored, plain))
+        trainer._validate_last_epoch_and_final(mirror=True)
+        assert calls == expected_calls  # lost: validated again without mirroring, the outputs predict will match
+        decision = MirroringDecision.load(decision_file(trainer.run.fold_folder))
+        assert (decision.mirror, decision.mirrored_dice, decision.unmirrored_dice) == (mirrored >= plain, mirrored, plain)

@@ -34,6 +34,7 @@ CHECKPOINT_CHOICES = ("final", "best", "latest")
 CHECKPOINT_SUFFIX = ".safetensors"  # adapter-only weights; a .json sidecar beside each
 TRAINING_STATE_FILE = "checkpoint_latest_state.pt"  # resume state (optimizer, scaler, schedule)
 DEBUG_FILE = "debug.json"
+TEST_TIME_MIRRORING_FILE = "test_time_mirroring.json"  # per fold: did mirroring help its final validation
 VALIDATION_FOLDER = "validation"
 SUMMARY_FILE = "summary.json"
 INFERENCE_INFORMATION_FILE = "inference_information.json"

@@ -17,6 +17,7 @@ from torch import nn
 
 from samunet.evaluation.inference_information import InferenceInformation
 from samunet.evaluation.postprocessing import PostprocessingStep
+from samunet.evaluation.test_time_mirroring import folds_mirror
 from samunet.core.layout import (
     TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folders,
 )
@@ -53,6 +54,8 @@ class TrainedConfiguration:
     file_ending: str
     num_channels: int
     checkpoints: dict[int | str, Path]  # fold (number or "all") -> checkpoint file
+    # test-time mirroring, as most folds' validations found (``evaluation.test_time_mirroring``)
+    mirror: bool = True
     networks: list[nn.Module] = field(default_factory=list)  # one per fold, same order as checkpoints
     ensemble: nn.Module | None = None  # FoldEnsemble of the networks (mean probabilities)
 
@@ -151,10 +154,12 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
             raise TrainedModelError(f"{folder}: no trained folds found with checkpoint_{checkpoint} "
                                     f"({describe_checkpoints(folder)}); train first or pick another -chk")
         dataset_json = read_json(folder / "dataset.json")
+        mirror, why = folds_mirror([path.parent for path in chosen.values()])
         configurations.append(TrainedConfiguration(
             adapter, folder, Plans.load(folder / "plans.json"), {str(k): v for k, v in dataset_json["labels"].items()},
-            dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen))
-        log.info("%s: fold(s) %s, checkpoint_%s", adapter, sorted(chosen), checkpoint)
+            dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen, mirror))
+        log.info("%s: fold(s) %s, checkpoint_%s; test-time mirroring %s: %s", adapter, sorted(chosen), checkpoint,
+                 "on" if mirror else "off", why)
     label_sets = {json.dumps([c.labels, c.plans.regions_class_order], sort_keys=True) for c in configurations}
     if len(label_sets) > 1:
         raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")

@@ -19,7 +19,8 @@ import samunet
 from samunet.core.layout import checkpoint_file, dataset_results_folder, describe_checkpoints, fold_folders, model_folders
 from samunet.core.names import (
     ALL_FOLD, DATASET_JSON_FILE, DEBUG_FILE, FINGERPRINT_FILE, INFERENCE_INFORMATION_FILE, MODEL_PLANS_FILE,
-    MODEL_ZIP_MANIFEST_FILE, MODEL_ZIP_README_FILE, PROGRESS_PLOT_FILE, SUMMARY_FILE, VALIDATION_FOLDER,
+    MODEL_ZIP_MANIFEST_FILE, MODEL_ZIP_README_FILE, PROGRESS_PLOT_FILE, SUMMARY_FILE, TEST_TIME_MIRRORING_FILE,
+    VALIDATION_FOLDER,
     fold_folder_name, model_folder_name,
 )
 from samunet.sharing.manifest import FileEntry, ModelManifest, ModelZipError, sha256_of_file
@@ -120,6 +121,7 @@ def collect_files(dataset: str | int, adapters: list[str], plans_name: str, fold
                 except json.JSONDecodeError as e:
                     raise ModelZipError(f"{sidecar}: damaged checkpoint metadata ({e})") from None
             add(fold_folder / DEBUG_FILE, required=False)
+            add(fold_folder / TEST_TIME_MIRRORING_FILE, required=False)  # the fold's mirroring, measured
             add(fold_folder / PROGRESS_PLOT_FILE, required=False)
             add(fold_folder / VALIDATION_FOLDER / SUMMARY_FILE, required=False)
     add(dataset_folder / INFERENCE_INFORMATION_FILE, required=False)

@@ -24,6 +24,7 @@ import torch
 from samunet.utils.progress import progress as progress_bar
 
 from samunet.core.plans import PlansError
+from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
 from samunet.modeling.runtime import precision_policy
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
@@ -228,11 +229,14 @@ class FoldTrainer:
                            epochs=self.epoch, planned_epochs=self.run.training.epochs,
                            iterations=self.iteration, stopped_by_time=self.stopped_by_time,
                            trainable_parameters=self.adapter.parameter_counts()["trainable"])
+            decision_file(self.run.fold_folder).unlink(missing_ok=True)  # an earlier run's decision is not this one's
             mirror = bool(self.run.val_cases) and self.fold_budget.final_mirroring(self._last_epoch_unvalidated())
             if self._last_epoch_unvalidated():
                 self._validate_last_epoch_and_final(mirror)
             else:
-                self.final_validation(mirror)
+                summary = self.final_validation(mirror)
+                if mirror:
+                    self._keep_mirroring_if_it_helps(summary)
         barrier(self.ctx)
 
     def final_validation(self, mirror: bool) -> dict | None:
@@ -259,8 +263,23 @@ class FoldTrainer:
         else:
             log.info("Validating the last epoch without mirroring, so checkpoint_best can pick it")
             self.on_validation()
-            self.final_validation(mirror=True)
+            self._keep_mirroring_if_it_helps(self.final_validation(mirror=True))
         self._plot_progress()
+
+    def _keep_mirroring_if_it_helps(self, mirrored: dict | None) -> None:
+        """Compare the mirrored final validation with the same weights' unmirrored one (the last epoch's) and write
+        the fold's decision (``evaluation.test_time_mirroring``); when mirroring lost, validate again without it,
+        so the fold's outputs and summary.json are what samunet_predict will do for this fold."""
+        history = self.history
+        if mirrored is None or not history.validation_epochs or history.validation_epochs[-1] != self.epoch - 1:
+            return
+        decision = MirroringDecision.from_validations(mean_foreground_dice(mirrored), history.validation_mean_dice[-1])
+        decision.save(decision_file(self.run.fold_folder))
+        if not decision.mirror:
+            log.info("Mirroring lowered the final weights' validation Dice (%.4f against %.4f without): validating "
+                     "again without it; samunet_predict will not mirror this fold (%s)", decision.mirrored_dice,
+                     decision.unmirrored_dice, decision_file(self.run.fold_folder).name)
+            self.final_validation(mirror=False)
 
     def _validation_model(self):
         """What validation predicts with: the adapter, reading its embeddings from the cache when it has one."""
