@@ -21,7 +21,8 @@ embedding, so later steps only run the trainable head), the training steps thems
 - Cached training sees no interpolating augmentation (each input is encoded once), so where encoding is cheap
   the loader draws augmented variants of each input as well (rotated, scaled, intensity-changed, each a fixed
   draw encoded once: ``choose_variants``): as many as keep encoding every variant of every input within
-  ``ENCODE_SHARE`` and the cache's memory, at most ``MAX_CACHED_VARIANTS``.
+  ``ENCODE_SHARE`` and the cache's memory, at most ``MAX_CACHED_VARIANTS``. Only the encoding counts here: the
+  training step on a sample is paid whichever variant it is.
 
 All figures come from ``cost_model`` (measured on this machine) unless the caller passes estimates.
 """
@@ -176,12 +177,12 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
         chosen = (size, mode, fraction, cost, training_slices(counts, mode, fraction) * tiles, "over", window, tiles)
     size, mode, fraction, cost, slices, fit, window, tiles = chosen
     val_slices = counts.val_slices * tiles
-    variants = (choose_variants(slices, cost.uncached_step_seconds(), budget_s, max_variants,
+    per_encode = cost.encode_seconds if cost.encode_seconds is not None else cost.uncached_step_seconds()
+    # a variant's extra cost is its encoding: the step on it is paid whichever input the sample is
+    variants = (choose_variants(slices, per_encode, budget_s, max_variants,
                                 # the cache also keeps the validation slices
                                 (cache_inputs_at(size) - val_slices) / mirror_variants if cache_inputs_at else None)
                 if frozen_encoder else 1)
-
-    per_encode = cost.encode_seconds if cost.encode_seconds is not None else cost.uncached_step_seconds()
     uncached_iteration = batch_size * cost.uncached_step_seconds() * STEP_OVERHEAD
     cached_iteration = batch_size * cost.cached_step_seconds() * STEP_OVERHEAD
     per_val_slice = cost.inference_seconds()
@@ -247,7 +248,7 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
               + (f" (about {expected_distinct(total_iterations * batch_size, pool):.0f} of {pool} distinct inputs, "
                  + (f"{mirror_variants} mirror variants each, " if mirror_variants > 1 else "")
                  + (f"the plain input and {variants - 1} augmented variant(s) of each ({variants} x {slices} encoded "
-                    f"in {variants * slices * cost.uncached_step_seconds() / 60:.1f} min <= {ENCODE_SHARE:.0%}), "
+                    f"in {variants * slices * per_encode / 60:.1f} min <= {ENCODE_SHARE:.0%}), "
                     if variants > 1 else "")
                  + "encoded once)" if frozen_encoder else "")
               + "; validation: "
