@@ -112,9 +112,9 @@ def test_plans_without_regions_keep_their_hash():
     plans = make_tiny_plans()
     before_the_field = {k: v for k, v in plans.to_dict().items()
                         if k not in ("training", "adapters", "edited_by_user", "regions_class_order", "cost")}
-    # nor do the fields added since (how the encoder runs, cached-embedding augmentation)
+    # nor do the fields added since (how the encoder runs, cached-embedding augmentation and variants)
     for section, name in (("model", "encoder_runtime"), ("model", "encoder_runtime_reason"),
-                          ("augmentation", "cached_augmentation")):
+                          ("augmentation", "cached_augmentation"), ("augmentation", "cached_variants")):
         del before_the_field[section][name]
     assert plans.sha256() == hashlib.sha256(json.dumps(before_the_field, sort_keys=True).encode()).hexdigest()
     plans.labels, plans.regions_class_order = dict(BRATS), [1, 2, 3]
