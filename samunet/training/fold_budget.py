@@ -51,12 +51,17 @@ class FoldBudget:
         self.fills = self.sized_to_budget()
 
     @functools.cached_property
-    def validation_windows(self) -> int:
-        """Inputs one unmirrored validation predicts: each validation slice's windows (1 when the slice fits the
-        patch; DRIVE's 565x584 images at a 256 patch: 16), read once from the cache's label arrays."""
+    def _validation_inputs(self) -> tuple[int, int]:
+        """(slices, windows) one unmirrored validation predicts: each slice's windows are 1 when the slice fits the
+        patch (DRIVE's 565x584 images at a 256 patch: 16). Read once from the cache's case files."""
         patch = tuple(int(p) for p in self.run.plans.crop.patch_size)
-        return sum(c.num_slices * windows_per_slice(np.load(c.seg_path, mmap_mode="r").shape[1:], patch)
-                   for c in self.run.case_slices(self.run.val_cases))
+        cases = self.run.case_slices(self.run.val_cases)
+        return (sum(c.num_slices for c in cases),
+                sum(c.num_slices * windows_per_slice(c.slice_shape, patch) for c in cases))
+
+    @property
+    def validation_windows(self) -> int:
+        return self._validation_inputs[1]
 
     def record_validation(self, seconds: float) -> None:
         """A measured unmirrored validation: it replaces the plans' estimate of the final one in the reserve."""
@@ -149,9 +154,8 @@ class FoldBudget:
         """How much work the final validation is (it can dwarf a short CPU training), and how to cut it."""
         if not self.run.val_cases:
             return
-        windows = self.validation_windows
-        tiled = windows > sum(c.num_slices for c in self.run.case_slices(self.run.val_cases))
-        unit = "window" if tiled else "slice"
+        slices, windows = self._validation_inputs
+        unit = "window" if windows > slices else "slice"
         variants = self.mirror_views() if mirror else 1
         message = f"Final validation: {len(self.run.val_cases)} cases, {windows} {unit}s x {variants} mirroring(s)"
         per_encode = self.cache.seconds_per_encode() if self.cache is not None else None

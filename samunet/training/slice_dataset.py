@@ -38,6 +38,7 @@ class CaseSlices:
     num_slices: int
     slices_by_class: dict[int, np.ndarray]  # training target (>= 1, not ignore) -> slice indices containing it
     largest_foreground_slice: int = -1  # -1: no foreground (or not recorded)
+    slice_shape: tuple[int, int] = (0, 0)  # (H, W) of each preprocessed slice
     foreground_slices: np.ndarray = field(init=False)
     background_slices: np.ndarray = field(init=False)
 
@@ -87,7 +88,8 @@ def load_case_slices(cache_folder: Path, case_id: str, scheme: LabelScheme) -> C
     seg = np.load(seg_path, mmap_mode="r")
     recorded = _from_properties(properties_path, scheme)
     by_class, largest = recorded if recorded is not None else _from_seg(seg, scheme)
-    return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class, largest)
+    return CaseSlices(case_id, image_path, seg_path, int(seg.shape[0]), by_class, largest,
+                      (int(seg.shape[1]), int(seg.shape[2])))
 
 
 @dataclass
