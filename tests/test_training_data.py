@@ -187,6 +187,34 @@ def test_cached_variants_are_fixed_augmented_copies_of_each_window(hippocampus_p
         TrainingBatches(_spec(ds, cases, plans=plans, cached=True))
 
 
+def test_built_variants_are_kept_and_reused_within_the_memory_limit(hippocampus_preprocessed, cases, monkeypatch):
+    """A built variant is kept: drawn again, it is not transformed again; the batches are the same as when
+    nothing is kept, and nothing is kept past the byte limit."""
+    ds = hippocampus_preprocessed
+    plans = _with_cached_augmentation(ds.plans, "none")
+    plans.augmentation.cached_variants = 3
+    builds = []
+    original = TrainingBatches._build_variant
+
+    def counting(self, choice, unit, seg, start, variant):
+        builds.append((choice.case, choice.slice, *start, variant))
+        return original(self, choice, unit, seg, start, variant)
+
+    monkeypatch.setattr(TrainingBatches, "_build_variant", counting)
+    keys = [(epoch, i) for epoch in range(4) for i in range(6)]
+    kept = TrainingBatches(_spec(ds, cases, plans=plans, cached=True, batch_size=8))
+    kept_batches = [kept[k] for k in keys]
+    assert len(builds) == len(set(builds)) == len(kept._variant_memo) > 0  # each variant built once
+    variant_draws = sum(int((b["keys"][:, 5] > 0).sum()) for b in kept_batches)
+    assert variant_draws > len(builds)  # some were drawn again without being built again
+    builds.clear()
+    rebuilt = TrainingBatches(_spec(ds, cases, plans=plans, cached=True, batch_size=8, variant_memo_bytes=0))
+    for k, batch in zip(keys, kept_batches):
+        other = rebuilt[k]
+        assert all(torch.equal(batch[name], other[name]) for name in ("images", "seg", "keys"))
+    assert not rebuilt._variant_memo and len(builds) == variant_draws  # nothing kept: built on every draw
+
+
 def test_cached_none_mode_draws_plain_windows(hippocampus_preprocessed, cases):
     ds = hippocampus_preprocessed
     batch = TrainingBatches(_spec(ds, cases, plans=_with_cached_augmentation(ds.plans, "none"), cached=True))[(0, 0)]

@@ -63,6 +63,17 @@ def _crop_window(array: np.ndarray, center: tuple[int, int], window: tuple[int, 
     return out
 
 
+# share of the available memory that built augmented variants may keep (on top of the embedding cache's share)
+VARIANT_MEMO_RAM_SHARE = 0.1
+
+
+def variant_memo_bytes(workers: int = 0) -> int:
+    """Bytes each of ``workers`` loader processes (the main process when 0) may keep of built variants."""
+    import psutil
+
+    return int(psutil.virtual_memory().available * VARIANT_MEMO_RAM_SHARE / max(1, workers))
+
+
 @dataclass
 class BatchSpec:
     """Everything a worker needs to build batches (picklable)."""
@@ -75,6 +86,9 @@ class BatchSpec:
     augment: bool = True
     # frozen-encoder adapters with cached embeddings: inputs from a finite set (fixed windows, exact mirrors)
     cached: bool = False
+    # bytes this dataset object may keep of built augmented variants (None: VARIANT_MEMO_RAM_SHARE of the memory
+    # available when it is built); each loader worker holds its own copy, so a trainer divides it among them
+    variant_memo_bytes: int | None = None
 
 
 class TrainingBatches(Dataset):
@@ -100,6 +114,10 @@ class TrainingBatches(Dataset):
         self.variant_transform = (build_augmentation(self.patch, plans.augmentation, variant=True)
                                   if self.cached_variants > 1 else None)
         self.variant_window = enlarged_window(self.patch, plans.augmentation)
+        self.variant_memo_limit = (variant_memo_bytes() if spec.variant_memo_bytes is None
+                                   else int(spec.variant_memo_bytes))
+        self._variant_memo: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._variant_memo_used = 0
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:  # indices come from EpochSampler; the length is not used
@@ -187,7 +205,21 @@ class TrainingBatches(Dataset):
                  variant: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented variant ``variant`` (>= 1) of the window at ``start``: rotated, scaled and intensity-changed
         from a draw seeded by the window and the variant alone (not the epoch or rank), so every draw of it is the
-        same input and the cache encodes it once."""
+        same input and the cache encodes it once. Built once and kept (up to ``variant_memo_limit`` bytes): the
+        transform costs about as much as a cached step's decoder on small slices, and would otherwise be paid on
+        every draw."""
+        memo_key = (choice.case, choice.slice, *start, variant)
+        if memo_key in self._variant_memo:
+            return self._variant_memo[memo_key]
+        image, target = self._build_variant(choice, unit, seg, start, variant)
+        size = image.nbytes + target.nbytes
+        if self._variant_memo_used + size <= self.variant_memo_limit:
+            self._variant_memo[memo_key] = (image, target)
+            self._variant_memo_used += size
+        return image, target
+
+    def _build_variant(self, choice: SliceChoice, unit: np.ndarray, seg: np.ndarray, start: tuple[int, int],
+                       variant: int) -> tuple[torch.Tensor, torch.Tensor]:
         center = (start[0] + self.patch[0] // 2, start[1] + self.patch[1] // 2)
         seed = int(np.random.SeedSequence([self.spec.seed, choice.case, choice.slice, *start, variant])
                    .generate_state(1)[0])

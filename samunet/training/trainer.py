@@ -26,7 +26,7 @@ from samunet.utils.progress import progress as progress_bar
 from samunet.core.plans import PlansError
 from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
 from samunet.modeling.runtime import precision_policy
-from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
+from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader, variant_memo_bytes
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
 from samunet.preprocessing.grid_symmetry import apply_symmetries
@@ -107,7 +107,7 @@ class FoldTrainer:
         per_rank_batch = max(1, math.ceil(t.batch_size / self.ctx.world_size))
         spec = BatchSpec(self.run.case_slices(self.run.train_cases), self.run.plans, per_rank_batch,
                          self.run.seed, self.ctx.rank, augment=not self.run.options.no_augment,
-                         cached=self.cache is not None)
+                         cached=self.cache is not None, variant_memo_bytes=variant_memo_bytes(t.num_workers))
         self.sampler = EpochSampler(t.iterations_per_epoch)
         return make_loader(TrainingBatches(spec), self.sampler, t.num_workers)
 
