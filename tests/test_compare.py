@@ -16,7 +16,7 @@ from samunet.compare import folds as compare_folds
 from samunet.compare.cli import main
 from samunet.compare.leaderboard import aggregate, best_adapter, mean_std
 from samunet.core.names import TRAINING_STATE_FILE
-from tests.training_helpers import DATASET, fold_folder, private_roots
+from tests.training_helpers import DATASET, fold_folder, private_roots, same_weights, weights
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -178,3 +178,24 @@ def test_unknown_dataset_is_one_line(samunet_dirs, capsys):
         main(["-d", "987"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 1 and len(err) == 1 and "987" in err[0]
+
+
+def test_the_same_command_twice_gives_the_same_table(hippocampus_preprocessed, tmp_path, monkeypatch):
+    """Reproducibility (documentation/commands_compare.md): with the counts fixed (--epochs, --iters-per-epoch),
+    two runs from nothing give bit-identical weights and the same Dice and HD95 columns on a CPU; only the timing
+    columns depend on the machine's load."""
+    folds = ARGS.index("-f")
+    args = ARGS[:folds + 2] + ARGS[folds + 3:]  # fold 0 only
+    assert args[folds:folds + 3] == ["-f", "0", "--epochs"]
+    tables, finals = [], []
+    for run in ("first", "second"):
+        roots = private_roots(hippocampus_preprocessed, tmp_path / run)
+        for key, value in roots.items():
+            monkeypatch.setenv(key, value)
+        main(args)
+        timing = ("training_minutes", "seconds_per_volume")
+        tables.append([{k: v for k, v in row.items() if k not in timing} for row in _rows(roots)])
+        finals.append({a: weights(fold_folder(roots, a, "0") / "checkpoint_final.safetensors") for a in ADAPTERS})
+    assert len(tables[0]) == len(ADAPTERS) * 3  # fold 0, mean and std rows
+    assert tables[0] == tables[1]
+    assert all(same_weights(finals[0][a], finals[1][a]) for a in ADAPTERS)
