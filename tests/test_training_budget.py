@@ -213,6 +213,11 @@ def test_a_run_faster_than_planned_trains_the_epochs_fitted_to_its_budget(hippoc
     assert len(fitted_from) == 3 and min(fitted_from) > 0  # after every epoch, from the measured epoch time
     state = torch.load(folder / TRAINING_STATE_FILE, weights_only=True)
     assert state["metadata"]["total_epochs"] == 3  # --continue goes on with the fitted count
+    # another adapter on the same plans (the cost is the recommended decoder's) fills the same budget
+    fitted_from.clear()
+    _train(monkeypatch, roots, "4", "cnnhead", "0", "--disable-tta")
+    other = json.loads((fold_folder(roots, "cnnhead", "0") / "debug.json").read_text())["results"]
+    assert (other["planned_epochs"], other["epochs"]) == (2, 3) and len(fitted_from) == 3
     # --epochs fixes the count, and a plan that did not fill its budget (capped epochs) is not grown: nothing fitted
     for name, edit, flags in (("fixed", sized_to_the_budget, ["--epochs", "2"]), ("capped", _promise_too_much, [])):
         fitted_from.clear()
