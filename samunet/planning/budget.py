@@ -41,8 +41,8 @@ MAX_MIDRUN_VALIDATIONS = 4  # enough for checkpoint_best to pick among; the last
 MIN_STRUCTURE_PIXELS = 8  # the ViT backbones' threshold (structure_threshold_px), the default when none is given
 # the plain input and one augmented variant: measured with 2, LeftAtrium_LGE_30 fold 0 rose from 0.789 to 0.806;
 # with 4, DRIVE's test Dice stayed on its steps-to-Dice line (0.744 at 1,300 steps) and Hippocampus fold 0 gave
-# 0.849 (0.851 without) while its steps took 77% longer than planned (a 4x pool to encode, and each variant is
-# transformed again at every draw)
+# 0.849 (0.851 without) while its steps took 77% longer than planned (a 4x pool to encode, and each variant was then
+# transformed again at every draw; the loader keeps built variants since)
 MAX_CACHED_VARIANTS = 2
 INPUT_STEP = 16
 WINDOW_MULTIPLE, MIN_WINDOW = 8, 32

@@ -50,6 +50,14 @@ class FoldBudget:
         # the plans' epochs were sized to this budget, so a faster run may be given more (--epochs fixes the count)
         self.fills = self.sized_to_budget()
 
+    @property
+    def sizing_cost(self):
+        """The cost figures the plans were sized with (``plans.cost``, measured for the recommended adapter). They
+        stand in for every adapter trained on these plans when sizing its budget (whether to fill it, the reserve
+        for the final validation before one is measured), so adapters compared on one plan get the same budget;
+        timing comparisons (debug.json) use ``run.planned_cost()``, which is only this adapter's."""
+        return self.run.plans.cost
+
     @functools.cached_property
     def _validation_inputs(self) -> tuple[int, int]:
         """(slices, windows) one unmirrored validation predicts: each slice's windows are 1 when the slice fits the
@@ -75,7 +83,7 @@ class FoldBudget:
         recommended adapter's: another adapter trained on the same plans (``samunet_compare``) gets the same
         budget to fill, not only the epochs sized for the recommended one (cnnhead on Hippocampus stopped after 20
         of its 30 minutes); a slower one is ended by the clock as before."""
-        cost = self.run.plans.cost
+        cost = self.sizing_cost
         return (self.clock.limited and not self.run.departures_from_plan() and cost is not None
                 and cost.predicted_minutes_per_fold >= SIZED_TO_BUDGET_SHARE * self.clock.limit_s / 60)
 
@@ -93,12 +101,12 @@ class FoldBudget:
     def final_validation_reserve_s(self) -> float:
         """Seconds kept out of the training time for the final validation without mirroring: the last mid-run
         validation's measured time less the encodings the cache kept when there was one, else the plans'
-        seconds per validation case (first encoding included) times the cases."""
+        seconds per validation case (first encoding included; ``sizing_cost``) times the cases."""
         if not self.run.val_cases:
             return 0.0
         if self.validation_seconds:
             return self.validation_seconds[-1]
-        cost = self.run.plans.cost
+        cost = self.sizing_cost
         return 0.0 if cost is None else cost.seconds_per_validation_case * len(self.run.val_cases)
 
     def mirror_views(self) -> int:
