@@ -182,6 +182,32 @@ def test_the_timed_step_includes_the_optimizer_at_the_asked_batch(tmp_path, monk
     assert batches == [3, 5]  # another batch is another cache entry, measured again
 
 
+def test_the_step_is_timed_before_the_encoder_runtime_is_built(tmp_path, monkeypatch):
+    """An exported encoder's build and first inferences slowed the torch steps timed right after them (LeftAtrium's
+    cached step planned at 2x the real one), so the step is timed first and the encoder after its runtime."""
+    import torch
+
+    from samunet.adapters.base import Adapter
+
+    events = []
+    real_step, real_runtime = torch.optim.AdamW.step, Adapter.use_encoder_runtime
+
+    def step(self, *args, **kwargs):
+        events.append("step")
+        return real_step(self, *args, **kwargs)
+
+    def runtime(self, *args, **kwargs):
+        events.append("runtime")
+        return real_runtime(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(Adapter, "use_encoder_runtime", runtime)
+    cost = cost_model_module.measure_input_size("tiny", "decoder", 64, "fp32", "cpu", batch=2)
+    assert cost.encode_seconds > 0 and cost.head_step_seconds > 0
+    assert events.count("runtime") == 1 and "step" in events
+    assert events.index("runtime") > max(i for i, e in enumerate(events) if e == "step")
+
+
 def test_sizes_asked_after_the_time_cap_are_interpolated_not_measured(tmp_path, monkeypatch):
     table = MeasuredCosts("tiny", "decoder", "fp32", "cpu", CostCache(None), time_cap=TimeCap(0.0))
     monkeypatch.setattr(cost_model_module, "measure_input_size",
