@@ -219,7 +219,7 @@ def test_sizes_asked_after_the_time_cap_are_interpolated_not_measured(tmp_path, 
 
 def test_mirror_variants_are_inputs_to_encode_too():
     """The cached loader draws exact mirrors at random: each is a distinct input, encoded once when first drawn."""
-    from samunet.planning.budget import expected_distinct
+    from samunet.core.plans import expected_distinct
 
     one = run(frozen_costs(0.1))
     four = decide(BUDGET_S, COUNTS, 8, 256, 64, "all", 1.0, True, frozen_costs(0.1), 100, (2, 200), mirror_variants=4)
@@ -255,3 +255,22 @@ def test_cached_variants_fill_the_encoding_share_within_the_cache():
     # more variants, a larger pool of inputs to encode: fewer cached steps fit the same budget
     single = with_variants(frozen_costs(0.02), most=1)
     assert cheap.epochs * cheap.iterations_per_epoch < single.epochs * single.iterations_per_epoch
+
+
+def test_the_planned_iteration_at_another_run_length_follows_the_planners_curve():
+    """samunet_train compares its iterations with the plan's figure for the iterations it ran: the planner's own
+    curve (encodings on first draws), so a run cut short by the clock or lengthened by the fit is compared fairly."""
+    from samunet.core.plans import CostPlan
+
+    d = run(frozen_costs(0.1))
+    cost = CostPlan("decoder", "bf16", "measured", "m", d.seconds_per_encoded_slice, d.seconds_per_cached_iteration,
+                    d.seconds_per_uncached_iteration, d.seconds_per_iteration, d.seconds_per_validation_case,
+                    d.predicted_minutes_per_fold, distinct_inputs=d.distinct_inputs)
+    planned_iterations = d.epochs * d.iterations_per_epoch
+    assert d.distinct_inputs == COUNTS.train_all * d.cached_variants
+    assert cost.seconds_per_iteration_at(planned_iterations, 8) == pytest.approx(d.seconds_per_iteration, rel=1e-6)
+    shorter = cost.seconds_per_iteration_at(planned_iterations // 2, 8)
+    longer = cost.seconds_per_iteration_at(planned_iterations * 2, 8)
+    assert shorter > d.seconds_per_iteration > longer > d.seconds_per_cached_iteration
+    trained = run(frozen_costs(0.1), frozen=False)  # no cache: every iteration costs the same
+    assert trained.distinct_inputs is None

@@ -38,6 +38,7 @@ def _promise_too_much(plans):
     plans.training.epochs, plans.training.iterations_per_epoch, plans.training.batch_size = 2, 2, 4
     plans.training.validate_every, plans.training.num_workers = 5, 0
     plans.cost.adapter, plans.cost.seconds_per_iteration, plans.cost.predicted_minutes_per_fold = "decoder", 1e-6, 1e-6
+    plans.cost.seconds_per_cached_iteration = plans.cost.seconds_per_uncached_iteration = 1e-6
 
 
 def test_timing_compares_plan_and_run_and_warns_when_far_off(hippocampus_preprocessed, tmp_path, monkeypatch, capsys):
@@ -45,7 +46,8 @@ def test_timing_compares_plan_and_run_and_warns_when_far_off(hippocampus_preproc
     _edit_plans(roots, _promise_too_much)
     _train(monkeypatch, roots, "4", "decoder", "0", "--disable-tta")
     timing = json.loads((fold_folder(roots, "decoder", "0") / "debug.json").read_text())["timing"]
-    assert timing["planned_seconds_per_iteration"] == 1e-6 and timing["planned_minutes_per_fold"] == 1e-6
+    assert timing["planned_seconds_per_iteration"] == pytest.approx(1e-6) and timing["planned_minutes_per_fold"] == 1e-6
+    assert timing["planned_seconds_per_iteration_of_planned_run"] == 1e-6
     assert timing["iterations"] == 4 and timing["measured_seconds_per_iteration"] > 0
     assert timing["measured_minutes_per_fold"] > 0 and timing["time_limit_min"] == 30
     assert timing["comparable"] is True

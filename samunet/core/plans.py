@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -197,10 +198,30 @@ class CostPlan:
     seconds_per_validation_case: float  # one validation volume, first encoding included, no mirroring
     predicted_minutes_per_fold: float
     reason: str = ""
+    # the distinct inputs the cached loader draws from (each encoded once, on its first draw); None: no embedding
+    # cache (the encoder trains) or plans made before this field
+    distinct_inputs: int | None = None
 
     def seconds_per_decoded_slice(self, batch_size: int) -> float:
         """The trainable part's forward for one slice whose embedding is known (the decoder, for a frozen encoder)."""
         return self.seconds_per_cached_iteration / max(1, batch_size) * FORWARD_SHARE_OF_STEP
+
+    def seconds_per_iteration_at(self, iterations: int, batch_size: int) -> float:
+        """The planned average iteration for a run of ``iterations`` (the fit or the clock changes the count): with
+        an embedding cache the encodings fall in the first draws, so a shorter run averages more per iteration.
+        Without a pool (or iterations), the planned run's own average."""
+        if not self.distinct_inputs or iterations <= 0 or batch_size <= 0:
+            return self.seconds_per_iteration
+        samples = iterations * batch_size
+        per_encode = (self.seconds_per_uncached_iteration - self.seconds_per_cached_iteration) / batch_size
+        seconds = (expected_distinct(samples, self.distinct_inputs) * per_encode
+                   + iterations * self.seconds_per_cached_iteration)
+        return seconds / iterations
+
+
+def expected_distinct(samples: float, pool: int) -> float:
+    """Distinct inputs among ``samples`` drawn uniformly from ``pool`` (each one is encoded once)."""
+    return pool * (1.0 - math.exp(-samples / pool)) if pool > 0 else 0.0
 
 
 @dataclass

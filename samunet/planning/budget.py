@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from samunet.core.plans import expected_distinct
 from samunet.planning.cost_model import MeasuredCost
 from samunet.preprocessing.tiling import windows_per_slice
 
@@ -46,9 +47,11 @@ MIN_STRUCTURE_PIXELS = 8  # the ViT backbones' threshold (structure_threshold_px
 MAX_CACHED_VARIANTS = 2
 INPUT_STEP = 16
 WINDOW_MULTIPLE, MIN_WINDOW = 8, 32
-# data loading and the cache lookup on top of the timed step (which includes the loss and the optimizer): 4% of a
-# batch-8 step for DRIVE's 256 px windows, 15% for Hippocampus at 64 px, measured on the 2-core CPU
-STEP_OVERHEAD = 1.10
+# the training loop's work on top of the timed step (which includes the loss and the optimizer): reading and
+# packing slices, the cache's lookups, and steps slowed right after an encoder inference. Against steps timed
+# apart from the encoder runtime (cost_model), on the 2-core CPU: DRIVE's fully cached iterations 1.0 s against a
+# 0.78 s step (256 px windows, batch 8); LeftAtrium's mostly cached ones 0.45-0.65 s against 0.39-0.46 (224 px)
+STEP_OVERHEAD = 1.25
 # per validated case on top of the model: restoring to the original grid, writing the label map and float16
 # probabilities, Dice/HD95/NSD (Hippocampus fold 0 on the idle 2-core CPU: 132 s for 52 cases, 104 s of it encoding)
 VALIDATION_CASE_OVERHEAD_S = 0.5
@@ -84,6 +87,7 @@ class BudgetDecision:
     predicted_minutes_per_fold: float
     reason: str
     cached_variants: int = 1  # augmented variants of each cached input (1: the plain input only)
+    distinct_inputs: int | None = None  # what the cached loader draws from, each encoded once (None: no cache)
 
 
 def training_slices(counts: SliceCounts, mode: str, background_fraction: float) -> int:
@@ -92,11 +96,6 @@ def training_slices(counts: SliceCounts, mode: str, background_fraction: float) 
     if mode == "max_slice":
         return counts.train_cases
     return counts.train_all
-
-
-def expected_distinct(samples: float, pool: int) -> float:
-    """Distinct inputs among ``samples`` drawn uniformly from ``pool`` (each one is encoded once)."""
-    return pool * (1.0 - math.exp(-samples / pool)) if pool > 0 else 0.0
 
 
 def _solve_increasing(function: Callable[[float], float], target: float) -> float:
@@ -262,7 +261,7 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     per_iteration = (predicted - midrun_s - final_validation) / max(1, total_iterations)
     return BudgetDecision(size, window, tiles, mode, fraction, iterations, epochs, validate_every, per_encode,
                           cached_iteration, uncached_iteration, per_iteration, val_case_s, predicted / 60, reason,
-                          variants)
+                          variants, pool if frozen_encoder else None)
 
 
 def choose_variants(inputs: int, seconds_per_encode: float, budget_s: float, max_variants: int,

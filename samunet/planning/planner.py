@@ -385,4 +385,5 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
                     seconds_per_iteration=round(decision.seconds_per_iteration, 5),
                     seconds_per_validation_case=round(decision.seconds_per_validation_case, 3),
                     predicted_minutes_per_fold=round(decision.predicted_minutes_per_fold, 2),
-                    reason=f"{source} for adapter {model.adapter} ({precision}), batch {batch}")
+                    reason=f"{source} for adapter {model.adapter} ({precision}), batch {batch}",
+                    distinct_inputs=decision.distinct_inputs)

@@ -215,11 +215,16 @@ TIMING_TOLERANCE = 0.25  # measured figures further than this from the plans' ge
 
 def record_timing(run: TrainingRun, iterations: int, training_seconds: float, fold_seconds: float) -> dict:
     """Plan against what this run saw, into ``debug.json``'s ``timing``; one warning line when a figure is more
-    than 25% off (the plans' cost model was measured on another machine, under load, or for other settings)."""
+    than 25% off (the plans' cost model was measured on another machine, under load, or for other settings).
+    The planned seconds per iteration are the cost model's for the iterations this run trained (the budget's fit
+    or clock changes their count, and a cached run's first iterations pay the encodings); the planned run's own
+    average is kept beside it."""
     cost = run.planned_cost()
     measured_per_iteration = training_seconds / iterations if iterations else None
     timing = {
-        "planned_seconds_per_iteration": cost.seconds_per_iteration if cost else None,
+        "planned_seconds_per_iteration": (float(f"{cost.seconds_per_iteration_at(iterations, run.training.batch_size):.6g}")
+                                          if cost else None),
+        "planned_seconds_per_iteration_of_planned_run": cost.seconds_per_iteration if cost else None,
         "measured_seconds_per_iteration": round(measured_per_iteration, 4) if measured_per_iteration else None,
         "planned_minutes_per_fold": cost.predicted_minutes_per_fold if cost else None,
         "measured_minutes_per_fold": round(fold_seconds / 60, 2),
