@@ -174,3 +174,23 @@ def test_frozen_encoder_embedding_cache_gives_the_same_logits(tiny_sam_checkpoin
     with torch.no_grad():
         cached = adapter.encode(x)
         torch.testing.assert_close(adapter.forward_from_embeddings(cached, (40, 56)), adapter(x))
+
+
+@pytest.mark.parametrize("name", ["decoder", "cnnhead", "ssam"])
+def test_a_frozen_encoder_stays_in_inference_mode_while_the_adapter_trains(name, tiny_sam_checkpoint):
+    """The embedding cache encodes without switching modes: a frozen encoder is in eval whatever the adapter's mode
+    (same output, no dropout, frozen BatchNorm); an encoder that trains follows the adapter."""
+    from samunet.training.embedding_cache import EmbeddingCache
+
+    adapter = tiny_adapter(name, tiny_sam_checkpoint).train()
+    frozen = not any(p.requires_grad for p in adapter.sam.image_encoder.parameters())
+    assert adapter.training and adapter.sam.image_encoder.training is not frozen
+    assert adapter.sam.mask_decoder.training
+    if frozen:
+        x = torch.rand(2, 3, 40, 56)
+        cache = EmbeddingCache(adapter, torch.device("cpu"))
+        embedded = cache.embeddings(x)
+        assert adapter.training and not adapter.sam.image_encoder.training  # no mode switch left behind
+        with torch.no_grad():
+            # the cache keeps float16 entries
+            torch.testing.assert_close(embedded, adapter.eval().encode(x).half().float())

@@ -43,13 +43,9 @@ class EmbeddingCache:
 
     @torch.no_grad()
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        was_training = self.adapter.training
-        self.adapter.eval()  # the frozen encoder behaves as at inference (it has no dropout; BN stays frozen)
-        try:
-            with self.policy.autocast():
-                return self.adapter.encode(images.to(self.device)).float()
-        finally:
-            self.adapter.train(was_training)
+        # the frozen encoder is in inference mode whatever the adapter's (Adapter.train keeps it there)
+        with self.policy.autocast():
+            return self.adapter.encode(images.to(self.device)).float()
 
     def embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, C, h, w) float32 on the device for ``images`` (B, Cin, H, W) in [0, 1]."""
