@@ -80,14 +80,18 @@ class Adapter(nn.Module):
         # a frozen encoder stays in inference mode (its output is the same: no dropout, BatchNorm frozen above), so
         # the embedding cache needs no mode switch per batch: each switch re-derived TinyViT's attention biases,
         # 6 ms twice per batch with a miss (Hippocampus: 13 s of a 210 s profile)
-        if mode and not any(p.requires_grad for p in self.sam.image_encoder.parameters()):
+        if mode and self.encoder_is_frozen:
             self.sam.image_encoder.eval()
         return self
 
     @property
+    def encoder_is_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.sam.image_encoder.parameters())
+
+    @property
     def supports_embedding_cache(self) -> bool:
         """True when nothing before the image embedding trains: embeddings may be computed once and reused."""
-        return self.input_mixer is None and not any(p.requires_grad for p in self.sam.image_encoder.parameters())
+        return self.input_mixer is None and self.encoder_is_frozen
 
     # --- forward ----------------------------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> torch.Tensor:

@@ -212,16 +212,24 @@ class CostPlan:
         Without a pool (or iterations), the planned run's own average."""
         if not self.distinct_inputs or iterations <= 0 or batch_size <= 0:
             return self.seconds_per_iteration
-        samples = iterations * batch_size
-        per_encode = (self.seconds_per_uncached_iteration - self.seconds_per_cached_iteration) / batch_size
-        seconds = (expected_distinct(samples, self.distinct_inputs) * per_encode
-                   + iterations * self.seconds_per_cached_iteration)
-        return seconds / iterations
+        return training_seconds(iterations * batch_size, batch_size, self.seconds_per_cached_iteration,
+                                self.seconds_per_uncached_iteration, self.distinct_inputs) / iterations
 
 
 def expected_distinct(samples: float, pool: int) -> float:
     """Distinct inputs among ``samples`` drawn uniformly from ``pool`` (each one is encoded once)."""
     return pool * (1.0 - math.exp(-samples / pool)) if pool > 0 else 0.0
+
+
+def training_seconds(samples: float, batch_size: int, cached_iteration: float, uncached_iteration: float,
+                     pool: int | None) -> float:
+    """Seconds to train on ``samples``: with an embedding cache over ``pool`` inputs, each distinct input pays its
+    encoding once and every sample the cached step; without one (``pool`` None), every sample the uncached step.
+    The planner sizes runs with it and samunet_train compares runs against it."""
+    if pool is None:
+        return samples * uncached_iteration / batch_size
+    per_sample_encode = (uncached_iteration - cached_iteration) / batch_size
+    return expected_distinct(samples, pool) * per_sample_encode + samples * cached_iteration / batch_size
 
 
 @dataclass

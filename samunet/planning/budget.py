@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from samunet.core.plans import expected_distinct
+from samunet.core.plans import expected_distinct, training_seconds
 from samunet.planning.cost_model import MeasuredCost
 from samunet.preprocessing.tiling import windows_per_slice
 
@@ -209,15 +209,12 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     # training slices x tiles x the exact mirror variants the cached loader draws at random
     train_s = max(0.0, budget_s - final_validation - midrun_s)
     pool = slices * (mirror_variants * variants if frozen_encoder else 1)
-    per_sample_head = cached_iteration / batch_size
-    per_sample_encode = (uncached_iteration - cached_iteration) / batch_size
 
-    def training_seconds(samples: float) -> float:
-        if not frozen_encoder:
-            return samples * uncached_iteration / batch_size
-        return expected_distinct(samples, pool) * per_sample_encode + samples * per_sample_head
+    def seconds_for(samples: float) -> float:
+        return training_seconds(samples, batch_size, cached_iteration, uncached_iteration,
+                                pool if frozen_encoder else None)
 
-    samples = _solve_increasing(training_seconds, train_s)
+    samples = _solve_increasing(seconds_for, train_s)
     step_iterations = samples / batch_size
     low, high = epoch_range
     epochs = int(min(high, max(low, math.floor(step_iterations / iterations_per_epoch))))
@@ -231,7 +228,7 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
     else:  # too few epochs for a mid-run validation: the final one encodes the validation slices itself
         validate_every, validations, midrun_s, final_validation = epochs + 1, 0, 0.0, first_validation
     total_iterations = epochs * iterations
-    predicted = training_seconds(total_iterations * batch_size) + midrun_s + final_validation
+    predicted = seconds_for(total_iterations * batch_size) + midrun_s + final_validation
     budget_min = budget_s / 60
     scale = size / max(window)
     seen = (f"the whole {patch[0]}x{patch[1]} patch" if window == patch else
