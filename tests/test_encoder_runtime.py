@@ -102,3 +102,19 @@ def test_exported_runtime_builds_inside_the_callers_autocast(runtime):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = runner(x)
     assert torch.allclose(out, expected, atol=1e-3 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in ("jit_freeze", "openvino", "onnxruntime")])
+def test_tracing_the_encoder_prints_no_warnings(runtime):
+    """Tracing LiteMedSAM's encoder warns (torch.jit.trace's deprecation, a TracerWarning on its shape assert)
+    at every run's start; the runner keeps those out of the user's console, and only those."""
+    import warnings
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EncoderRunner(frozen_encoder(), runtime, FP32)(x)
+        warnings.warn("a warning raised after the build still shows", UserWarning)
+    kinds = [(w.category.__name__, str(w.message)[:60]) for w in caught]
+    assert not [k for k in kinds if k[0] in ("TracerWarning", "FutureWarning")], kinds
+    assert ("UserWarning", "a warning raised after the build still shows") in kinds

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import warnings
 
 import torch
 from torch import nn
@@ -93,6 +94,17 @@ def default_encoder_runtime(device_type: str, precision: str) -> str:
     return "eager"
 
 
+@contextlib.contextmanager
+def quiet_tracing():
+    """Silence what tracing the encoder prints at every run's start: torch.jit.trace's deprecation notice
+    (FutureWarning) and TracerWarnings about Python-level shape checks. Both are harmless here: the graph
+    is traced at the input size it will run at, and only the batch dimension varies (tested against eager)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 class EncoderRunner:
     """A frozen encoder behind one of ``ENCODER_RUNTIMES``; call it with prepared inputs (B, 3, S, S)."""
 
@@ -120,7 +132,8 @@ class EncoderRunner:
     def _build(self, example: torch.Tensor):
         # exported graphs are traced in fp32, outside the caller's autocast
         exported = self.runtime in PACKAGES
-        with torch.autocast(example.device.type, enabled=False) if exported else contextlib.nullcontext():
+        with torch.autocast(example.device.type, enabled=False) if exported else contextlib.nullcontext(), \
+                quiet_tracing():
             return getattr(self, f"_build_{self.runtime}")(example)
 
     def _build_eager(self, example):
