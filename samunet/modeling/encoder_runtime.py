@@ -132,8 +132,8 @@ class EncoderRunner:
     def _build(self, example: torch.Tensor):
         # exported graphs are traced in fp32, outside the caller's autocast
         exported = self.runtime in PACKAGES
-        with torch.autocast(example.device.type, enabled=False) if exported else contextlib.nullcontext(), \
-                quiet_tracing():
+        precision = torch.autocast(example.device.type, enabled=False) if exported else contextlib.nullcontext()
+        with precision, quiet_tracing():
             return getattr(self, f"_build_{self.runtime}")(example)
 
     def _build_eager(self, example):
