@@ -105,6 +105,8 @@ def test_compare_writes_the_leaderboard_and_trains_only_what_is_missing(hippocam
     assert f"Best adapter (mean foreground Dice over folds): **{best}** ({means[best]:.4f})" in markdown
     assert "samunet_find_best would pick: **" in markdown
     assert not (Path(roots["SAMUNET_RESULTS"]) / DATASET / "inference_information.json").exists()
+    # ... and names the command that records the pick for samunet_predict
+    assert f"`samunet_find_best -d {DATASET} -a {' '.join(ADAPTERS)}` writes it for samunet_predict" in markdown
     assert (folder / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(folder.glob("compare_*.txt"))
     assert "[4/4] cnnhead fold 1: done" in capsys.readouterr().out

@@ -115,10 +115,14 @@ def _find_best_line(dataset: str, plans_name: str, adapters: list[str]) -> str:
     folds = sorted({f for fs in info.folds.values() for f in fs})
     post = (f", {info.mean_dice_postprocessed:.4f} with its largest-component postprocessing"
             if info.kept_postprocessing else "")
+    # samunet_predict applies only what find_best itself wrote: the comparison names the command that records it
+    plans = "" if plans_name == DEFAULT_PLANS_NAME else f" -p {plans_name}"
+    record = f"samunet_find_best -d {dataset}{plans} -a {' '.join(adapters)}"
     # find_best pools the validation cases of all folds (and every fold that has outputs, not only these)
     return (f"samunet_find_best would pick: **{'+'.join(info.adapters)}** (mean foreground Dice "
             f"{info.mean_dice:.4f}{post}; over the {info.num_cases} pooled validation cases of folds "
-            f"{', '.join(map(str, folds))}; single adapters and pairwise ensembles compared)")
+            f"{', '.join(map(str, folds))}; single adapters and pairwise ensembles compared). Not recorded: "
+            f"`{record}` writes it for samunet_predict")
 
 
 def write_leaderboard(dataset_name: str, plans_name: str, jobs, folder: Path) -> str | None:
