@@ -9,7 +9,7 @@ import torch
 from samunet.core.plans import PlansError
 from samunet.modeling.build import build_sam
 from samunet.modeling.encoder_runtime import (
-    EncoderRunner, default_encoder_runtime, runtime_available, usable_runtime,
+    PACKAGES, SHAPE_SPECIALISED, EncoderRunner, default_encoder_runtime, runtime_available, usable_runtime,
 )
 from samunet.modeling.runtime import precision_policy
 
@@ -104,7 +104,7 @@ def test_exported_runtime_builds_inside_the_callers_autocast(runtime):
     assert torch.allclose(out, expected, atol=1e-3 * float(expected.abs().max()))
 
 
-@pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in ("jit_freeze", "openvino", "onnxruntime")])
+@pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in SHAPE_SPECIALISED or w in PACKAGES])
 def test_tracing_the_encoder_prints_no_warnings(runtime):
     """Tracing LiteMedSAM's encoder warns (torch.jit.trace's deprecation, a TracerWarning on its shape assert)
     at every run's start; the runner keeps those out of the user's console, and only those."""
