@@ -12,7 +12,7 @@ from samunet.planning.budget import (ENCODE_SHARE, MAX_CACHED_VARIANTS, MIDRUN_V
                                      structure_threshold_px, window_for)
 from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
 from samunet.planning.hardware import Hardware
-from samunet.planning.planner import plan
+from samunet.planning.planner import plan, windows_reason
 from tests.test_planner import make_case, make_fingerprint
 
 GIB = 1024**3
@@ -68,6 +68,36 @@ def test_thin_structures_are_tiled_not_shrunk():
     assert d.window[0] < 584 and d.tiles_per_slice > 1
     assert 3.0 * d.input_size / max(d.window) >= 2.0
     assert "windows" in d.reason
+
+
+def test_windows_say_why_they_were_chosen():
+    # DRIVE-like: 3.9 px vessels, a 584 px patch at input 256 would keep 1.7 px of them
+    thin = windows_reason(256, 584, 3.9, 2.0)
+    assert "1.7 px across, under 2 px" in thin
+    # a 296 px patch of 30 px structures (the synthetic 320 benchmark): scaling would keep 26 px, so the windows
+    # are there for full resolution, not for the structure, and the reason must not claim otherwise
+    thick = windows_reason(256, 296, 29.9, 2.0)
+    assert "full resolution" in thick and "under" not in thick and "0.86" in thick
+
+
+def test_large_slices_without_class_extents_plan_windows_without_failing():
+    """A fingerprint with no per-class extents (no labelled voxel anywhere) on slices larger than the input: the
+    cheap encoder lets windows at full resolution fit, and the crop's reason says so (it used to format None)."""
+    fp = make_fingerprint([make_case(i, shape=(30, 400, 380)) for i in range(10)])
+    assert not fp.classes
+
+    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
+                   batch):
+        class Table:
+            def __call__(self, s):
+                return MeasuredCost(s, 0.001 * (s / 64) ** 2, 0.0005 * (s / 64) ** 2, None)
+
+            estimate = __call__
+        return Table()
+
+    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
+    assert max(plans.crop.patch_size) == plans.model.input_size == 256  # windows, not the 400 x 384 patch
+    assert "windows at full resolution fit the budget" in plans.crop.reason
 
 
 def test_midrun_validations_stay_within_a_tenth_of_the_budget_or_only_the_final_one_runs():

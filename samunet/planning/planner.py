@@ -218,6 +218,17 @@ def smallest_structure_px(fp: DatasetFingerprint, transpose: list[int], target_h
     return min(sides) if sides else None
 
 
+def windows_reason(input_size: int, patch_side: int, structure_px: float | None, threshold_px: float) -> str:
+    """Why the model sees tiled windows rather than the whole patch scaled to ``input_size`` (budget.decide tries
+    full resolution first, and windows are all that is left when scaling would lose the thinnest structure)."""
+    scaled = input_size / patch_side
+    if structure_px is not None and structure_px * scaled < threshold_px:
+        return (f"scaling the whole patch to input {input_size} would leave the thinnest structure "
+                f"({structure_px:.1f} px wide) {structure_px * scaled:.1f} px across, under {threshold_px:.0f} px")
+    return (f"the patch's {patch_side} px side is larger than input {input_size}, and windows at full resolution fit "
+            f"the budget (full resolution is tried before the whole patch at scale {scaled:.2f})")
+
+
 def no_cache_with_mixer(adapters: dict) -> None:
     """A learned channel mixer trains in front of the encoder, so no adapter's embeddings stay fixed."""
     for config in adapters.values():
@@ -356,9 +367,8 @@ def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicin
         model.input_size = decision.input_size
         model.global_attention = uses_global_attention(model.backbone, model.input_size)
     if list(decision.window) != list(crop.patch_size):
-        crop.reason += (f"; model windows {decision.window[0]}x{decision.window[1]} tiled over the slice: scaling the "
-                        f"whole patch to input {decision.input_size} would leave the thinnest structure "
-                        f"({smallest:.1f} px wide) under {threshold:.0f} px across")
+        crop.reason += (f"; model windows {decision.window[0]}x{decision.window[1]} tiled over the slice: "
+                        + windows_reason(decision.input_size, max(crop.patch_size), smallest, threshold))
         crop.patch_size = list(decision.window)
     if frozen_encoder:
         augmentation.cached_variants = decision.cached_variants
