@@ -140,7 +140,7 @@ def test_adapter_recommendation_and_configs(monkeypatch):
     assert plans.model.adapter == "samed"
     assert set(plans.adapters) == set(ADAPTER_NAMES)
     ssam, samed = plans.adapters["ssam"], plans.adapters["samed"]
-    assert (ssam.loss, ssam.output, ssam.learning_rate) == ("dice_focal", "sigmoid_per_label", 1e-4)
+    assert (ssam.loss, ssam.output, ssam.learning_rate) == ("dice_focal", "sigmoid_per_label", 1e-3)
     assert (samed.loss_weights, samed.learning_rate, samed.warmup_iterations) == ([0.2, 0.8], 0.005, 250)
     assert plans.adapters["cnnhead"].cache_embeddings and plans.adapters["decoder"].cache_embeddings
     assert not plans.adapters["full"].cache_embeddings

@@ -15,10 +15,12 @@ _COMMON = dict(optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, betas=[
                focal_gamma=None, lora_rank=None, head_width=None, cache_embeddings=False, output="softmax")
 
 ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
-    "ssam": AdapterConfig(**{**_COMMON, "lr_schedule": "constant", "poly_power": None, "loss": "dice_focal",
-                             "focal_alpha": 0.75, "focal_gamma": 3.0, "output": "sigmoid_per_label"},
-        reason="S-SAM: Dice + focal (alpha 0.75, gamma 3, on logits), AdamW lr 1e-4, weight decay 1e-2, "
-               "one sigmoid mask per label"),
+    "ssam": AdapterConfig(**{**_COMMON, "learning_rate": 1e-3, "lr_schedule": "constant", "poly_power": None,
+                             "loss": "dice_focal", "focal_alpha": 0.75, "focal_gamma": 3.0,
+                             "output": "sigmoid_per_label"},
+        reason="S-SAM: Dice + focal (alpha 0.75, gamma 3, on logits), constant lr, weight decay 1e-2, one sigmoid "
+               "mask per label; AdamW lr 1e-3, not the paper's 1e-4, which learned too slowly for a 30-min budget "
+               "(Hippocampus fold 0 on a CPU: 0.846 after 2,049 steps against 0.777 after 2,416; adapters.md)"),
     "samed": AdapterConfig(**{**_COMMON, "learning_rate": 0.005, "weight_decay": 0.1, "warmup_iterations": 250,
                               "loss_weights": [0.2, 0.8], "lora_rank": 4},
         reason="SAMed: 0.2 CE + 0.8 Dice, AdamW lr 0.005, weight decay 0.1, 250 warm-up iterations then "
