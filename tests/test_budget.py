@@ -80,26 +80,6 @@ def test_windows_say_why_they_were_chosen():
     assert "full resolution" in thick and "under" not in thick and "0.86" in thick
 
 
-def test_large_slices_without_class_extents_plan_windows_without_failing():
-    """A fingerprint with no per-class extents (no labelled voxel anywhere) on slices larger than the input: the
-    cheap encoder lets windows at full resolution fit, and the crop's reason says so (it used to format None)."""
-    fp = make_fingerprint([make_case(i, shape=(30, 400, 380)) for i in range(10)])
-    assert not fp.classes
-
-    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
-                   batch):
-        class Table:
-            def __call__(self, s):
-                return MeasuredCost(s, 0.001 * (s / 64) ** 2, 0.0005 * (s / 64) ** 2, None)
-
-            estimate = __call__
-        return Table()
-
-    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
-    assert max(plans.crop.patch_size) == plans.model.input_size == 256  # windows, not the 400 x 384 patch
-    assert "windows at full resolution fit the budget" in plans.crop.reason
-
-
 def test_midrun_validations_stay_within_a_tenth_of_the_budget_or_only_the_final_one_runs():
     cheap = run(frozen_costs(0.02))
     assert cheap.validate_every <= cheap.epochs
@@ -118,23 +98,47 @@ def test_a_frozen_encoder_gets_more_iterations_than_a_trained_one_at_the_same_co
 CPU_BF16 = Hardware("cpu", 16 * GIB, 16 * GIB, 2, True)
 
 
+def cost_model_from(seconds_at, on_table=None):
+    """A planner cost model (``cost_model.py``'s signature) whose tables answer ``seconds_at(precision, side)``;
+    ``on_table(precision, batch)`` sees every table the planner asks for."""
+    class Table:
+        def __init__(self, precision):
+            self.precision = precision
+
+        def __call__(self, s):
+            return seconds_at(self.precision, s)
+
+        estimate = __call__
+
+    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
+                   batch):
+        if on_table:
+            on_table(precision, batch)
+        return Table(precision)
+    return cost_model
+
+
+def test_large_slices_without_class_extents_plan_windows_without_failing():
+    """A fingerprint with no per-class extents (no labelled voxel anywhere) on slices larger than the input: the
+    cheap encoder lets windows at full resolution fit, and the crop's reason says so (it used to format None)."""
+    fp = make_fingerprint([make_case(i, shape=(30, 400, 380)) for i in range(10)])
+    assert not fp.classes
+    cheap = cost_model_from(lambda precision, s: MeasuredCost(s, 0.001 * (s / 64) ** 2, 0.0005 * (s / 64) ** 2, None))
+    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cheap)
+    assert max(plans.crop.patch_size) == plans.model.input_size == 256  # windows, not the 400 x 384 patch
+    assert "windows at full resolution fit the budget" in plans.crop.reason
+
+
 def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
     fp = make_fingerprint([make_case(i, shape=(30, 200, 180)) for i in range(10)])
     calls, batches = [], []
 
-    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
-                   batch):
+    def seconds_at(precision, s):
+        calls.append((precision, s))
         slow = 3.0 if precision == "bf16" else 1.0  # a CPU with bf16 instructions but no AMX
-        batches.append(batch)
+        return MeasuredCost(s, 0.01 * slow * (s / 64) ** 2, 0.001 * (s / 64) ** 2, None)
 
-        class Table:
-            def __call__(self, s):
-                calls.append((precision, s))
-                return MeasuredCost(s, 0.01 * slow * (s / 64) ** 2, 0.001 * (s / 64) ** 2, None)
-
-            estimate = __call__
-        return Table()
-
+    cost_model = cost_model_from(seconds_at, on_table=lambda precision, batch: batches.append(batch))
     plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
     assert plans.training.precision == "fp32" and plans.cost.precision == "fp32"
     assert {"bf16", "fp32"} <= {p for p, _ in calls}
@@ -148,18 +152,12 @@ def test_precision_is_decided_at_the_planned_side_not_the_smallest():
     """bf16 slower at 64 px (fixed per-call costs) but faster at the planned side, as LiteMedSAM measured here."""
     fp = make_fingerprint([make_case(i, shape=(30, 200, 180)) for i in range(10)])
 
-    def cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention, encoder_runtime,
-                   batch):
-        class Table:
-            def __call__(self, s):
-                fixed, per_pixel = (0.05, 0.5) if precision == "bf16" else (0.005, 1.0)
-                seconds = fixed + per_pixel * 1e-5 * s * s
-                return MeasuredCost(s, seconds, seconds / 2, None)
+    def seconds_at(precision, s):
+        fixed, per_pixel = (0.05, 0.5) if precision == "bf16" else (0.005, 1.0)
+        seconds = fixed + per_pixel * 1e-5 * s * s
+        return MeasuredCost(s, seconds, seconds / 2, None)
 
-            estimate = __call__
-        return Table()
-
-    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
+    plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model_from(seconds_at))
     assert plans.training.precision == "bf16"
     probe = int(re.search(r"per uncached slice at input (\d+)", plans.training.reason).group(1))
     assert probe > 64 and probe >= plans.model.input_size  # the planned side, before the budget may shrink it
