@@ -9,10 +9,10 @@ import pytest
 from samunet.planning import cost_model as cost_model_module
 from samunet.planning.budget import (ENCODE_SHARE, MAX_CACHED_VARIANTS, MIDRUN_VALIDATION_SHARE, SliceCounts,
                                      choose_variants, decide,
-                                     structure_threshold_px, window_for)
+                                     structure_threshold_px, window_for, windows_reason)
 from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
 from samunet.planning.hardware import Hardware
-from samunet.planning.planner import plan, windows_reason
+from samunet.planning.planner import plan
 from tests.test_planner import make_case, make_fingerprint
 
 GIB = 1024**3

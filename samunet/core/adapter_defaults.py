@@ -9,8 +9,9 @@ import copy
 from samunet.core.names import ADAPTER_NAMES
 from samunet.core.plans import AdapterConfig, PlansError
 
-# shared by every adapter unless its row below says otherwise; null: not read by this adapter, loss or schedule
-_COMMON = dict(optimizer="adamw", learning_rate=1e-4, weight_decay=1e-2, betas=[0.9, 0.999], lr_schedule="poly",
+# shared by every adapter unless its row below says otherwise (each row gives its own learning rate); null: not
+# read by this adapter, loss or schedule
+_COMMON = dict(optimizer="adamw", weight_decay=1e-2, betas=[0.9, 0.999], lr_schedule="poly",
                warmup_iterations=0, poly_power=0.9, loss="dice_ce", loss_weights=[0.5, 0.5], focal_alpha=None,
                focal_gamma=None, lora_rank=None, head_width=None, cache_embeddings=False, output="softmax")
 

@@ -127,6 +127,17 @@ def window_for(input_size: int, patch_side: int, structure_px: float | None, thr
     return max(MIN_WINDOW, min(patch_side, window))
 
 
+def windows_reason(input_size: int, patch_side: int, structure_px: float | None, threshold_px: float) -> str:
+    """Why ``decide`` gave the model tiled windows rather than the whole patch scaled to ``input_size``: the thinnest
+    structure (``window_for`` would not show the whole patch), or full resolution, which is tried first, fitting."""
+    scaled = input_size / patch_side
+    if window_for(input_size, patch_side, structure_px, threshold_px) < patch_side:
+        return (f"scaling the whole patch to input {input_size} would leave the thinnest structure "
+                f"({structure_px:.1f} px wide) {structure_px * scaled:.1f} px across, under {threshold_px:.0f} px")
+    return (f"the patch's {patch_side} px side is larger than input {input_size}, and windows at full resolution fit "
+            f"the budget (full resolution is tried before the whole patch at scale {scaled:.2f})")
+
+
 def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input: int, min_input: int,
            planned_mode: str, planned_background_fraction: float, frozen_encoder: bool,
            cost_at: Callable[[int], MeasuredCost], iterations_per_epoch: int, epoch_range: tuple[int, int],

@@ -12,7 +12,8 @@ import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.budget import MAX_CACHED_VARIANTS, SliceCounts, decide, structure_threshold_px
+from samunet.planning.budget import (MAX_CACHED_VARIANTS, SliceCounts, decide, structure_threshold_px,
+                                     windows_reason)
 from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
                                             TRAINING_BUDGET_S, augmentation_plan, batch_size,
@@ -216,17 +217,6 @@ def smallest_structure_px(fp: DatasetFingerprint, transpose: list[int], target_h
         elif summary.median_extent_mm:
             sides.append(min(summary.median_extent_mm[a] / t for a, t in zip(transpose[1:], target_hw)))
     return min(sides) if sides else None
-
-
-def windows_reason(input_size: int, patch_side: int, structure_px: float | None, threshold_px: float) -> str:
-    """Why the model sees tiled windows rather than the whole patch scaled to ``input_size`` (budget.decide tries
-    full resolution first, and windows are all that is left when scaling would lose the thinnest structure)."""
-    scaled = input_size / patch_side
-    if structure_px is not None and structure_px * scaled < threshold_px:
-        return (f"scaling the whole patch to input {input_size} would leave the thinnest structure "
-                f"({structure_px:.1f} px wide) {structure_px * scaled:.1f} px across, under {threshold_px:.0f} px")
-    return (f"the patch's {patch_side} px side is larger than input {input_size}, and windows at full resolution fit "
-            f"the budget (full resolution is tried before the whole patch at scale {scaled:.2f})")
 
 
 def no_cache_with_mixer(adapters: dict) -> None:
