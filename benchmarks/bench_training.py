@@ -7,7 +7,11 @@ cache with augmentation, loss, optimizer, planned precision) for ``--steps`` tim
 untimed ones. Cached-embedding adapters are timed twice: ``cold`` (every input encoded, as in the first epoch)
 and ``warm`` (all inputs cached, as later on). Peak RSS is the process's maximum resident set size.
 
-    python benchmarks/bench_training.py [--adapters ssam,samed,...] [--steps 10] [--threads 1] [--keep DIR] [--json out.json]
+    python benchmarks/bench_training.py [--adapters ssam,samed,...] [--batch-sizes 4,8,16] [--steps 10] [--threads 1]
+                                        [--keep DIR] [--json out.json]
+
+``--batch-sizes`` times each adapter at those batch sizes instead of the planned one: slices per second is
+per sample, so the fastest batch per sample is the largest figure (the planner caps the batch at 8).
 
 ``--threads`` sets torch's intra-op threads in the measuring process (default: torch's choice, one per core).
 On a machine where other processes keep the cores busy, one thread is often faster than two (OpenMP
@@ -43,7 +47,7 @@ def setup(work: Path, plan_cases: int, backbone: str) -> None:
     plan_dataset(raw.name, backbone=backbone, num_processes=1, progress=False)
 
 
-def measure(adapter_name: str, steps: int, warmup: int, threads: int | None) -> dict:
+def measure(adapter_name: str, steps: int, warmup: int, threads: int | None, batch_size: int | None = None) -> dict:
     """Runs in its own process (peak RSS per adapter)."""
     import torch
 
@@ -54,7 +58,8 @@ def measure(adapter_name: str, steps: int, warmup: int, threads: int | None) -> 
     from samunet.training.ddp import DistributedContext
     from samunet.training.trainer import FoldTrainer
 
-    run = prepare_run(TrainingOptions(dataset="4", adapter=adapter_name, fold="all"), write_files=False)
+    run = prepare_run(TrainingOptions(dataset="4", adapter=adapter_name, fold="all", batch_size=batch_size),
+                      write_splits=False)
     device = torch.device("cpu")
     adapter = build_adapter_for(run, device)
     trainer = FoldTrainer(run, adapter, device, DistributedContext())
@@ -89,6 +94,7 @@ def measure(adapter_name: str, steps: int, warmup: int, threads: int | None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapters", default=",".join(ADAPTERS))
+    parser.add_argument("--batch-sizes", help="comma-separated batch sizes to time (default: the planned one)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--plan-cases", type=int, default=20)
@@ -97,9 +103,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(measure(args.worker, args.steps, args.warmup, args.threads)), flush=True)
+        print("RESULT " + json.dumps(measure(args.worker, args.steps, args.warmup, args.threads, args.worker_batch)), flush=True)
         return
     if not HIPPOCAMPUS_TASK.is_dir():
         sys.exit(f"{HIPPOCAMPUS_TASK} is absent: this benchmark needs the shared Hippocampus data")
@@ -109,9 +116,11 @@ def main() -> None:
     env = dict(os.environ, SAMUNET_RAW=str(work / "raw"), SAMUNET_PREPROCESSED=str(work / "preprocessed"),
                SAMUNET_RESULTS=str(work / "results"))
     results = []
-    for name in args.adapters.split(","):
+    batches = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [None]
+    for name, batch in [(n, b) for n in args.adapters.split(",") for b in batches]:
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else []), env=env, capture_output=True, text=True)
+                              "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+                             + (["--worker-batch", str(batch)] if batch else []), env=env, capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
