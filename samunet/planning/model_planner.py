@@ -20,7 +20,8 @@ MIN_INPUT, MAX_INPUT, INPUT_MULTIPLE = 64, 1024, 16
 # input side / patch side: SAM's ViT embeds 16x16 pixels per token, so 2x the patch gives one token per 8x8
 # patch pixels; LiteMedSAM's TinyViT keeps a 4x4-pixel grid (a 64x64 embedding at 256), already finer at 1x.
 # Measured on Hippocampus (patch 48x56, LiteMedSAM, 30 min CPU): 1x (input 64) is 3-4x faster per slice than
-# 2x (112) and reached Dice 0.78 where 2x reached 0.38 in the same time.
+# 2x (112) and reached Dice 0.78 where 2x reached 0.38 in the same time (encoder trained); with cached
+# embeddings 2x reached 0.849 against 0.855 (planning.md).
 INPUT_SCALE = {"litemedsam": 1}
 DEFAULT_INPUT_SCALE = 2
 # with a GPU: medical pretraining first, then the smallest general SAM; a CPU always gets LiteMedSAM
