@@ -123,7 +123,7 @@ def main() -> None:
                              + (["--worker-batch", str(batch)] if batch else []), env=env, capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
-            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            print(f"{name}{f' at batch {batch}' if batch else ''}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(line[len("RESULT "):]))
         r = results[-1]
