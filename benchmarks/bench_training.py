@@ -20,6 +20,7 @@ barriers wait for descheduled threads); the load average is printed with the res
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -117,7 +118,7 @@ def main() -> None:
                SAMUNET_RESULTS=str(work / "results"))
     results = []
     batches = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [None]
-    for name, batch in [(n, b) for n in args.adapters.split(",") for b in batches]:
+    for name, batch in itertools.product(args.adapters.split(","), batches):
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
                               "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
                              + (["--worker-batch", str(batch)] if batch else []), env=env, capture_output=True, text=True)
