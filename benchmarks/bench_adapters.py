@@ -181,6 +181,9 @@ def main() -> None:
                   else worker_adapter(name, args.backbone, args.batch, args.repeats, ga))
         print(json.dumps(result))
         return
+    from samunet.planning.hardware import describe_cpu
+
+    print(f"{describe_cpu()}, torch {torch.__version__}", flush=True)
     common = ["--batch", str(args.batch), "--repeats", str(args.repeats), "--ratio-repeats", str(args.ratio_repeats),
               "--ratio-batch", str(args.ratio_batch)]
     common += ["--stock-attention"] if args.stock_attention else []

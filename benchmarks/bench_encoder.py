@@ -2,7 +2,7 @@
 
     python benchmarks/bench_encoder.py [--backbones litemedsam,vit_b] [--sizes 64,128,256] [--batches 1,8]
         [--runtimes eager_fp32,eager,channels_last,compile,jit_freeze,openvino,onnxruntime] [--repeats 3]
-        [--threads N] [--quick] [--json]
+        [--threads N] [--gemm-seconds S] [--quick] [--json]
 
 1. The ceiling: sustained GEMM throughput through torch (fp32, and bf16 where the CPU has native bf16).
 2. The encoder's FLOPs per slice at each input size (``torch.utils.flop_counter``).
@@ -32,8 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_plan_promise import cpu_capability  # noqa: E402  (this folder: the script's own)
-from samunet.planning.cost_model import cpu_model_name as cpu_name  # noqa: E402
+from samunet.planning.hardware import cpu_bf16_capability, cpu_has_native_bf16, cpu_model_name  # noqa: E402
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
@@ -68,7 +67,7 @@ def encoder_flops(backbone: str, size: int) -> float:
 
 def planner_precision() -> str:
     """What samunet_plan picks on this CPU: bf16 where native, otherwise fp32 (the planner then measures)."""
-    return "bf16" if cpu_capability() != "no native bf16" else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def measure_way(backbone: str, runtime: str, sizes: list[int], batches: list[int], repeats: int, threads: int,
@@ -128,6 +127,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--runtimes", default="eager_fp32,eager,channels_last,compile,jit_freeze,openvino,onnxruntime")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--gemm-seconds", type=float, default=None,
+                        help="how long each GEMM peak is timed (default 3 s, 1 s with --quick)")
     parser.add_argument("--quick", action="store_true", help="LiteMedSAM at 256, batch 8: baseline against default")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     from samunet.modeling.encoder_runtime import default_encoder_runtime, runtime_available
 
     default = default_encoder_runtime("cpu", planner_precision())
-    print(f"{cpu_name()}: {cpu_capability()}, {args.threads} threads, torch {torch.__version__}; "
+    print(f"{cpu_model_name()}: {cpu_bf16_capability()}, {args.threads} threads, torch {torch.__version__}; "
           f"planner precision {planner_precision()}, samunet's default runtime {default}", flush=True)
     if args.quick:
         backbones, sizes, batches = ["litemedsam"], [256], [8]
@@ -145,9 +146,10 @@ def main(argv=None) -> dict:
         backbones, sizes = args.backbones.split(","), [int(s) for s in args.sizes.split(",")]
         batches, runtimes, repeats = [int(b) for b in args.batches.split(",")], args.runtimes.split(","), args.repeats
 
-    peaks = {"fp32": gemm_gflops(torch.float32, seconds=1.0 if args.quick else 3.0)}
-    if cpu_capability() != "no native bf16":
-        peaks["bf16"] = gemm_gflops(torch.bfloat16, seconds=1.0 if args.quick else 3.0)
+    gemm_seconds = args.gemm_seconds or (1.0 if args.quick else 3.0)
+    peaks = {"fp32": gemm_gflops(torch.float32, seconds=gemm_seconds)}
+    if cpu_has_native_bf16():
+        peaks["bf16"] = gemm_gflops(torch.bfloat16, seconds=gemm_seconds)
     print("GEMM peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), flush=True)
     flops = {(b, s): encoder_flops(b, s) for b in backbones for s in sizes}
     for (b, s), f in flops.items():
@@ -172,7 +174,7 @@ def main(argv=None) -> dict:
                       f"({row['peak_share']:.0%} of peak), first call {row['first_call_seconds']:.1f} s, "
                       f"peak RSS {row['peak_rss_mib']:.0f} MiB, max |emb - fp32| {row['max_abs_embedding_error']:.3g}",
                       flush=True)
-    result = {"cpu": cpu_name(), "capability": cpu_capability(), "threads": args.threads, "peaks_gflops": peaks,
+    result = {"cpu": cpu_model_name(), "capability": cpu_bf16_capability(), "threads": args.threads, "peaks_gflops": peaks,
               "rows": rows}
     if args.quick:
         base = next(r for r in rows if r["runtime"] == "eager")
@@ -181,7 +183,7 @@ def main(argv=None) -> dict:
                   "default_seconds_per_slice": chosen["seconds_per_slice"],
                   "speedup": base["seconds_per_slice"] / chosen["seconds_per_slice"],
                   "default_runtime": default, "max_abs_embedding_error": chosen["max_abs_embedding_error"],
-                  "baseline_precision": base["precision"], "capability": cpu_capability(), "threads": args.threads}
+                  "baseline_precision": base["precision"], "capability": cpu_bf16_capability(), "threads": args.threads}
     if args.json:
         print(json.dumps(result))
     return result

@@ -3,7 +3,7 @@
 The MSD task is first converted into a temporary raw folder (not timed). Prints wall time, peak resident
 memory of the samunet_plan process tree (sampled every 50 ms with psutil, children included) and cases/s.
 
-    python benchmarks/bench_plan.py [--np N] [--keep DIR]
+    python benchmarks/bench_plan.py [--np N] [--keep DIR] [--task MSD_TASK_DIR] [--backbone NAME]
 """
 from __future__ import annotations
 
@@ -50,21 +50,26 @@ def run_and_measure(command: list[str], env: dict[str, str]) -> tuple[float, int
     return wall, peak, proc.returncode
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--np", type=int, default=None, help="worker processes passed to samunet_plan -np")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
-    args = parser.parse_args()
-    if not HIPPOCAMPUS_TASK.is_dir():
-        sys.exit(f"{HIPPOCAMPUS_TASK} is absent: this benchmark needs ../shared/datasets")
+    parser.add_argument("--task", type=Path, default=HIPPOCAMPUS_TASK, help="MSD task folder (default: Hippocampus)")
+    parser.add_argument("--backbone", default=None, help="passed to samunet_plan (default: the planner's choice)")
+    args = parser.parse_args(argv)
+    if not args.task.is_dir():
+        sys.exit(f"{args.task} is absent: this benchmark needs ../shared/datasets")
+    from samunet.core.layout import plans_file
+    from samunet.core.names import DEFAULT_PLANS_NAME
     from samunet.dataset.convert_msd import convert_msd_task
+    from samunet.planning.hardware import describe_cpu
 
     with tempfile.TemporaryDirectory(prefix="bench_plan_") as tmp:
         work = args.keep or Path(tmp)
         raw, preprocessed = work / "raw", work / "preprocessed"
         raw.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        dataset = convert_msd_task(HIPPOCAMPUS_TASK, raw, num_processes=2)
+        dataset = convert_msd_task(args.task, raw, num_processes=2)
         num_cases = len(list((dataset / "labelsTr").glob("*.nii.gz")))
         print(f"converted {num_cases} cases in {time.perf_counter() - t0:.1f} s (not timed below)")
         env = dict(os.environ, SAMUNET_RAW=str(raw), SAMUNET_PREPROCESSED=str(preprocessed),
@@ -72,13 +77,17 @@ def main() -> None:
         command = [sys.executable, "-m", "samunet.planning.cli", "-d", dataset.name, "--overwrite"]
         if args.np:
             command += ["-np", str(args.np)]
+        if args.backbone:
+            command += ["--backbone", args.backbone]
         wall, peak, code = run_and_measure(command, env)
         if code != 0:
             sys.exit(f"samunet_plan failed with exit code {code}")
-        print(f"samunet_plan on {num_cases} Hippocampus cases ({psutil.cpu_count()} CPUs, load shared with other "
-              f"processes: {os.getloadavg()[0]:.1f} 1-min load average at the end)")
+        print(f"samunet_plan on {num_cases} cases of {args.task.name} ({describe_cpu()}; load shared with "
+              f"other processes: {os.getloadavg()[0]:.1f} 1-min load average at the end)")
         print(f"  wall time {wall:.1f} s, peak RSS {peak / 1024**2:.0f} MiB (process tree), "
               f"{num_cases / wall:.1f} cases/s")
+        plans_written = plans_file(preprocessed / dataset.name, DEFAULT_PLANS_NAME).is_file()
+    return {"cases": num_cases, "wall_seconds": wall, "peak_rss_bytes": peak, "plans_written": plans_written}
 
 
 if __name__ == "__main__":

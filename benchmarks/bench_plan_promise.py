@@ -7,7 +7,7 @@ against ``labelsTs``). The planned minutes come from ``plans.cost``; the real on
 time (validation included, the budget covers both) and ``debug.json``'s ``timing`` section.
 
     python benchmarks/bench_plan_promise.py [--datasets hippocampus,leftatrium,drive,synthetic320]
-        [--adapter ADAPTER] [--time-limit-min M] [--work DIR] [--json out.json]
+        [--adapter ADAPTER] [--backbone NAME] [--time-limit-min M] [--work DIR] [--json out.json]
 
 Run it on an otherwise idle machine (a full run is about 30 min per dataset plus planning); the processor's
 bf16/AMX capability and the load average before and after are printed. ``--time-limit-min`` shortens every fold
@@ -32,11 +32,6 @@ DATASETS = {
     "drive": (102, "RetinaVessels_DRIVE", "link"),
     "synthetic320": (103, None, "synthetic"),
 }
-
-
-def cpu_capability() -> str:
-    flags = Path("/proc/cpuinfo").read_text(errors="ignore") if Path("/proc/cpuinfo").is_file() else ""
-    return ("AMX" if "amx_bf16" in flags else "AVX512-BF16 (no AMX)" if "avx512_bf16" in flags else "no native bf16")
 
 
 def run(command: list[str], env: dict, log: Path) -> float:
@@ -69,21 +64,27 @@ def prepare_raw(key: str, raw: Path) -> str:
     return name
 
 
-def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float | None) -> dict:
+def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float | None,
+                  backbone: str | None = None) -> dict:
     for sub in ("raw", "preprocessed", "results", "logs"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SAMUNET_RAW": str(work / "raw"), "SAMUNET_PREPROCESSED": str(work / "preprocessed"),
            "SAMUNET_RESULTS": str(work / "results")}
     os.environ.update({k: env[k] for k in ("SAMUNET_RAW", "SAMUNET_PREPROCESSED", "SAMUNET_RESULTS")})
+    from samunet.core.layout import plans_file
+    from samunet.core.names import DEFAULT_PLANS_NAME, SUMMARY_FILE, VALIDATION_FOLDER, model_folder_name
+
     name = prepare_raw(key, work / "raw")
-    plan_s = run([sys.executable, "-m", "samunet.planning.cli", "-d", name], env, work / "logs" / "plan.txt")
-    plans = json.loads((work / "preprocessed" / name / "samunetPlans.json").read_text())
+    plan = [sys.executable, "-m", "samunet.planning.cli", "-d", name]
+    plan += ["--backbone", backbone] if backbone else []
+    plan_s = run(plan, env, work / "logs" / "plan.txt")
+    plans = json.loads(plans_file(work / "preprocessed" / name, DEFAULT_PLANS_NAME).read_text())
     adapter = adapter or plans["model"]["adapter"]
     train = [sys.executable, "-m", "samunet.training.cli", name, adapter, "0"]
     if time_limit is not None:
         train += ["--time-limit-min", str(time_limit)]
     train_s = run(train, env, work / "logs" / "train.txt")
-    fold = work / "results" / name / f"{adapter}__samunetPlans" / "fold_0"
+    fold = work / "results" / name / model_folder_name(adapter, DEFAULT_PLANS_NAME) / "fold_0"
     debug = json.loads((fold / "debug.json").read_text())
     if key == "drive":
         out = work / "drive_test"
@@ -91,9 +92,9 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
              "-o", str(out), "-d", name, "-a", adapter, "-f", "0"], env, work / "logs" / "predict.txt")
         run([sys.executable, "-m", "samunet.evaluation.cli", "-ref", str(SHARED / "RetinaVessels_DRIVE" / "labelsTs"),
              "-pred", str(out), "-d", name], env, work / "logs" / "evaluate.txt")
-        summary, scored_on = json.loads((out / "summary.json").read_text()), "test set"
+        summary, scored_on = json.loads((out / SUMMARY_FILE).read_text()), "test set"
     else:
-        summary, scored_on = json.loads((fold / "validation" / "summary.json").read_text()), "fold 0"
+        summary, scored_on = json.loads((fold / VALIDATION_FOLDER / SUMMARY_FILE).read_text()), "fold 0"
     cost = plans.get("cost") or {}
     return {
         "dataset": key, "adapter": adapter, "input_size": plans["model"]["input_size"],
@@ -105,42 +106,52 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
     }
 
 
-def main() -> None:
+def format_table(rows: list[dict]) -> str:
+    """The markdown table of planning.md: one row per dataset."""
+    # a run faster than planned is given more epochs (fitted to the budget): real minutes then match the budget,
+    # and the seconds per iteration, planned against measured, say how good the plan was
+    lines = ["| dataset | adapter | input | patch | mode | precision | planned min | real min | real/planned "
+             "| s/it planned / real | epochs planned / run | Dice | on |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["real_minutes"] / r["planned_minutes"] if r["planned_minutes"] else float("nan")
+        dice = f"{r['dice']:.3f}" if r["dice"] is not None else "-"
+        timing = r["timing"] or {}
+        lines.append(f"| {r['dataset']} | {r['adapter']} | {r['input_size']} | {r['patch']} | {r['slicing_mode']} | "
+                     f"{r['precision']} | {r['planned_minutes']} | {r['real_minutes']} | {ratio:.2f} | "
+                     f"{timing.get('planned_seconds_per_iteration')} / {timing.get('measured_seconds_per_iteration')}"
+                     f" | {r['planned_epochs']} / {r['epochs']} | {dice} | {r['scored_on']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: " + ", ".join(DATASETS))
     p.add_argument("--adapter", help="default: the plans' recommended adapter")
+    p.add_argument("--backbone", help="passed to samunet_plan (default: the planner's choice)")
     p.add_argument("--time-limit-min", type=float, help="shorter folds for a smoke run (not the promise)")
     p.add_argument("--work", type=Path, help="keep everything here (default: a temporary folder)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     keys = [k.strip() for k in args.datasets.split(",") if k.strip()]
     unknown = [k for k in keys if k not in DATASETS]
     if unknown:
         sys.exit(f"--datasets: unknown {unknown}; known: {', '.join(DATASETS)}")
-    print(f"CPU bf16 capability: {cpu_capability()}; load average before: {os.getloadavg()}", flush=True)
+    from samunet.planning.hardware import describe_cpu
+
+    print(f"{describe_cpu()}; load average before: {os.getloadavg()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = args.work or Path(tmp)
         for key in keys:
             print(f"[{key}] planning and training fold 0 ...", flush=True)
-            rows.append(bench_dataset(key, base / key, args.adapter, args.time_limit_min))
+            rows.append(bench_dataset(key, base / key, args.adapter, args.time_limit_min, args.backbone))
             print(json.dumps(rows[-1]), flush=True)
     print(f"load average after: {os.getloadavg()}")
-    # a run faster than planned is given more epochs (fitted to the budget): real minutes then match the budget,
-    # and the seconds per iteration, planned against measured, say how good the plan was
-    print("\n| dataset | adapter | input | patch | mode | precision | planned min | real min | real/planned "
-          "| s/it planned / real | epochs planned / run | Dice | on |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        ratio = r["real_minutes"] / r["planned_minutes"] if r["planned_minutes"] else float("nan")
-        dice = f"{r['dice']:.3f}" if r["dice"] is not None else "-"
-        timing = r["timing"] or {}
-        print(f"| {r['dataset']} | {r['adapter']} | {r['input_size']} | {r['patch']} | {r['slicing_mode']} | "
-              f"{r['precision']} | {r['planned_minutes']} | {r['real_minutes']} | {ratio:.2f} | "
-              f"{timing.get('planned_seconds_per_iteration')} / {timing.get('measured_seconds_per_iteration')} | "
-              f"{r['planned_epochs']} / {r['epochs']} | {dice} | {r['scored_on']} |")
+    print("\n" + format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Timed: loading the 5 folds, then predicting ``--cases`` volumes through samunet_
 (read, preprocess, 5-fold average, restore, write), once without and once with TTA.
 
     python benchmarks/bench_predict.py [--cases 5] [--threads 1 2] [--adapter decoder] [--backbone litemedsam]
+        [--task MSD_TASK_DIR]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ HIPPOCAMPUS_TASK = (REPO / ".." / "shared" / "datasets" / "Task04_Hippocampus").
 FOLDS = 5
 
 
-def setup(work: Path, backbone: str, adapter_name: str | None, plan_cases: int, cases: int):
+def setup(work: Path, task: Path, backbone: str, adapter_name: str | None, plan_cases: int, cases: int):
     import torch
 
     from samunet.adapters import build_adapter
@@ -35,9 +36,9 @@ def setup(work: Path, backbone: str, adapter_name: str | None, plan_cases: int, 
 
     for var, sub in (("SAMUNET_RAW", "raw"), ("SAMUNET_PREPROCESSED", "preprocessed"), ("SAMUNET_RESULTS", "results")):
         os.environ[var] = str(work / sub)
-    training, _ = msd_cases(HIPPOCAMPUS_TASK, read_json(HIPPOCAMPUS_TASK / "dataset.json"))
+    training, _ = msd_cases(task, read_json(task / "dataset.json"))
     ids = [c.case_id for c in training[: max(plan_cases, cases)]]
-    raw = convert_msd_task(HIPPOCAMPUS_TASK, work / "raw", case_ids=ids, num_processes=1)
+    raw = convert_msd_task(task, work / "raw", case_ids=ids, num_processes=1)
     plans = plan_dataset(raw.name, backbone=backbone, num_processes=1, preprocess=False, progress=False)
     adapter_name = adapter_name or plans.model.adapter
     model_folder = work / "results" / raw.name / f"{adapter_name}__{plans.plans_name}"
@@ -76,7 +77,7 @@ def time_prediction(dataset: str, adapter: str, inputs: Path, output: Path, mirr
             "load_5_folds_seconds": round(load_seconds, 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=5, help="volumes predicted per setting (default 5)")
     parser.add_argument("--plan-cases", type=int, default=20, help="cases the plans are made from (default 20)")
@@ -85,9 +86,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch intra-op thread counts to time (default: torch's default only)")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
-    args = parser.parse_args()
-    if not HIPPOCAMPUS_TASK.is_dir():
-        raise SystemExit(f"{HIPPOCAMPUS_TASK} is absent: this benchmark needs the shared Hippocampus data")
+    parser.add_argument("--task", type=Path, default=HIPPOCAMPUS_TASK, help="MSD task folder (default: Hippocampus)")
+    args = parser.parse_args(argv)
+    if not args.task.is_dir():
+        raise SystemExit(f"{args.task} is absent: this benchmark needs the shared Hippocampus data")
     import torch
 
     from samunet.utils.logs import setup_logging
@@ -95,7 +97,8 @@ def main() -> None:
     setup_logging(None, "bench")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     try:
-        dataset, adapter, plans, inputs = setup(work, args.backbone, args.adapter, args.plan_cases, args.cases)
+        dataset, adapter, plans, inputs = setup(work, args.task, args.backbone, args.adapter, args.plan_cases,
+                                                args.cases)
         results = []
         for threads in args.threads or [torch.get_num_threads()]:
             torch.set_num_threads(threads)
@@ -103,11 +106,14 @@ def main() -> None:
                 result = time_prediction(dataset, adapter, inputs, work / f"out_{threads}_{mirror}", mirror)
                 results.append({"threads": threads, **result})
                 print(json.dumps(results[-1]), flush=True)
-        report = {"backbone": plans.model.backbone, "input_size": plans.model.input_size, "adapter": adapter,
+        from samunet.planning.hardware import describe_cpu
+
+        report = {"cpu": describe_cpu(), "backbone": plans.model.backbone, "input_size": plans.model.input_size, "adapter": adapter,
                   "patch_size": plans.crop.patch_size, "packing": plans.packing.mode, "folds": FOLDS,
                   "precision": plans.training.precision, "cpu_count": os.cpu_count(),
                   "load_average_1min_at_end": round(os.getloadavg()[0], 2), "results": results}
         print(json.dumps(report, indent=2))
+        return report
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

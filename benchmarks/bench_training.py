@@ -111,6 +111,9 @@ def main() -> None:
         return
     if not HIPPOCAMPUS_TASK.is_dir():
         sys.exit(f"{HIPPOCAMPUS_TASK} is absent: this benchmark needs the shared Hippocampus data")
+    from samunet.planning.hardware import describe_cpu
+
+    print(f"{describe_cpu()}; load average {os.getloadavg()[0]:.1f} at the start", flush=True)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_training_"))
     if not (work / "preprocessed").is_dir():
         setup(work, args.plan_cases, args.backbone)

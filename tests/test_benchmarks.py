@@ -1,22 +1,91 @@
-"""The benchmarks call samunet's internals; a rename there must fail here, not silently in the next timing run."""
+"""The benchmarks call samunet's internals; a rename there must fail here, not silently in the next timing run.
+
+Each benchmark runs its own code path end to end on what a fresh clone has: the ``tiny`` backbone and the 8
+Hippocampus cases shipped in tests/data. The figures they print are not checked (timings belong to an idle
+machine, not to a test); that they are produced, from the work the benchmark says it does, is.
+"""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
-from tests.conftest import REPO_ROOT
+import pytest
 
+from tests.conftest import REPO_ROOT, TEST_DATA
 
-def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-def test_training_benchmark_times_the_real_step_at_the_batch_asked(hippocampus_preprocessed, monkeypatch):
+@pytest.fixture
+def load_benchmark(monkeypatch):
+    """Import ``benchmarks/<name>.py`` as its own script would see it (its folder on sys.path: bench_encoder
+    imports bench_plan_promise, and spawned workers re-import the module by name)."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    return importlib.import_module
+
+
+def test_training_benchmark_times_the_real_step_at_the_batch_asked(hippocampus_preprocessed, monkeypatch,
+                                                                   load_benchmark):
     hippocampus_preprocessed.set_env(monkeypatch)
     bench = load_benchmark("bench_training")
     result = bench.measure("decoder", steps=1, warmup=1, threads=None, batch_size=2)
     assert result["batch_size"] == 2 != hippocampus_preprocessed.plans.training.batch_size
     assert result["slices_per_s"] > 0 and result["slices_per_s_cold"] > 0  # cached adapter: cold and warm timed
     assert result["trainable_params"] > 0
+
+
+def test_adapters_benchmark_times_each_precision_and_the_ssam_ratios(monkeypatch, load_benchmark):
+    bench = load_benchmark("bench_adapters")
+    monkeypatch.setattr(bench, "SIZE", 64)  # the tiny backbone at a test's size; the script times 256
+    row = bench.worker_adapter("ssam", "tiny", batch=1, repeats=1, global_attention=False)
+    assert row["trainable"] > 0
+    assert all(row[f"{kind}_{precision}"] > 0 for kind in ("fwd", "train") for precision in ("fp32", "bf16"))
+    ratios = bench.worker_ratios("tiny", batch=1, repeats=1, global_attention=False)
+    # the plain model keeps S-SAM's other parameters trainable but not the singular-value affine
+    assert 0 < ratios["trainable_plain"] < ratios["trainable_ssam"]
+    assert all(ratios[f"{key}_{p}"]["ratio"] > 0 for key in ("train", "infer_unmerged", "infer_merged")
+               for p in ("fp32", "bf16"))
+    report = bench.format_report([row], [ratios])
+    assert "ssam" in report and "(target <= 1.3x)" in report and "(target <= 1.05x)" in report
+
+
+def test_encoder_benchmark_measures_each_runtime_against_eager_fp32(load_benchmark):
+    bench = load_benchmark("bench_encoder")
+    result = bench.main(["--backbones", "tiny", "--sizes", "64", "--batches", "1", "--runtimes", "eager_fp32,eager",
+                         "--repeats", "1", "--threads", "1", "--gemm-seconds", "0.05"])
+    rows = {row["runtime"]: row for row in result["rows"]}
+    assert set(rows) == {"eager_fp32", "eager"}  # each way ran in its own process and reported back
+    assert rows["eager_fp32"]["max_abs_embedding_error"] == 0  # the reference against itself: same seeded weights
+    assert rows["eager"]["precision"] == bench.planner_precision()
+    for row in rows.values():
+        assert row["seconds_per_slice"] > 0 and row["gflops"] > 0 and row["peak_rss_mib"] > 0
+
+
+def test_plan_benchmark_plans_the_task_it_is_given(hippocampus_task, load_benchmark):
+    bench = load_benchmark("bench_plan")
+    result = bench.main(["--task", str(hippocampus_task), "--backbone", "tiny", "--np", "1"])
+    assert result["cases"] == 8 and result["plans_written"]
+    assert result["wall_seconds"] > 0 and result["peak_rss_bytes"] > 0
+
+
+def test_plan_promise_benchmark_reports_planned_and_real_minutes_and_the_dice(samunet_dirs, tmp_path, monkeypatch,
+                                                                              load_benchmark):
+    bench = load_benchmark("bench_plan_promise")
+    monkeypatch.setattr(bench, "SHARED", TEST_DATA)  # its "hippocampus" entry: the shipped 8-case MSD task
+    row = bench.bench_dataset("hippocampus", tmp_path / "work", adapter="decoder", time_limit=0.1, backbone="tiny")
+    assert row["adapter"] == "decoder" and row["scored_on"] == "fold 0"
+    assert row["planned_minutes"] > 0 and row["real_minutes"] > 0
+    assert row["timing"]["measured_seconds_per_iteration"] > 0
+    assert 0 <= row["dice"] <= 1
+    assert "| hippocampus | decoder |" in bench.format_table([row])
+
+
+def test_predict_benchmark_predicts_with_five_folds_with_and_without_mirroring(samunet_dirs, tmp_path,
+                                                                              hippocampus_task, load_benchmark):
+    bench = load_benchmark("bench_predict")
+    work = tmp_path / "work"
+    report = bench.main(["--task", str(hippocampus_task), "--backbone", "tiny", "--adapter", "decoder",
+                         "--plan-cases", "5", "--cases", "1", "--threads", "1", "--keep", str(work)])
+    assert report["folds"] == 5 and [r["tta"] for r in report["results"]] == [False, True]
+    assert all(r["cases"] == 1 and r["seconds_per_volume"] > 0 for r in report["results"])
+    for tta in (False, True):
+        assert len(list((work / f"out_1_{tta}").glob("*.nii.gz"))) == 1

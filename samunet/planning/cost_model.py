@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from samunet.core.names import COST_MODEL_CACHE_FILE
 from samunet.core.plans import FORWARD_SHARE_OF_STEP
+from samunet.planning.hardware import cpu_model_name
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
@@ -83,15 +83,6 @@ def machine_key(device: str) -> str:
     else:
         what = cpu_model_name()
     return f"{device}|{what}|{usable_cpu_count()} cpus|torch {torch.__version__}|threads {torch.get_num_threads()}"
-
-
-def cpu_model_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="ignore").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 class CostCache:
