@@ -32,7 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from samunet.planning.hardware import cpu_bf16_capability, cpu_has_native_bf16, cpu_model_name  # noqa: E402
+from samunet.planning.hardware import (  # noqa: E402
+    cpu_bf16_capability, cpu_has_native_bf16, cpu_model_name, describe_cpu,
+)
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
@@ -136,7 +138,7 @@ def main(argv=None) -> dict:
     from samunet.modeling.encoder_runtime import default_encoder_runtime, runtime_available
 
     default = default_encoder_runtime("cpu", planner_precision())
-    print(f"{cpu_model_name()}: {cpu_bf16_capability()}, {args.threads} threads, torch {torch.__version__}; "
+    print(f"{describe_cpu()}, {args.threads} threads, torch {torch.__version__}; "
           f"planner precision {planner_precision()}, samunet's default runtime {default}", flush=True)
     if args.quick:
         backbones, sizes, batches = ["litemedsam"], [256], [8]
@@ -174,8 +176,8 @@ def main(argv=None) -> dict:
                       f"({row['peak_share']:.0%} of peak), first call {row['first_call_seconds']:.1f} s, "
                       f"peak RSS {row['peak_rss_mib']:.0f} MiB, max |emb - fp32| {row['max_abs_embedding_error']:.3g}",
                       flush=True)
-    result = {"cpu": cpu_model_name(), "capability": cpu_bf16_capability(), "threads": args.threads, "peaks_gflops": peaks,
-              "rows": rows}
+    result = {"cpu": cpu_model_name(), "capability": cpu_bf16_capability(), "threads": args.threads,
+              "peaks_gflops": peaks, "rows": rows}
     if args.quick:
         base = next(r for r in rows if r["runtime"] == "eager")
         chosen = next((r for r in rows if r["runtime"] == default), base)
@@ -183,7 +185,8 @@ def main(argv=None) -> dict:
                   "default_seconds_per_slice": chosen["seconds_per_slice"],
                   "speedup": base["seconds_per_slice"] / chosen["seconds_per_slice"],
                   "default_runtime": default, "max_abs_embedding_error": chosen["max_abs_embedding_error"],
-                  "baseline_precision": base["precision"], "capability": cpu_bf16_capability(), "threads": args.threads}
+                  "baseline_precision": base["precision"], "capability": cpu_bf16_capability(),
+                  "threads": args.threads}
     if args.json:
         print(json.dumps(result))
     return result

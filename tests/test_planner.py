@@ -171,9 +171,9 @@ def test_plans_round_trip_and_every_section_has_a_reason():
 
 
 def test_bf16_class_is_read_from_the_cpu_flags():
-    from samunet.planning.hardware import NO_NATIVE_BF16, bf16_capability_from_flags
+    from samunet.planning.hardware import AMX, AVX512_BF16, NO_NATIVE_BF16, bf16_capability_from_flags
 
-    assert bf16_capability_from_flags("flags\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile") == "AMX"
-    assert bf16_capability_from_flags("flags\t: fpu avx512f avx512_bf16 avx512_vnni") == "AVX512-BF16 (no AMX)"
+    assert bf16_capability_from_flags("flags\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile") == AMX
+    assert bf16_capability_from_flags("flags\t: fpu avx512f avx512_bf16 avx512_vnni") == AVX512_BF16
     # AVX-512 without its bf16 extension emulates bf16 (slower than fp32): not native
     assert bf16_capability_from_flags("flags\t: fpu avx2 avx512f avx512bw") == NO_NATIVE_BF16

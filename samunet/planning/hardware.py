@@ -57,15 +57,16 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-NO_NATIVE_BF16 = "no native bf16"
+# the CPU's native bf16 class, as benchmarks print it
+AMX, AVX512_BF16, NO_NATIVE_BF16 = "AMX", "AVX512-BF16 (no AMX)", "no native bf16"
 
 
 def bf16_capability_from_flags(flags: str) -> str:
-    """``"AMX"``, ``"AVX512-BF16 (no AMX)"`` or ``"no native bf16"`` from /proc/cpuinfo's flags."""
+    """``AMX``, ``AVX512_BF16`` or ``NO_NATIVE_BF16`` from /proc/cpuinfo's flags."""
     words = set(flags.split())
     if "amx_bf16" in words:
-        return "AMX"
-    return "AVX512-BF16 (no AMX)" if "avx512_bf16" in words else NO_NATIVE_BF16
+        return AMX
+    return AVX512_BF16 if "avx512_bf16" in words else NO_NATIVE_BF16
 
 
 def cpu_bf16_capability() -> str:
@@ -76,8 +77,7 @@ def cpu_bf16_capability() -> str:
     try:  # pragma: no cover (not Linux)
         import torch
 
-        return {"AMX": "AMX", "AVX512_BF16": "AVX512-BF16 (no AMX)"}.get(torch.backends.cpu.get_cpu_capability(),
-                                                                         NO_NATIVE_BF16)
+        return {"AMX": AMX, "AVX512_BF16": AVX512_BF16}.get(torch.backends.cpu.get_cpu_capability(), NO_NATIVE_BF16)
     except Exception:  # pragma: no cover
         return NO_NATIVE_BF16
 
