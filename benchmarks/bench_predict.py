@@ -30,6 +30,7 @@ def setup(work: Path, task: Path, backbone: str, adapter_name: str | None, plan_
 
     from samunet.adapters import build_adapter
     from samunet.adapters.checkpoint import save_adapter_checkpoint
+    from samunet.core.names import DATASET_JSON_FILE, MODEL_PLANS_FILE, fold_folder_name, model_folder_name
     from samunet.dataset.convert_msd import convert_msd_task, msd_cases
     from samunet.planning.cli import plan_dataset
     from samunet.utils.atomic import read_json
@@ -41,14 +42,15 @@ def setup(work: Path, task: Path, backbone: str, adapter_name: str | None, plan_
     raw = convert_msd_task(task, work / "raw", case_ids=ids, num_processes=1)
     plans = plan_dataset(raw.name, backbone=backbone, num_processes=1, preprocess=False, progress=False)
     adapter_name = adapter_name or plans.model.adapter
-    model_folder = work / "results" / raw.name / f"{adapter_name}__{plans.plans_name}"
+    model_folder = work / "results" / raw.name / model_folder_name(adapter_name, plans.plans_name)
     model_folder.mkdir(parents=True, exist_ok=True)
-    plans.save(model_folder / "plans.json")
-    shutil.copyfile(raw / "dataset.json", model_folder / "dataset.json")
+    plans.save(model_folder / MODEL_PLANS_FILE)
+    shutil.copyfile(raw / DATASET_JSON_FILE, model_folder / DATASET_JSON_FILE)
     for fold in range(FOLDS):
         torch.manual_seed(fold)
         adapter = build_adapter(adapter_name, plans)
-        save_adapter_checkpoint(adapter, model_folder / f"fold_{fold}" / "checkpoint_final", {"fold": fold, "seed": fold})
+        save_adapter_checkpoint(adapter, model_folder / fold_folder_name(fold) / "checkpoint_final",
+                                {"fold": fold, "seed": fold})
     inputs = work / "input"
     inputs.mkdir(exist_ok=True)
     for case in ids[-cases:]:
