@@ -77,9 +77,35 @@ def test_find_best_picks_the_ensemble_and_keeps_postprocessing(toy_results):
     steps = {tuple(s.labels): s for s in info.postprocessing}
     assert not steps[(1, 2)].kept and steps[(1,)].kept and not steps[(2,)].kept
     assert info.mean_dice_postprocessed == pytest.approx(1.0)
+    # smoothing was tried first; on these small clean boxes it erodes corners and is not kept
+    assert info.smoothing and info.smoothing_sigma is None
     # JSON round trip of the typed record
     info.save(toy_results / "copy.json")
     assert InferenceInformation.load(toy_results / "copy.json") == info
+
+
+def test_find_best_keeps_smoothing_for_noisy_predictions_and_records_it(samunet_dirs):
+    """Slice-wise noise around a ball: smoothing the probabilities before the arg-max recovers the ball."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    ball = ((z - 3) * 2) ** 2 + (y - 6) ** 2 + (x - 6) ** 2 <= 16  # z spacing 2 mm: a round ball in mm
+    reference = np.where(ball, 1, 0).astype(np.uint8)
+    labels = {"background": 0, "a": 1}
+    model = samunet_dirs["results"] / DATASET / "decoder__samunetPlans"
+    write_json({"labels": labels, "file_ending": ".nii.gz", "channel_names": {"0": "MRI"}, "numTraining": 4},
+               model / "dataset.json")
+    for i in range(4):
+        case = f"toy_{i:03d}"
+        write_segmentation(reference, GEOMETRY, samunet_dirs["raw"] / DATASET / "labelsTr" / f"{case}.nii.gz")
+        foreground = np.clip(np.where(ball, 0.65, 0.35) + rng.normal(0, 0.2, SHAPE), 0, 1).astype(np.float32)
+        probs = np.stack([1 - foreground, foreground])
+        validation = model / f"fold_{i % 2}" / "validation"
+        save_probabilities(probs, GEOMETRY, labels, validation / f"{case}.npz")
+        write_segmentation(LabelScheme(labels).segmentation(probs), GEOMETRY, validation / f"{case}.nii.gz")
+    find_best_main(["-d", "901"])
+    info = InferenceInformation.load(samunet_dirs["results"] / DATASET / "inference_information.json")
+    assert info.smoothing and info.smoothing_sigma is not None
+    assert info.mean_dice_postprocessed > info.mean_dice + 0.05
 
 
 def test_find_best_restricted_to_one_adapter(toy_results):

@@ -17,6 +17,7 @@ from samunet.evaluation.cli import main as evaluate_main
 from samunet.evaluation.inference_information import InferenceInformation
 from samunet.evaluation.metrics import compute_metrics
 from samunet.evaluation.postprocessing import PostprocessingStep, apply_postprocessing
+from samunet.evaluation.smoothing import SmoothingTrial, smooth_probabilities
 from samunet.inference.cli import main as predict_main
 from samunet.evaluation.probabilities_io import load_probabilities
 from samunet.inference.padding import pad_in_plane
@@ -210,6 +211,33 @@ def test_postprocessing_from_inference_information_is_applied(trained, tmp_path,
     processed = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp" / f"{case}.nii.gz")))
     plain = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "raw" / f"{case}.nii.gz")))
     np.testing.assert_array_equal(processed, apply_postprocessing(plain, info.postprocessing))
+
+
+def test_smoothing_from_inference_information_is_applied_before_the_components(trained, tmp_path, monkeypatch):
+    trained.env(monkeypatch)
+    info_path = trained.results / trained.dataset_name / "inference_information.json"
+    info = InferenceInformation(trained.dataset_name, "samunetPlans", [ADAPTER], {ADAPTER: [1]}, "final", 2, 0.5, 0.6,
+                                [PostprocessingStep([1, 2], 0.5, 0.6, kept=True)],
+                                smoothing=[SmoothingTrial(1.0, 0.5, 0.4), SmoothingTrial(2.0, 0.5, 0.55, kept=True)])
+    info.save(info_path)
+    try:
+        _predict(trained, tmp_path / "pp", "-f", "1", "--disable-tta", "--save-probabilities")
+        _predict(trained, tmp_path / "raw", "-f", "1", "--disable-tta", "--no-postprocessing", "--save-probabilities")
+    finally:
+        info_path.unlink()
+    case = trained.predict_cases[0]
+    saved = load_probabilities(tmp_path / "raw" / f"{case}.npz")
+    # the saved probabilities are the models' own, smoothed or not
+    np.testing.assert_array_equal(load_probabilities(tmp_path / "pp" / f"{case}.npz").probabilities, saved.probabilities)
+    image = sitk.ReadImage(str(tmp_path / "pp" / f"{case}.nii.gz"))
+    spacing = image.GetSpacing()[::-1]
+    expected = apply_postprocessing(saved.scheme.segmentation(smooth_probabilities(saved.probabilities, spacing, 2.0)),
+                                    info.postprocessing)
+    processed = sitk.GetArrayFromImage(image)
+    # float16 storage of the probabilities may move a voxel sitting exactly on the decision boundary
+    assert (processed != expected).mean() < 1e-3
+    plain = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "raw" / f"{case}.nii.gz")))
+    assert (processed != plain).any()
 
 
 def _expect_error(capsys, argv, *fragments):

@@ -3,7 +3,8 @@
 Reads the cross-validation outputs of every trained fold (``fold_N/validation/CASE<ending>`` label maps and
 ``CASE.npz`` probabilities), compares each adapter and each pair of adapters (probabilities averaged, as
 nnU-Net ensembles configurations) by mean foreground Dice on the validation cases that all of them cover,
-decides largest-component postprocessing for the winner, and writes ``inference_information.json``.
+decides the winner's postprocessing (probability smoothing, ``samunet.evaluation.smoothing``, then the largest
+component, ``samunet.evaluation.postprocessing``), and writes ``inference_information.json``.
 """
 from __future__ import annotations
 
@@ -74,23 +75,31 @@ def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | 
     return ValidationOutputs(adapter, folds, labels, probabilities, checkpoint)
 
 
-def _prediction(outputs: list[ValidationOutputs], case: str, scheme: LabelScheme) -> np.ndarray:
-    """Label map of one case: the saved map for a single adapter (arg-max of its npz when absent),
-    the arg-max of the averaged probabilities for an ensemble."""
-    from samunet.dataset.image_io import read_label
+def _probabilities(outputs: list[ValidationOutputs], case: str) -> np.ndarray:
+    """The saved validation probabilities of one case, averaged over the adapters of an ensemble."""
     from samunet.evaluation.probabilities_io import load_probabilities
 
-    if len(outputs) == 1 and case in outputs[0].label_files:
-        return read_label(outputs[0].label_files[case])[0]
-    mean = None
+    total = None
     for out in outputs:
         probs = load_probabilities(out.probability_files[case]).probabilities
-        mean = probs if mean is None else mean + probs
-    return scheme.segmentation(mean / len(outputs))
+        total = probs if total is None else total + probs
+    return total / len(outputs)
+
+
+def _prediction(outputs: list[ValidationOutputs], case: str, scheme: LabelScheme, spacing: tuple,
+                sigma: float | None) -> np.ndarray:
+    """Label map of one case: the saved map for a single adapter without smoothing (arg-max of its npz when
+    absent), else the arg-max of the (averaged, smoothed) probabilities."""
+    from samunet.dataset.image_io import read_label
+    from samunet.evaluation.smoothing import smooth_probabilities
+
+    if len(outputs) == 1 and sigma is None and case in outputs[0].label_files:
+        return read_label(outputs[0].label_files[case])[0]
+    return scheme.segmentation(smooth_probabilities(_probabilities(outputs, case), spacing, sigma))
 
 
 def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndarray, tuple]], scheme: LabelScheme,
-           progress: bool, what: str) -> list[ValidationCase]:
+           progress: bool, what: str, sigma: float | None = None) -> list[ValidationCase]:
     from samunet.evaluation.postprocessing import ValidationCase
     from samunet.evaluation.probabilities_io import ProbabilitiesError
     from samunet.utils.progress import progress as progress_bar
@@ -98,7 +107,7 @@ def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndar
     result = []
     for case in progress_bar(sorted(references), desc=what, unit="case", disable=not progress, leave=False):
         reference, spacing = references[case]
-        prediction = _prediction(outputs, case, scheme)
+        prediction = _prediction(outputs, case, scheme, spacing, sigma)
         if prediction.shape != reference.shape:
             raise ProbabilitiesError(f"{what}: case {case} prediction {prediction.shape} vs reference {reference.shape}")
         result.append(ValidationCase(case, reference, prediction, spacing))
@@ -116,6 +125,7 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     from samunet.dataset.image_io import read_label
     from samunet.evaluation.inference_information import CandidateResult, InferenceInformation
     from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
+    from samunet.evaluation.smoothing import decide_smoothing
 
     log = get_logger()
     results = dataset_results_folder(dataset)
@@ -171,17 +181,24 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     best_index = max(range(len(scored)), key=lambda i: -np.inf if np.isnan(scored[i].mean_dice) else scored[i].mean_dice)
     best, members = scored[best_index], candidates[best_index]
     log.info("best: %s (mean Dice %.4f)", "+".join(best.adapters), best.mean_dice)
-    cases = _cases(members, references, scheme, progress, "postprocessing")
+    if all(common <= set(o.probability_files) for o in members):
+        trials, cases = decide_smoothing(
+            lambda sigma: _cases(members, references, scheme, progress,
+                                 "postprocessing" if sigma is None else f"smoothing {sigma:.2f}", sigma),
+            foreground, ignore)
+    else:
+        log.info("smoothing not tried: validation probabilities (CASE.npz) missing for some cases")
+        trials, cases = [], _cases(members, references, scheme, progress, "postprocessing")
     steps = decide_postprocessing(cases, foreground, ignore)
     kept = [s for s in steps if s.kept]
     after = mean_dice([ValidationCase(c.name, c.reference, apply_postprocessing(c.prediction, kept), c.spacing)
-                       for c in cases], foreground, ignore_label=ignore)[0] if kept else best.mean_dice
+                       for c in cases], foreground, ignore_label=ignore)[0]
     checkpoints = {o.checkpoint for o in members}
     info = InferenceInformation(
         dataset_name=results.name, plans_name=plans_name, adapters=best.adapters, folds=best.folds,
         checkpoint=checkpoints.pop() if len(checkpoints) == 1 else DEFAULT_VALIDATION_CHECKPOINT,
         num_cases=len(common), mean_dice=best.mean_dice, mean_dice_postprocessed=after,
-        postprocessing=steps, candidates=scored,
+        postprocessing=steps, candidates=scored, smoothing=trials,
     )
     if write:
         info.save(results / INFERENCE_INFORMATION_FILE)
@@ -193,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description="Compare trained adapters (and pairs of them) on their cross-validation outputs, decide "
-        "largest-component postprocessing, and write inference_information.json for samunet_predict.",
+        "postprocessing (probability smoothing, largest component), and write inference_information.json for "
+        "samunet_predict.",
     )
     p.add_argument("-d", dest="dataset", required=True, help="dataset id or name (4, Dataset004_Hippocampus)")
     p.add_argument("-p", dest="plans", default=DEFAULT_PLANS_NAME, help=f"plans name (default {DEFAULT_PLANS_NAME})")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from samunet.evaluation.postprocessing import PostprocessingStep
 from samunet.core.records import VersionedRecord
+from samunet.evaluation.postprocessing import PostprocessingStep
+from samunet.evaluation.smoothing import SmoothingTrial
 
-INFERENCE_INFORMATION_VERSION = 1
+INFERENCE_INFORMATION_VERSION = 2  # 2: probability smoothing (``smoothing``)
 
 
 @dataclass
@@ -31,9 +32,11 @@ class InferenceInformation(VersionedRecord):
     checkpoint: str  # "final" | "best": the checkpoint the validation outputs came from
     num_cases: int  # validation cases the comparison used
     mean_dice: float  # chosen configuration, before postprocessing
-    mean_dice_postprocessed: float  # ... after the kept steps
+    mean_dice_postprocessed: float  # ... after the kept smoothing and steps
     postprocessing: list[PostprocessingStep] = field(default_factory=list)  # tried steps, kept or not
     candidates: list[CandidateResult] = field(default_factory=list)
+    # probability smoothing tried before the steps (at most one kept); empty: not tried (no saved probabilities)
+    smoothing: list[SmoothingTrial] = field(default_factory=list)
     schema_version: int = INFERENCE_INFORMATION_VERSION
 
     SCHEMA_VERSION = INFERENCE_INFORMATION_VERSION
@@ -42,3 +45,8 @@ class InferenceInformation(VersionedRecord):
     @property
     def kept_postprocessing(self) -> list[PostprocessingStep]:
         return [s for s in self.postprocessing if s.kept]
+
+    @property
+    def smoothing_sigma(self) -> float | None:
+        """The kept smoothing's sigma (finest-axis voxels); None: no smoothing."""
+        return next((t.sigma for t in self.smoothing if t.kept), None)

@@ -84,7 +84,8 @@ def mean_dice(cases: Sequence[ValidationCase], labels: Sequence[Region],
     return summary["foreground_mean"]["Dice"], {k: summary["mean"][k]["Dice"] for k in keys}
 
 
-def _accept(before: tuple[float, dict], after: tuple[float, dict]) -> bool:
+def accept_change(before: tuple[float, dict], after: tuple[float, dict]) -> bool:
+    """nnU-Net's rule for a postprocessing change: the mean foreground Dice rises and no class's mean falls."""
     improves = after[0] > before[0] + MIN_IMPROVEMENT
     no_class_worse = all(not (after[1][k] < before[1][k] - MIN_IMPROVEMENT) for k in before[1]
                          if not np.isnan(before[1][k]))
@@ -108,7 +109,7 @@ def decide_postprocessing(cases: Sequence[ValidationCase], labels: Sequence[Regi
         result = mean_dice(cases, labels, lambda s, st=step: apply_step(apply_postprocessing(s, kept), st.labels),
                            ignore_label)
         step.dice_before, step.dice_after = current[0], result[0]
-        step.kept = _accept(current, result)
+        step.kept = accept_change(current, result)
         what = ("all foreground" if step_labels == everything and len(labels) > 1
                 else f"label {step_labels[0]}" if len(step_labels) == 1 else f"region {tuple(step_labels)}")
         # the change is printed too: gains below the 4th decimal are common and would read as "no change"

@@ -69,6 +69,7 @@ class Selection:
     configurations: list[TrainedConfiguration]
     postprocessing: list[PostprocessingStep]
     checkpoint: str
+    smoothing_sigma: float | None = None  # probability smoothing before the arg-max (find_best's choice)
 
 
 def _read_information(dataset_folder: Path) -> InferenceInformation | None:
@@ -163,16 +164,19 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
     label_sets = {json.dumps([c.labels, c.plans.regions_class_order], sort_keys=True) for c in configurations}
     if len(label_sets) > 1:
         raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")
-    steps = []
-    if info is not None and not follows_info and info.kept_postprocessing:
+    steps, sigma = [], None
+    if info is not None and not follows_info and (info.kept_postprocessing or info.smoothing_sigma):
         log.info("postprocessing in %s was decided for %s (plans %s), not for this selection: not applied",
                  INFERENCE_INFORMATION_FILE, "+".join(info.adapters), info.plans_name)
     if follows_info and request.use_postprocessing:
-        steps = info.kept_postprocessing
+        steps, sigma = info.kept_postprocessing, info.smoothing_sigma
+        if sigma:
+            log.info("postprocessing (from %s): probability smoothing, sigma %.1f voxel(s)", INFERENCE_INFORMATION_FILE,
+                     sigma)
         if steps:
             log.info("postprocessing (from %s): largest component of %s", INFERENCE_INFORMATION_FILE,
                      ", ".join(str(s.labels) for s in steps))
-    return Selection(configurations, steps, checkpoint)
+    return Selection(configurations, steps, checkpoint, sigma)
 
 
 def load_networks(selection: Selection, device: torch.device, encoder_runtime: str | None = None) -> None:

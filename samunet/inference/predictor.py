@@ -17,6 +17,7 @@ from samunet.core.errors import SamunetUserError
 from samunet.dataset.dataset_json import channel_file_pattern, find_images_by_case, visible_files
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, Geometry, read_case_images, write_segmentation
 from samunet.evaluation.postprocessing import apply_postprocessing
+from samunet.evaluation.smoothing import smooth_probabilities
 from samunet.inference.model_loading import Selection
 from samunet.inference.prediction_parts import part_of
 from samunet.evaluation.probabilities_io import save_probabilities
@@ -105,7 +106,9 @@ class Predictor:
         return total / len(self.selection.configurations)
 
     def finish(self, case: PreparedCase, probabilities: np.ndarray, output_folder: Path, ending: str) -> Path:
-        segmentation = self.scheme.segmentation(probabilities)
+        # saved probabilities stay unsmoothed, as validation saves them: ensembles and find_best start from the models
+        smoothed = smooth_probabilities(probabilities, case.geometry.spacing, self.selection.smoothing_sigma)
+        segmentation = self.scheme.segmentation(smoothed)
         segmentation = apply_postprocessing(segmentation, self.selection.postprocessing)
         target = output_folder / f"{case.case_id}{ending}"
         if self.save_probabilities:
