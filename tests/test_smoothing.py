@@ -33,6 +33,10 @@ def test_smoothing_keeps_probabilities_summing_to_one_and_none_is_the_identity()
     np.testing.assert_allclose(smoothed.sum(0), 1.0, atol=1e-5)
     assert smoothed.std() < probs.std()  # noise is averaged away
     assert smooth_probabilities(probs, SPACING, None) is probs
+    # in place: the same values in the same array
+    copy = probs.astype(np.float32)
+    assert smooth_probabilities(copy, SPACING, 1.0, in_place=True) is copy
+    np.testing.assert_array_equal(copy, smoothed)
 
 
 def test_coarse_slices_are_hardly_blended():

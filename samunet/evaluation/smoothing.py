@@ -42,12 +42,16 @@ def axis_sigmas(spacing: Sequence[float], sigma: float) -> tuple[float, ...]:
     return tuple(sigma * finest / float(s) for s in spacing)
 
 
-def smooth_probabilities(probabilities: np.ndarray, spacing: Sequence[float], sigma: float | None) -> np.ndarray:
-    """(K, z, y, x) probabilities, each channel Gaussian-filtered (``spacing``: (z, y, x)); None or 0: unchanged."""
+def smooth_probabilities(probabilities: np.ndarray, spacing: Sequence[float], sigma: float | None,
+                         in_place: bool = False) -> np.ndarray:
+    """(K, z, y, x) probabilities, each channel Gaussian-filtered (``spacing``: (z, y, x)); None or 0: unchanged.
+    ``in_place`` (float32 input): filter into ``probabilities`` itself, as prediction does when it keeps no
+    copy, so a large multi-class volume is not held twice."""
     if not sigma:
         return probabilities
     sigmas = axis_sigmas(spacing, sigma)
-    out = np.empty(probabilities.shape, np.float32)
+    in_place = in_place and probabilities.dtype == np.float32
+    out = probabilities if in_place else np.empty(probabilities.shape, np.float32)
     for k in range(probabilities.shape[0]):
         # 'nearest' at the borders: an object touching the image edge is not diluted by a mirrored background
         ndimage.gaussian_filter(probabilities[k].astype(np.float32, copy=False), sigmas, output=out[k], mode="nearest")

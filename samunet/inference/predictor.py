@@ -107,7 +107,8 @@ class Predictor:
 
     def finish(self, case: PreparedCase, probabilities: np.ndarray, output_folder: Path, ending: str) -> Path:
         # saved probabilities stay unsmoothed, as validation saves them: ensembles and find_best start from the models
-        smoothed = smooth_probabilities(probabilities, case.geometry.spacing, self.selection.smoothing_sigma)
+        smoothed = smooth_probabilities(probabilities, case.geometry.spacing, self.selection.smoothing_sigma,
+                                        in_place=not self.save_probabilities)
         segmentation = self.scheme.segmentation(smoothed)
         segmentation = apply_postprocessing(segmentation, self.selection.postprocessing)
         target = output_folder / f"{case.case_id}{ending}"
