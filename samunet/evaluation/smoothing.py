@@ -3,9 +3,9 @@ cross-validation like the largest component (``samunet.evaluation.postprocessing
 
 Why: a 2D model predicts each slice on its own, so neighbouring slices disagree, and SAM's mask decoder
 predicts at a quarter of its input side, so edges come back blocky. Averaging the probabilities over a small
-3D neighbourhood reconciles both (decoder, cross-validation: LeftAtrium_LGE_30 +0.012 mean Dice over 30 cases,
-Hippocampus fold 0 +0.006; documentation/evaluation.md). It can also erase thin structures (vessels), which is why it is tried
-and kept only when the cross-validation says so, never applied by default.
+3D neighbourhood reconciles both (decoder, cross-validation: LeftAtrium_LGE_30 +0.012 mean Dice over 30
+cases, Hippocampus fold 0 +0.006; documentation/evaluation.md). It can also erase thin structures (vessels),
+which is why it is tried and kept only when the cross-validation says so, never applied by default.
 
 Sigma is given in voxels of the case's finest axis; each axis gets ``sigma * finest / spacing``, so slices
 far apart (10 mm between slices against 1.5 mm in plane) are hardly blended, and a 2D image's marker axis

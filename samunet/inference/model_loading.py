@@ -171,7 +171,7 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
     if follows_info and request.use_postprocessing:
         steps, sigma = info.kept_postprocessing, info.smoothing_sigma
         if sigma:
-            log.info("postprocessing (from %s): probability smoothing, sigma %.1f voxel(s)", INFERENCE_INFORMATION_FILE,
+            log.info("postprocessing (from %s): probability smoothing, sigma %.2f voxel(s)", INFERENCE_INFORMATION_FILE,
                      sigma)
         if steps:
             log.info("postprocessing (from %s): largest component of %s", INFERENCE_INFORMATION_FILE,
