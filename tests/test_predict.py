@@ -228,7 +228,8 @@ def test_smoothing_from_inference_information_is_applied_before_the_components(t
     case = trained.predict_cases[0]
     saved = load_probabilities(tmp_path / "raw" / f"{case}.npz")
     # the saved probabilities are the models' own, smoothed or not
-    np.testing.assert_array_equal(load_probabilities(tmp_path / "pp" / f"{case}.npz").probabilities, saved.probabilities)
+    smoothed_run = load_probabilities(tmp_path / "pp" / f"{case}.npz")
+    np.testing.assert_array_equal(smoothed_run.probabilities, saved.probabilities)
     image = sitk.ReadImage(str(tmp_path / "pp" / f"{case}.nii.gz"))
     spacing = image.GetSpacing()[::-1]
     expected = apply_postprocessing(saved.scheme.segmentation(smooth_probabilities(saved.probabilities, spacing, 2.0)),

@@ -59,8 +59,8 @@ def smooth_probabilities(probabilities: np.ndarray, spacing: Sequence[float], si
 
 
 def decide_smoothing(cases_at: Callable[[float | None], list[ValidationCase]], labels: Sequence[Region],
-                     ignore_label: int | None = None,
-                     candidates: Sequence[float] = SIGMA_CANDIDATES) -> tuple[list[SmoothingTrial], list[ValidationCase]]:
+                     ignore_label: int | None = None, candidates: Sequence[float] = SIGMA_CANDIDATES,
+                     ) -> tuple[list[SmoothingTrial], list[ValidationCase]]:
     """Try each sigma in ascending order; keep the best one whose mean foreground Dice rises with no class
     falling (the largest component's rule). The search stops at the first sigma that scores below the one
     before it: past its best, more smoothing only blurs more. ``cases_at(sigma)``: the validation cases
