@@ -76,6 +76,10 @@ def test_plan_promise_benchmark_reports_planned_and_real_minutes_and_the_dice(sa
     assert row["planned_minutes"] > 0 and row["real_minutes"] > 0
     assert row["timing"]["measured_seconds_per_iteration"] > 0
     assert 0 <= row["dice"] <= 1
+    # find_best decides its postprocessing on these same fold-0 cases and keeps only what raises their Dice
+    assert row["dice"] - 1e-6 <= row["fold0_dice_postprocessed"] <= 1
+    assert row["smoothing_sigma"] is None or row["smoothing_sigma"] > 0
+    assert (tmp_path / "work" / "results" / "Dataset004_Hippocampus" / "inference_information.json").is_file()
     assert "| hippocampus | decoder |" in bench.format_table([row])
 
 
