@@ -76,6 +76,7 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
     from samunet.core.names import (
         DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, SUMMARY_FILE, VALIDATION_FOLDER, model_folder_name,
     )
+    from samunet.evaluation.inference_information import InferenceInformation
 
     name = prepare_raw(key, work / "raw")
     plan = [sys.executable, "-m", "samunet.planning.cli", "-d", name]
@@ -102,7 +103,7 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
     # the test prediction, so DRIVE's test figure stays the trained model's own
     run([sys.executable, "-m", "samunet.evaluation.find_best", "-d", name, "-a", adapter], env,
         work / "logs" / "find_best.txt")
-    info = json.loads((work / "results" / name / INFERENCE_INFORMATION_FILE).read_text())
+    info = InferenceInformation.load(work / "results" / name / INFERENCE_INFORMATION_FILE)
     cost = plans.get("cost") or {}
     return {
         "dataset": key, "adapter": adapter, "input_size": plans["model"]["input_size"],
@@ -111,8 +112,7 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
         "planned_minutes": cost.get("predicted_minutes_per_fold"), "real_minutes": round(train_s / 60, 2),
         "timing": debug.get("timing"), "epochs": (debug.get("results") or {}).get("epochs"),
         "planned_epochs": (debug.get("results") or {}).get("planned_epochs"), "dice": summary.get("foreground_mean", {}).get("Dice"), "scored_on": scored_on,
-        "fold0_dice_postprocessed": info["mean_dice_postprocessed"],
-        "smoothing_sigma": next((t["sigma"] for t in info.get("smoothing", []) if t["kept"]), None),
+        "fold0_dice_postprocessed": info.mean_dice_postprocessed, "smoothing_sigma": info.smoothing_sigma,
     }
 
 

@@ -114,7 +114,7 @@ def _find_best_line(dataset: str, plans_name: str, adapters: list[str]) -> str:
         return f"samunet_find_best would pick: n/a ({e})"
     folds = sorted({f for fs in info.folds.values() for f in fs})
     post = (f", {info.mean_dice_postprocessed:.4f} with its postprocessing"
-            if info.kept_postprocessing or info.smoothing_sigma else "")
+            if info.changes_predictions else "")
     # samunet_predict applies only what find_best itself wrote: the comparison names the command that records it
     plans = "" if plans_name == DEFAULT_PLANS_NAME else f" -p {plans_name}"
     record = f"samunet_find_best -d {dataset}{plans} -a {' '.join(adapters)}"

@@ -124,7 +124,7 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     from samunet.core.plans import Plans
     from samunet.dataset.image_io import read_label
     from samunet.evaluation.inference_information import CandidateResult, InferenceInformation
-    from samunet.evaluation.postprocessing import ValidationCase, apply_postprocessing, decide_postprocessing, mean_dice
+    from samunet.evaluation.postprocessing import decide_postprocessing, mean_dice
     from samunet.evaluation.smoothing import decide_smoothing
 
     log = get_logger()
@@ -170,6 +170,7 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
         log.warning("ensembles leave out %s: validation probabilities (CASE.npz) missing for some cases",
                     ", ".join(o.adapter for o in collected if o not in with_probs))
     scored: list[CandidateResult] = []
+    best_rank, best_cases = -np.inf, None  # the leader's predictions are kept: postprocessing starts from them
     for members in candidates:
         name = "+".join(o.adapter for o in members)
         cases = _cases(members, references, scheme, progress, name)
@@ -178,21 +179,24 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
                                       {o.adapter: o.folds for o in members}))
         log.info("%-30s mean foreground Dice %.4f  (%s)", name, mean,
                  ", ".join(f"{k}: {v:.4f}" for k, v in per_class.items()))
-    best_index = max(range(len(scored)), key=lambda i: -np.inf if np.isnan(scored[i].mean_dice) else scored[i].mean_dice)
-    best, members = scored[best_index], candidates[best_index]
+        rank = -np.inf if np.isnan(mean) else mean
+        if best_cases is None or rank > best_rank:
+            best, best_rank, best_cases, best_members = scored[-1], rank, cases, members
     log.info("best: %s (mean Dice %.4f)", "+".join(best.adapters), best.mean_dice)
+    members = best_members
     if all(common <= set(o.probability_files) for o in members):
         trials, cases = decide_smoothing(
-            lambda sigma: _cases(members, references, scheme, progress,
-                                 "postprocessing" if sigma is None else f"smoothing {sigma:.2f}", sigma),
+            lambda sigma: best_cases if sigma is None else _cases(members, references, scheme, progress,
+                                                                  f"smoothing {sigma:.2f}", sigma),
             foreground, ignore)
     else:
         log.info("smoothing not tried: validation probabilities (CASE.npz) missing for some cases")
-        trials, cases = [], _cases(members, references, scheme, progress, "postprocessing")
+        trials, cases = [], best_cases
     steps = decide_postprocessing(cases, foreground, ignore)
     kept = [s for s in steps if s.kept]
-    after = mean_dice([ValidationCase(c.name, c.reference, apply_postprocessing(c.prediction, kept), c.spacing)
-                       for c in cases], foreground, ignore_label=ignore)[0]
+    # each decision scored what it kept: the last kept step's figure, else the kept smoothing's, else the plain one
+    kept_smoothing = [t for t in trials if t.kept]
+    after = (kept[-1].dice_after if kept else kept_smoothing[0].dice_after if kept_smoothing else best.mean_dice)
     checkpoints = {o.checkpoint for o in members}
     info = InferenceInformation(
         dataset_name=results.name, plans_name=plans_name, adapters=best.adapters, folds=best.folds,

@@ -50,3 +50,8 @@ class InferenceInformation(VersionedRecord):
     def smoothing_sigma(self) -> float | None:
         """The kept smoothing's sigma (finest-axis voxels); None: no smoothing."""
         return next((t.sigma for t in self.smoothing if t.kept), None)
+
+    @property
+    def changes_predictions(self) -> bool:
+        """Whether anything was kept (smoothing or a component step): predictions differ from the arg-max."""
+        return bool(self.kept_postprocessing) or self.smoothing_sigma is not None

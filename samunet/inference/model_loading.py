@@ -165,7 +165,7 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
     if len(label_sets) > 1:
         raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")
     steps, sigma = [], None
-    if info is not None and not follows_info and (info.kept_postprocessing or info.smoothing_sigma):
+    if info is not None and not follows_info and info.changes_predictions:
         log.info("postprocessing in %s was decided for %s (plans %s), not for this selection: not applied",
                  INFERENCE_INFORMATION_FILE, "+".join(info.adapters), info.plans_name)
     if follows_info and request.use_postprocessing:
