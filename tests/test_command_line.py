@@ -196,18 +196,28 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
         assert stat.S_IMODE(path.stat().st_mode) == mode, oct(path.stat().st_mode)
 
 
-def test_progress_prints_one_line_per_case_when_stderr_is_not_a_terminal(capsys):
-    from samunet.utils.progress import progress
+def test_progress_prints_lines_per_case_when_stderr_is_not_a_terminal(capsys, monkeypatch):
+    import samunet.utils.progress as progress_module
 
     setup_logging()
-    assert list(progress(["a", "b", "c"], desc="predicting", unit="case")) == ["a", "b", "c"]
-    bar = progress(range(50), desc="epoch 0", unit="it", lines=False)
+    clock = iter([0.0, 12.0, 15.0, 30.0, 31.0])  # start, then after each case: 12, 15, 30 and 31 s
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    cases = ["a", "b", "c", "d"]
+    assert list(progress_module.progress(cases, desc="predicting", unit="case")) == cases
+    monkeypatch.undo()
+    # a line once 10 s have passed since the last one, and the last case's line however soon it comes
+    assert [ln.split(" (")[0] for ln in capsys.readouterr().out.splitlines()] == [
+        "predicting: 1/4 case(s) done", "predicting: 3/4 case(s) done", "predicting: 4/4 case(s) done"]
+    assert list(progress_module.progress(["a", "b", "c"], desc="scoring", unit="case")) == ["a", "b", "c"]
+    assert list(progress_module.progress((c for c in "ab"), desc="reading", unit="case")) == ["a", "b"]
+    bar = progress_module.progress(range(50), desc="epoch 0", unit="it", lines=False)
     for _ in bar:
         bar.set_postfix(loss="0.1")
     bar.close()
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert [ln.split(" (")[0] for ln in lines] == [f"predicting: {i}/3 case(s) done" for i in (1, 2, 3)]
+    # fast cases: only the last, also for an iterable of unknown length
+    assert [ln.split(" (")[0] for ln in lines] == ["scoring: 3/3 case(s) done", "reading: 2 case(s) done"]
     assert captured.err == ""  # no bar redraws in a log file
 
 
