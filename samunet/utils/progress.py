@@ -33,15 +33,18 @@ class _LineProgress:
         started = last_line = time.perf_counter()
         done = logged = 0
         of_total = f"/{self.total}" if self.total is not None else ""
+
+        def line(seconds: float) -> None:
+            get_logger().info("%s: %d%s %s(s) done (%.0f s)", self.desc, done, of_total, self.unit, seconds)
+
         for done, item in enumerate(self.iterable, start=1):
             yield item
             now = time.perf_counter()
             if self.lines and (now - last_line >= LINE_INTERVAL_S or done == self.total):
-                get_logger().info("%s: %d%s %s(s) done (%.0f s)", self.desc, done, of_total, self.unit,
-                                  now - started)
+                line(now - started)
                 last_line, logged = now, done
         if self.lines and done > logged:  # an iterable of unknown length: its last line once it ends
-            get_logger().info("%s: %d %s(s) done (%.0f s)", self.desc, done, self.unit, time.perf_counter() - started)
+            line(time.perf_counter() - started)
 
     def set_postfix(self, *args, **kwargs) -> None:
         pass
