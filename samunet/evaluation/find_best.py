@@ -170,7 +170,7 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
         log.warning("ensembles leave out %s: validation probabilities (CASE.npz) missing for some cases",
                     ", ".join(o.adapter for o in collected if o not in with_probs))
     scored: list[CandidateResult] = []
-    best_rank, best_cases = -np.inf, None  # the leader's predictions are kept: postprocessing starts from them
+    leader = None  # (rank, result, cases, members): postprocessing starts from the leader's scored predictions
     for members in candidates:
         name = "+".join(o.adapter for o in members)
         cases = _cases(members, references, scheme, progress, name)
@@ -180,10 +180,10 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
         log.info("%-30s mean foreground Dice %.4f  (%s)", name, mean,
                  ", ".join(f"{k}: {v:.4f}" for k, v in per_class.items()))
         rank = -np.inf if np.isnan(mean) else mean
-        if best_cases is None or rank > best_rank:
-            best, best_rank, best_cases, best_members = scored[-1], rank, cases, members
+        if leader is None or rank > leader[0]:  # ties keep the earlier candidate
+            leader = (rank, scored[-1], cases, members)
+    _, best, best_cases, members = leader
     log.info("best: %s (mean Dice %.4f)", "+".join(best.adapters), best.mean_dice)
-    members = best_members
     if all(common <= set(o.probability_files) for o in members):
         trials, cases = decide_smoothing(
             lambda sigma: best_cases if sigma is None else _cases(members, references, scheme, progress,
