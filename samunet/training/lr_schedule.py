@@ -95,17 +95,20 @@ MAX_RESERVE_SHARE = 0.5  # an estimate gone wrong never leaves less than half th
 # of the limit, kept free when a faster run is given more epochs: epochs vary by a few percent, and a run that
 # overruns anyway is cut by the clock with its learning rate already decayed
 FILL_MARGIN_SHARE = 0.02
-# at most this many times the planned epochs: the fill corrects a cost model that errs by 10-25% on a CPU; a plan
-# off by more was made on another machine or under load, and the timing warning says to re-plan
+# at most this many times the planned epochs when the plans' cost was measured for the adapter trained: the fill
+# corrects a cost model that errs by 10-25% on a CPU; a plan off by more was made on another machine or under
+# load, and the timing warning says to re-plan. Another adapter's epochs were not predicted, only its budget.
 FILL_MAX_FACTOR = 1.5
 
 
 def epochs_that_fit(budget: TimeBudget, epochs_done: int, total_epochs: int, seconds_per_epoch: float,
-                    reserve_s: float, most_epochs: int) -> int:
-    """The epoch count that trains for the budget: ``total_epochs``, or more (up to ``most_epochs``) when the
-    time left, less ``reserve_s`` for the final validation and a small margin, holds more epochs of
-    ``seconds_per_epoch``. Never fewer: a slower run is ended on time by the clock-driven decay."""
+                    reserve_s: float, most_epochs: int | None) -> int:
+    """The epoch count that trains for the budget: ``total_epochs``, or more (up to ``most_epochs``; None: as
+    many as the time holds) when the time left, less ``reserve_s`` for the final validation and a small margin,
+    holds more epochs of ``seconds_per_epoch``. Never fewer: a slower run is ended on time by the clock-driven
+    decay."""
     if not budget.limited or seconds_per_epoch <= 0:
         return total_epochs
     left = budget.limit_s * (1.0 - FILL_MARGIN_SHARE) - reserve_s - budget.elapsed()
-    return max(total_epochs, min(most_epochs, epochs_done + int(left // seconds_per_epoch)))
+    fitted = epochs_done + int(left // seconds_per_epoch)
+    return max(total_epochs, fitted if most_epochs is None else min(most_epochs, fitted))
