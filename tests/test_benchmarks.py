@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, TEST_DATA
@@ -93,3 +94,14 @@ def test_predict_benchmark_predicts_with_five_folds_with_and_without_mirroring(s
     assert all(r["cases"] == 1 and r["seconds_per_volume"] > 0 for r in report["results"])
     for tta in (False, True):
         assert len(list((work / f"out_1_{tta}").glob("*.nii.gz"))) == 1
+
+
+def test_postprocessing_benchmark_smooths_in_place_without_a_second_copy(load_benchmark):
+    bench = load_benchmark("bench_postprocessing")
+    probabilities = bench.synthetic_probabilities(3, (12, 20, 16))
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, rtol=1e-5)
+    assert set(np.unique(probabilities.argmax(axis=0))) == {0, 1, 2}  # every class wins voxels: steps have work
+    row = bench.bench_shape("hippocampus", sigma=0.75, repeats=1)
+    assert row["smoothing_copy_extra_mib"] >= row["probabilities_mib"] > 0  # validation's path: a new array
+    assert row["smoothing_in_place_extra_mib"] < 0.1 * row["probabilities_mib"]  # prediction's: none
+    assert row["largest_component_s"] >= 0 and row["voxels"] == 36 * 50 * 35
