@@ -39,13 +39,14 @@ def make_tiny_plans(num_classes: int = 3, input_size: int = 64, adapter: str = "
                     num_channels: int = 1, checkpoint: str | None = None, global_attention: bool = False,
                     backbone: str = "tiny"):
     from samunet.core.adapter_defaults import default_adapter_config
+    from samunet.core.names import ADAPTER_NAMES
     from samunet.core.plans import (AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan,
                                     Plans, ResamplingPlan, SlicingPlan, TrainingPlan)
 
     labels = {"background": 0, **{f"label{i}": i for i in range(1, num_classes)}}
-    small = {"samed": dict(lora_rank=2), "loramednet": dict(lora_rank=2, head_width=32), "cnnhead": dict(head_width=32)}
-    adapters = {name: default_adapter_config(name, **small.get(name, {})) for name in
-                ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")}
+    small = {"samed": dict(lora_rank=2), "loramednet": dict(lora_rank=2, head_width=32), "cnnhead": dict(head_width=32),
+             "fusion": dict(unet_widths=[8, 16, 32], fusion_stage=1)}
+    adapters = {name: default_adapter_config(name, **small.get(name, {})) for name in ADAPTER_NAMES}
     return Plans(
         dataset_name="Dataset999_Tiny", plans_name="samunetPlans", labels=labels, file_ending=".nii.gz",
         slicing=SlicingPlan(transpose=[0, 1, 2], mode="all", background_fraction=1.0),

@@ -46,6 +46,10 @@ def expected_trainable(name, sam, num_classes, lora_rank=2, head_width=32):
         norms = sum(p.numel() for m in enc.modules() if is_layer_norm(m) for p in m.parameters())
         dec_norms = sum(p.numel() for m in dec.transformer.modules() if is_layer_norm(m) for p in m.parameters())
         return svd + norms + enc.pos_embed.numel() + dec_norms + (num_classes - 1) * dim
+    if name == "fusion":  # the U-Net alone, built on its own from the tiny plans' widths
+        from samunet.adapters.fusion_unet import FusionUNet
+
+        return sum(p.numel() for p in FusionUNet(3, dim, num_classes, [8, 16, 32], 1).parameters())
     return {"samed": lora + decoder, "decoder": decoder, "cnnhead": head, "loramednet": lora + head,
             "full": sum(p.numel() for p in enc.parameters()) + decoder}[name]
 
@@ -68,7 +72,7 @@ def test_trainable_parameters_are_exactly_the_intended_ones(name, tiny_sam_check
     no_grad = [n for n in trainable if dict(adapter.named_parameters())[n].grad is None
                and not any(n.startswith(u) for u in unused)]
     assert not no_grad
-    assert adapter.supports_embedding_cache == (name in ("decoder", "cnnhead"))
+    assert adapter.supports_embedding_cache == (name in ("decoder", "cnnhead", "fusion"))
 
 
 def _perturb(adapter, seed=0):
@@ -116,10 +120,10 @@ def test_ssam_label_prompts_decode_each_label_independently(tiny_sam_checkpoint)
     x = torch.rand(3, 3, INPUT, INPUT)
     with torch.no_grad():
         emb = adapter.encode(x)
-        all_labels = adapter.forward_from_embeddings(emb, (INPUT, INPUT))
+        all_labels = adapter.forward_from_embeddings(emb, x)
         tokens = adapter.label_tokens.data.clone()
         adapter.label_tokens.data = tokens[1:2]  # decode label 2 alone
-        alone = adapter.forward_from_embeddings(emb, (INPUT, INPUT))
+        alone = adapter.forward_from_embeddings(emb, x)
         adapter.label_tokens.data = tokens
     torch.testing.assert_close(all_labels[:, 1:2], alone, rtol=1e-5, atol=1e-5)
 
@@ -173,7 +177,7 @@ def test_frozen_encoder_embedding_cache_gives_the_same_logits(tiny_sam_checkpoin
     x = torch.rand(2, 3, 40, 56)
     with torch.no_grad():
         cached = adapter.encode(x)
-        torch.testing.assert_close(adapter.forward_from_embeddings(cached, (40, 56)), adapter(x))
+        torch.testing.assert_close(adapter.forward_from_embeddings(cached, x), adapter(x))
 
 
 @pytest.mark.parametrize("name", ["decoder", "cnnhead", "ssam"])

@@ -74,7 +74,7 @@ def train_briefly(adapter, images, labels, steps: int, seed: int) -> None:
         embeddings = adapter.encode(images)
     for _ in range(steps):
         idx = torch.from_numpy(generator.integers(len(images), size=8))
-        logits = adapter.forward_from_embeddings(embeddings[idx], images.shape[-2:])
+        logits = adapter.forward_from_embeddings(embeddings[idx], images[idx])
         loss = torch.nn.functional.cross_entropy(logits, labels[idx], weight=weight)
         optimizer.zero_grad()
         loss.backward()

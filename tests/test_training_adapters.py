@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 CPU = torch.device("cpu")
 # tiny random backbones need larger steps than the papers' pretrained ones to move within a dozen steps
-LEARNING_RATES = {"ssam": 3e-2, "samed": 1e-2, "loramednet": 3e-3, "cnnhead": 3e-3, "decoder": 1e-2, "full": 3e-3}
+LEARNING_RATES = {"ssam": 3e-2, "samed": 1e-2, "loramednet": 3e-3, "cnnhead": 3e-3, "decoder": 1e-2, "full": 3e-3,
+                  "fusion": 3e-3}
 
 
 def _runner(name: str, plans, lr: float):

@@ -29,6 +29,9 @@ class InputMixer(nn.Conv2d):
 
 class Adapter(nn.Module):
     name = "adapter"
+    # True where forward_from_embeddings reads the images' pixels (fusion): training then feeds it the images under
+    # the same flips as the embeddings, with intensity augmentation of their own
+    uses_images_after_encoder = False
     supported_outputs: tuple[str, ...] = OUTPUT_KINDS
 
     def __init__(self, sam: nn.Module, num_classes: int, in_channels: int, config, output_kind: str) -> None:
@@ -128,14 +131,17 @@ class Adapter(nn.Module):
         """Image embeddings (B, C, h, w) -> low-resolution logits (B, K, h', w')."""
         raise NotImplementedError
 
-    def forward_from_embeddings(self, embeddings: torch.Tensor, out_hw) -> torch.Tensor:
+    def forward_from_embeddings(self, embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) from the embeddings of ``images`` (B, Cin, H, W) in [0, 1], under the same flips.
+        Adapters that decode from the embedding alone read only the images' size."""
         logits = self.decode(embeddings)
-        if tuple(logits.shape[-2:]) != tuple(out_hw):
-            logits = F.interpolate(logits, size=tuple(out_hw), mode="bilinear", align_corners=False)
+        out_hw = tuple(images.shape[-2:])
+        if tuple(logits.shape[-2:]) != out_hw:
+            logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
         return logits.float()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_from_embeddings(self.encode(images), images.shape[-2:])
+        return self.forward_from_embeddings(self.encode(images), images)
 
     def use_region_outputs(self) -> None:
         """Make each sigmoid output an independent region (BraTS-style overlapping labels)."""

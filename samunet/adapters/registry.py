@@ -7,6 +7,7 @@ from samunet.adapters.base import Adapter
 from samunet.adapters.cnnhead import CnnHeadAdapter
 from samunet.adapters.decoder import DecoderAdapter
 from samunet.adapters.full import FullAdapter
+from samunet.adapters.fusion import FusionAdapter
 from samunet.adapters.loramednet import LoRaMedNetAdapter
 from samunet.adapters.samed import SamedAdapter
 from samunet.adapters.ssam import SSamAdapter
@@ -14,7 +15,7 @@ from samunet.core.adapter_defaults import default_adapter_config
 from samunet.core.plans import PlansError, check_optional_fields
 
 # AdapterConfig fields that only some adapters read (``config_fields`` of the classes that read them)
-STRUCTURE_FIELDS = ("lora_rank", "head_width")
+STRUCTURE_FIELDS = ("lora_rank", "head_width", "unet_widths", "fusion_stage")
 
 
 def adapter_config_fields(cls: type[Adapter]) -> set[str]:
@@ -24,7 +25,7 @@ def adapter_config_fields(cls: type[Adapter]) -> set[str]:
 
 ADAPTER_CLASSES: dict[str, type[Adapter]] = {
     "ssam": SSamAdapter, "samed": SamedAdapter, "loramednet": LoRaMedNetAdapter,
-    "cnnhead": CnnHeadAdapter, "decoder": DecoderAdapter, "full": FullAdapter,
+    "cnnhead": CnnHeadAdapter, "decoder": DecoderAdapter, "full": FullAdapter, "fusion": FusionAdapter,
 }
 
 

@@ -14,6 +14,8 @@ from samunet.core.plans import AdapterConfig, PlansError
 _COMMON = dict(optimizer="adamw", weight_decay=1e-2, betas=[0.9, 0.999], lr_schedule="poly",
                warmup_iterations=0, poly_power=0.9, loss="dice_ce", loss_weights=[0.5, 0.5], focal_alpha=None,
                focal_gamma=None, lora_rank=None, head_width=None, cache_embeddings=False, output="softmax")
+# the fusion adapter's U-Net widths for tests and hand-built plans; the planner sizes them per dataset
+DEFAULT_UNET_WIDTHS = (32, 64, 128, 256)
 
 ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
     "ssam": AdapterConfig(**{**_COMMON, "learning_rate": 1e-3, "lr_schedule": "constant", "poly_power": None,
@@ -38,6 +40,11 @@ ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
                "gained on DRIVE, tied on Hippocampus and LeftAtrium: planning.md), cached embeddings"),
     "full": AdapterConfig(**{**_COMMON, "learning_rate": 1e-5},
         reason="everything trained: AdamW lr 1e-5 so the pretrained encoder is not wiped out"),
+    "fusion": AdapterConfig(**{**_COMMON, "learning_rate": 2e-3, "weight_decay": 1e-4, "cache_embeddings": True,
+                               "unet_widths": list(DEFAULT_UNET_WIDTHS), "fusion_stage": 2},
+        reason="frozen encoder (cached embeddings) fused into a U-Net at the patch's resolution (nnSAM-like): "
+               "CE + Dice as nnU-Net, AdamW lr 2e-3 with poly 0.9, a U-Net's usual Adam rate for short runs; "
+               "the planner sets unet_widths and fusion_stage from the patch and the embedding grid"),
 }
 assert set(ADAPTER_DEFAULTS) == set(ADAPTER_NAMES), "every adapter needs a defaults row"
 

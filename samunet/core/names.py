@@ -1,7 +1,7 @@
 """Names written once: adapters, backbones, and the file and folder names each stage writes."""
 from __future__ import annotations
 
-ADAPTER_NAMES = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
+ADAPTER_NAMES = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full", "fusion")
 BACKBONE_NAMES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "litemedsam", "tiny")
 # how a frozen encoder runs (samunet.modeling.encoder_runtime)
 ENCODER_RUNTIMES = ("eager", "channels_last", "compile", "jit_freeze", "openvino", "onnxruntime")

@@ -145,6 +145,10 @@ class AdapterConfig:
     head_width: int | None  # CNN head adapters (cnnhead, loramednet; null otherwise): widths start here
     cache_embeddings: bool  # frozen encoder (decoder, cnnhead): run it once per slice and reuse
     output: str  # "softmax": one mask per class incl. background | "sigmoid_per_label"
+    # fusion adapter (null otherwise): the U-Net's width per stage (stage s has stride 2**s) and the stage where the
+    # frozen embedding joins (the planner matches its grid to the embedding's)
+    unet_widths: list[int] | None = None
+    fusion_stage: int | None = None
     reason: str = ""
 
 

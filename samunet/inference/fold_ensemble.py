@@ -45,7 +45,7 @@ class FoldEnsemble(nn.Module):
                 member.sam.image_encoder = members[0].sam.image_encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_from_embeddings(self.encode(images), images.shape[-2:])
+        return self.forward_from_embeddings(self.encode(images), images)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The shared embedding (B, C, h, w), or each member's stacked (M, B, C, h, w)."""
@@ -53,12 +53,12 @@ class FoldEnsemble(nn.Module):
             return self.members[0].encode(images)
         return torch.stack([m.encode(images) for m in self.members])
 
-    def forward_from_embeddings(self, embeddings: torch.Tensor, out_hw) -> torch.Tensor:
+    def forward_from_embeddings(self, embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Mean probabilities from ``encode``'s output (so ``probabilities`` stays the identity)."""
         per_member = embeddings if embeddings.dim() == 5 else [embeddings] * len(self.members)
         total = None
         for member, member_embeddings in zip(self.members, per_member):
-            probs = member.probabilities(member.forward_from_embeddings(member_embeddings, out_hw)).float()
+            probs = member.probabilities(member.forward_from_embeddings(member_embeddings, images)).float()
             total = probs if total is None else total + probs
         return total / len(self.members)
 

@@ -66,7 +66,8 @@ def _predict_windows(model, windows: torch.Tensor, flips: list[tuple[int, ...]],
         with policy.autocast():
             if flip_embeddings:  # the same axes counted from the end: (B, C, h, w) or a fold ensemble's (M, B, C, h, w)
                 flipped = torch.flip(embeddings, [d - windows.dim() for d in dims]) if dims else embeddings
-                probs = model.probabilities(model.forward_from_embeddings(flipped, windows.shape[-2:]))
+                images = torch.flip(windows, dims) if dims else windows  # what the fusion adapter's U-Net sees
+                probs = model.probabilities(model.forward_from_embeddings(flipped, images))
             else:
                 probs = model.probabilities(model(torch.flip(windows, dims) if dims else windows))
         probs = probs.float()

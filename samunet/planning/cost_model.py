@@ -188,7 +188,7 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
     def train_step():
         optimizer.zero_grad(set_to_none=True)
         with policy.autocast():
-            logits = (adapter.forward_from_embeddings(inputs, images.shape[-2:]) if frozen else adapter(inputs)).float()
+            logits = (adapter.forward_from_embeddings(inputs, images) if frozen else adapter(inputs)).float()
         probs = torch.softmax(logits, dim=1)
         one_hot = torch.nn.functional.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
         dice = 1 - (2 * (probs * one_hot).sum((2, 3)) + 1) / (probs.sum((2, 3)) + one_hot.sum((2, 3)) + 1)

@@ -8,11 +8,12 @@ documentation/planning.md states every rule.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from samunet.planning.hardware import VIT_BACKBONES, Hardware, batch_size_for_memory
 from samunet.core.names import BACKBONE_NAMES
-from samunet.core.plans import AugmentationPlan
+from samunet.core.plans import AdapterConfig, AugmentationPlan
 
 # the input side each backbone's pretrained weights expect (the tiny test model: its pretrain size)
 NATIVE_INPUT = {"vit_b": 1024, "vit_l": 1024, "vit_h": 1024, "medsam_vit_b": 1024, "litemedsam": 256, "tiny": 128}
@@ -89,6 +90,30 @@ def choose_adapter(hw: Hardware, num_training_cases: int) -> tuple[str, str]:
         return "loramednet", (f"{num_training_cases} training cases (< {FEW_CASES}): LoRA + CNN head, the adapter "
                               "reported strongest with 5 labelled volumes (LoRaMedNet, ACDC)")
     return "samed", f"{hw.device} and {num_training_cases} cases: LoRA on q/v + decoder (SAMed), the proven default"
+
+
+# the fusion adapter's U-Net (nnU-Net's 2D rules, smaller): widths double from 32 per stage up to a cap, stages are
+# added while the deepest grid keeps at least MIN_UNET_GRID pixels a side
+UNET_BASE_WIDTH = 32
+UNET_MAX_WIDTH = 256
+MAX_UNET_STAGES = 6
+MIN_UNET_GRID = 4
+
+
+def plan_fusion_unet(config: AdapterConfig, patch_size: list[int], backbone: str, input_size: int) -> AdapterConfig:
+    """``config`` with the U-Net sized to the patch and the embedding joined at the stage matching its grid."""
+    from samunet.adapters.fusion_unet import fusion_stage
+    from samunet.modeling.specs import embedding_stride
+
+    stages = 2
+    while stages < MAX_UNET_STAGES and min(patch_size) / 2 ** stages >= MIN_UNET_GRID:
+        stages += 1
+    widths = [min(UNET_BASE_WIDTH * 2 ** s, UNET_MAX_WIDTH) for s in range(stages)]
+    grid = input_size // embedding_stride(backbone)
+    stage = fusion_stage((int(patch_size[0]), int(patch_size[1])), grid, stages)
+    return dataclasses.replace(config, unet_widths=widths, fusion_stage=stage, reason=(
+        f"{config.reason}; U-Net of {stages} stages {widths} for the {patch_size[0]}x{patch_size[1]} patch (deepest "
+        f"grid at least {MIN_UNET_GRID} px), the {grid}x{grid} embedding joins stage {stage} (stride {2 ** stage})"))
 
 
 def augmentation_plan(two_d: bool) -> AugmentationPlan:

@@ -18,6 +18,7 @@ from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
                                             TRAINING_BUDGET_S, augmentation_plan, batch_size,
                                             choose_adapter, choose_backbone, choose_input_size, device_class,
+                                            plan_fusion_unet,
                                             loader_workers, uses_global_attention)
 from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
@@ -272,6 +273,7 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     augmentation = augmentation_plan(is_2d_dataset(fp))
     training, cost = fit_to_budget(fp, hw, model, slicing, crop, augmentation, adapters[adapter].cache_embeddings, cost_model,
                                    len(labels), packing, target[1:])
+    adapters["fusion"] = plan_fusion_unet(adapters["fusion"], crop.patch_size, model.backbone, model.input_size)
     return Plans(
         dataset_name=fp.dataset_name,
         plans_name=plans_name,

@@ -60,6 +60,37 @@ class ClipToUnitRange(BasicTransform):
         return segmentation
 
 
+def intensity_transforms(aug: AugmentationPlan) -> list[BasicTransform]:
+    """Noise, brightness, contrast and gamma, each with nnU-Net's probability and the plans' range."""
+    transforms: list[BasicTransform] = []
+    if aug.noise_std > 0:
+        transforms.append(RandomTransform(
+            GaussianNoiseTransform(noise_variance=(0.0, aug.noise_std), p_per_channel=1, synchronize_channels=True),
+            apply_probability=P_NOISE))
+    if aug.brightness > 0:
+        transforms.append(RandomTransform(
+            MultiplicativeBrightnessTransform(BGContrast((1 - aug.brightness, 1 + aug.brightness)),
+                                              synchronize_channels=True, p_per_channel=1),
+            apply_probability=P_BRIGHTNESS))
+    if aug.contrast > 0:
+        transforms.append(RandomTransform(
+            ContrastTransform(BGContrast((1 - aug.contrast, 1 + aug.contrast)), preserve_range=True,
+                              synchronize_channels=True, p_per_channel=1),
+            apply_probability=P_CONTRAST))
+    if aug.gamma_range and list(aug.gamma_range) != [1.0, 1.0]:
+        transforms.append(RandomTransform(
+            GammaTransform(BGContrast(tuple(aug.gamma_range)), p_invert_image=0, synchronize_channels=True,
+                           p_per_channel=1, p_retain_stats=1),
+            apply_probability=P_GAMMA))
+    return transforms
+
+
+def build_intensity_augmentation(aug: AugmentationPlan) -> ComposeTransforms:
+    """Intensity augmentation alone, for the image branch of an adapter that reads the image after a cached
+    encoder (fusion): drawn afresh at every step while the embedding stays the cached one of the plain input."""
+    return ComposeTransforms([*intensity_transforms(aug), ClipToUnitRange()])
+
+
 def build_augmentation(patch_size: tuple[int, int], aug: AugmentationPlan, variant: bool = False) -> ComposeTransforms:
     """The transform applied to each training sample (dict with ``image`` and ``segmentation`` tensors).
 
@@ -82,26 +113,7 @@ def build_augmentation(patch_size: tuple[int, int], aug: AugmentationPlan, varia
         p_synchronize_scaling_across_axes=1,
         mode_seg="bilinear",
     )
-    transforms: list[BasicTransform] = [spatial]
-    if aug.noise_std > 0:
-        transforms.append(RandomTransform(
-            GaussianNoiseTransform(noise_variance=(0.0, aug.noise_std), p_per_channel=1, synchronize_channels=True),
-            apply_probability=P_NOISE))
-    if aug.brightness > 0:
-        transforms.append(RandomTransform(
-            MultiplicativeBrightnessTransform(BGContrast((1 - aug.brightness, 1 + aug.brightness)),
-                                              synchronize_channels=True, p_per_channel=1),
-            apply_probability=P_BRIGHTNESS))
-    if aug.contrast > 0:
-        transforms.append(RandomTransform(
-            ContrastTransform(BGContrast((1 - aug.contrast, 1 + aug.contrast)), preserve_range=True,
-                              synchronize_channels=True, p_per_channel=1),
-            apply_probability=P_CONTRAST))
-    if aug.gamma_range and list(aug.gamma_range) != [1.0, 1.0]:
-        transforms.append(RandomTransform(
-            GammaTransform(BGContrast(tuple(aug.gamma_range)), p_invert_image=0, synchronize_channels=True,
-                           p_per_channel=1, p_retain_stats=1),
-            apply_probability=P_GAMMA))
+    transforms: list[BasicTransform] = [spatial, *intensity_transforms(aug)]
     if aug.mirror_axes and not variant:
         transforms.append(MirrorTransform(allowed_axes=tuple(int(a) for a in aug.mirror_axes)))
     transforms.append(ClipToUnitRange())

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from samunet.core.plans import CACHED_AUGMENTATIONS, Plans, PlansError, named_choice
 from samunet.inference.padding import pad_in_plane
-from samunet.training.augmentation import apply_transform, build_augmentation, center_crop_transform, enlarged_window
+from samunet.training.augmentation import (apply_transform, build_augmentation, build_intensity_augmentation,
+                                           center_crop_transform, enlarged_window)
 from samunet.preprocessing.grid_symmetry import apply_symmetry, draw_symmetry
 from samunet.training.slice_dataset import CaseSlices, SliceChoice, SliceSampler
 
@@ -89,6 +90,9 @@ class BatchSpec:
     # bytes this dataset object may keep of built augmented variants (None: VARIANT_MEMO_RAM_SHARE of the memory
     # available when it is built); each loader worker holds its own copy, so a trainer divides it among them
     variant_memo_bytes: int | None = None
+    # cached mode, for an adapter that reads the images after the encoder (fusion): each batch also carries
+    # "branch_images", the cached inputs under the label's grid symmetry with intensity augmentation of their own
+    image_branch: bool = False
 
 
 class TrainingBatches(Dataset):
@@ -114,6 +118,8 @@ class TrainingBatches(Dataset):
         self.variant_transform = (build_augmentation(self.patch, plans.augmentation, variant=True)
                                   if self.cached_variants > 1 else None)
         self.variant_window = enlarged_window(self.patch, plans.augmentation)
+        self.branch_transform = (build_intensity_augmentation(plans.augmentation)
+                                 if spec.image_branch and spec.augment else None)
         self.variant_memo_limit = 0  # nothing to keep without variants
         if self.cached_variants > 1:
             self.variant_memo_limit = (variant_memo_bytes() if spec.variant_memo_bytes is None
@@ -234,7 +240,7 @@ class TrainingBatches(Dataset):
         seed = batch_seed(self.spec.seed, self.spec.rank, epoch, index)
         rng = np.random.default_rng(seed)
         n_forced = forced_count(self.spec.batch_size, self.spec.plans.training.foreground_oversample, rng)
-        images, segs, keys, symmetries = [], [], [], []
+        images, segs, keys, symmetries, branch = [], [], [], [], []
         with seeded_global_rngs(seed):
             for i in range(self.spec.batch_size):
                 choice = self.sampler.draw(rng, force_foreground=i >= self.spec.batch_size - n_forced)
@@ -243,8 +249,22 @@ class TrainingBatches(Dataset):
                 segs.append(seg)
                 keys.append(key)
                 symmetries.append(symmetry)
-        return {"images": torch.stack(images), "seg": torch.stack(segs), "keys": torch.tensor(keys, dtype=torch.int64),
-                "grid_symmetries": torch.tensor(symmetries, dtype=torch.int64)}
+                if self.spec.image_branch and self.spec.cached:
+                    branch.append(self._branch_image(image, symmetry))
+        batch = {"images": torch.stack(images), "seg": torch.stack(segs),
+                 "keys": torch.tensor(keys, dtype=torch.int64),
+                 "grid_symmetries": torch.tensor(symmetries, dtype=torch.int64)}
+        if branch:
+            batch["branch_images"] = torch.stack(branch)
+        return batch
+
+    def _branch_image(self, image: torch.Tensor, grid_code: int) -> torch.Tensor:
+        """What the U-Net of a fusion adapter sees: the cached input under the same grid symmetry as its label and
+        (training step) its embedding, then intensity-augmented afresh (the embedding stays the cached input's)."""
+        flipped = apply_symmetry(image, grid_code).contiguous()
+        if self.branch_transform is None:
+            return flipped
+        return self.branch_transform(image=flipped.clone())["image"].float()
 
 
 class EpochSampler(Sampler):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from samunet.modeling.runtime import PrecisionPolicy
+from samunet.preprocessing.grid_symmetry import apply_symmetries
 from samunet.modeling.specs import EMBEDDING_CACHE_RAM_SHARE
 from samunet.utils.logs import get_logger
 
@@ -111,11 +112,11 @@ class CachedEncoderAdapter(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.cache.embeddings(images)
 
-    def forward_from_embeddings(self, embeddings: torch.Tensor, out_hw) -> torch.Tensor:
-        return self.adapter.forward_from_embeddings(embeddings, out_hw)
+    def forward_from_embeddings(self, embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return self.adapter.forward_from_embeddings(embeddings, images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_from_embeddings(self.encode(images), images.shape[-2:])
+        return self.forward_from_embeddings(self.encode(images), images)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return self.adapter.probabilities(logits)
@@ -124,10 +125,19 @@ class CachedEncoderAdapter(nn.Module):
 class EmbeddingHead(nn.Module):
     """The trainable part after the embedding, as a module (DDP wraps this one in cached mode)."""
 
-    def __init__(self, adapter: nn.Module, out_hw: tuple[int, int]):
+    def __init__(self, adapter: nn.Module):
         super().__init__()
         self.adapter = adapter
-        self.out_hw = tuple(out_hw)
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.adapter.forward_from_embeddings(embeddings, self.out_hw)
+    def forward(self, embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return self.adapter.forward_from_embeddings(embeddings, images)
+
+
+def head_inputs(cache: EmbeddingCache, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the trainable part after the embedding gets for a cached-mode batch: (embeddings, images).
+
+    The loader hands over the inputs as encoded (the cache's keys) and the labels already under each sample's
+    grid symmetry; the embeddings take that symmetry here. ``branch_images`` (fusion: the images the U-Net sees)
+    carry it from the loader, with their own intensity augmentation; without them the images only give the size."""
+    embeddings = apply_symmetries(cache.embeddings(batch["images"]), batch["grid_symmetries"])
+    return embeddings, batch.get("branch_images", batch["images"])

@@ -24,13 +24,15 @@ class StepRunner:
         self.device, self.policy, self.grad_clip = device, policy, grad_clip
         self.scaler = torch.amp.GradScaler("cuda") if policy.use_grad_scaler else None
 
-    def step(self, images: torch.Tensor, seg: torch.Tensor) -> float:
-        """One step on ``images`` and training targets ``seg`` (the ignore label's pixels hold its target)."""
-        images = images.to(self.device, non_blocking=True)
+    def step(self, inputs: torch.Tensor | tuple[torch.Tensor, ...], seg: torch.Tensor) -> float:
+        """One step on the model's ``inputs`` (images, or a tuple of its arguments: cached embeddings and their
+        images) and training targets ``seg`` (the ignore label's pixels hold its target)."""
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        inputs = tuple(x.to(self.device, non_blocking=True) for x in inputs)
         seg = seg.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self.policy.autocast():
-            logits = self.model(images)
+            logits = self.model(*inputs)
         loss = self.loss_fn(logits, seg)
         if not torch.isfinite(loss):
             raise DivergedError(f"the training loss became {loss.item()}; lower the learning rate (--lr) "

@@ -28,8 +28,7 @@ from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_f
 from samunet.modeling.runtime import precision_policy
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader, variant_memo_bytes
 from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
-from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead
-from samunet.preprocessing.grid_symmetry import apply_symmetries
+from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead, head_inputs
 from samunet.training.losses import build_loss
 from samunet.training.fold_budget import FoldBudget
 from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
@@ -58,7 +57,7 @@ class FoldTrainer:
             self.cache = EmbeddingCache(adapter, device, policy=self.policy)
             runtime = adapter.use_encoder_runtime(plans.model.encoder_runtime, self.policy)
             log.info("Frozen encoder runs through %s (model.encoder_runtime)", runtime)
-            self.model = wrap_model(EmbeddingHead(adapter, tuple(plans.crop.patch_size)), ctx, device)
+            self.model = wrap_model(EmbeddingHead(adapter), ctx, device)
         else:
             if self.config.cache_embeddings:
                 raise PlansError(f"adapters.{name}.cache_embeddings is true, but the {name} adapter trains its "
@@ -107,7 +106,8 @@ class FoldTrainer:
         per_rank_batch = max(1, math.ceil(t.batch_size / self.ctx.world_size))
         spec = BatchSpec(self.run.case_slices(self.run.train_cases), self.run.plans, per_rank_batch,
                          self.run.seed, self.ctx.rank, augment=not self.run.options.no_augment,
-                         cached=self.cache is not None, variant_memo_bytes=variant_memo_bytes(t.num_workers))
+                         cached=self.cache is not None, variant_memo_bytes=variant_memo_bytes(t.num_workers),
+                         image_branch=self.cache is not None and self.adapter.uses_images_after_encoder)
         self.sampler = EpochSampler(t.iterations_per_epoch)
         return make_loader(TrainingBatches(spec), self.sampler, t.num_workers)
 
@@ -177,8 +177,8 @@ class FoldTrainer:
         set_learning_rate(self.optimizer, self.learning_rate(self._time_used))
         if self.cache is None:
             inputs = batch["images"]
-        else:  # grid augmentation: the labels already carry their symmetry, the embeddings take it here
-            inputs = apply_symmetries(self.cache.embeddings(batch["images"]), batch["grid_symmetries"])
+        else:
+            inputs = head_inputs(self.cache, batch)
         self._last_loss = self.steps.step(inputs, batch["seg"])
         self.iteration += 1
         return self._last_loss
