@@ -5,8 +5,9 @@ of them; each adapter keeps its own planned learning rate, input size, ...), reu
 finished, validates, and writes $SAMUNET_RESULTS/DatasetXXX/compare/leaderboard.{csv,md,png}: one row per
 adapter x fold (Dice and HD95 per class and their mean, trainable parameters, training minutes, seconds per
 predicted volume) and the mean ± std over folds per adapter. Ends by naming the best adapter (mean foreground
-Dice over folds) and what samunet_find_best would pick. Interrupted? Run the same command again: finished
-folds are kept, an unfinished one is continued (samunet_train --continue).
+Dice over folds) and what samunet_find_best would pick. Every samunet_train option applies to every
+adapter x fold. Interrupted? Run the same command again: finished folds are kept, an unfinished one is continued
+(samunet_train --continue).
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from samunet.core import training_flags
 from samunet.core.command import CommandParser, user_command
 from samunet.core.errors import InvalidValueError
 from samunet.core.names import (
-    ADAPTER_NAMES, BACKBONE_NAMES, COMPARE_FOLDER, DEFAULT_PLANS_NAME, LEADERBOARD_CSV_FILE,
+    ADAPTER_NAMES, COMPARE_FOLDER, DEFAULT_PLANS_NAME, LEADERBOARD_CSV_FILE,
     LEADERBOARD_MARKDOWN_FILE, LEADERBOARD_PLOT_FILE, MODEL_PLANS_FILE, NUM_FOLDS, model_folder_name,
 )
 from samunet.utils.logs import get_logger, setup_logging
@@ -43,16 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"folds (default: all {NUM_FOLDS}, nnU-Net's cross-validation)")
     p.add_argument("-p", "--plans", dest="plans_name", default=DEFAULT_PLANS_NAME,
                    help=f"plans name (default {DEFAULT_PLANS_NAME})")
-    p.add_argument("--epochs", type=int, help="epochs of every fold (default: the plans')")
-    p.add_argument("--iters-per-epoch", type=int, help="optimizer steps per epoch")
-    p.add_argument("--batch-size", type=int, help="batch size of every adapter (default: each adapter's planned one)")
-    p.add_argument("--backbone", help=f"override the planned backbone ({', '.join(BACKBONE_NAMES)})")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the plans' training.device)")
-    p.add_argument("--time-limit-min", type=float, help="training minutes per adapter x fold (the same budget for "
-                   "each; final checkpoint and validation follow)")
-    p.add_argument("--seed", type=int, help="random seed (default: plans.training.seed)")
-    p.add_argument("--num-workers", type=int, help="data-loading worker processes")
-    p.add_argument("--disable-tta", action="store_true", help="final validations without mirroring")
+    training_flags.add_training_flags(p, compare=True)  # every samunet_train flag, for every adapter x fold
     return p
 
 
@@ -63,12 +56,10 @@ def _check(args: argparse.Namespace) -> None:
         if adapter not in ADAPTER_NAMES:
             what = " (an nnU-Net configuration; samunet compares adapters)" if adapter in NNUNET_CONFIGURATIONS else ""
             raise InvalidValueError(f"-a {adapter!r}: unknown adapter{what}; choose from {', '.join(ADAPTER_NAMES)}")
-    if args.backbone is not None and args.backbone not in BACKBONE_NAMES:
-        raise InvalidValueError(f"--backbone {args.backbone!r} is unknown; choose one of {', '.join(BACKBONE_NAMES)}")
-    for flag in ("epochs", "iters_per_epoch", "batch_size"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise InvalidValueError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    for flag in training_flags.TRAINING_FLAGS:
+        problem = training_flags.value_problem(flag, getattr(args, flag.name, None))
+        if problem:
+            raise InvalidValueError(problem)
     if args.time_limit_min is not None and not args.time_limit_min > 0:
         raise InvalidValueError(f"--time-limit-min must be positive, got {args.time_limit_min}")
     args.adapters = list(dict.fromkeys(args.adapters))  # a name given twice is compared once
@@ -159,7 +150,6 @@ def main(argv: list[str] | None = None) -> None:
     _check(args)
     from samunet.compare.folds import fold_jobs
     from samunet.core.layout import dataset_results_folder
-    from samunet.training.run_setup import TrainingOptions
 
     results = dataset_results_folder(args.dataset)
     folder = results / COMPARE_FOLDER
@@ -168,11 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs = fold_jobs(models, args.folds)
     log.info("%s: %d adapter(s) x %d fold(s) = %d runs; log %s", results.name, len(models), len(args.folds),
              len(jobs), log_file)
-    base = TrainingOptions(dataset=args.dataset, adapter=args.adapters[0], fold=args.folds[0],
-                           plans_name=args.plans_name, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
-                           batch_size=args.batch_size, backbone=args.backbone, device=args.device,
-                           seed=args.seed, num_workers=args.num_workers, time_limit_min=args.time_limit_min,
-                           disable_tta=args.disable_tta)
+    base = training_flags.TrainingOptions(dataset=args.dataset, adapter=args.adapters[0], fold=args.folds[0],
+                                          plans_name=args.plans_name, **training_flags.flag_values(args))
     run_folds(jobs, base, log_file)
     write_leaderboard(results.name, args.plans_name, jobs, folder)
 

@@ -8,12 +8,13 @@ starts afresh for the continued part, as with ``--continue``). Anything else is 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from samunet.core import training_flags
 from samunet.core.layout import checkpoint_file, fold_folder
 from samunet.core.names import DEBUG_FILE, SUMMARY_FILE, TRAINING_STATE_FILE, VALIDATION_FOLDER
-from samunet.training.run_setup import TrainingOptions
+from samunet.core.training_flags import TrainingOptions
 
 DONE, VALIDATE, CONTINUE, TRAIN = "done", "validate only", "continue", "train"
 
@@ -49,32 +50,22 @@ def reuse_differences(job: FoldJob, base: TrainingOptions) -> list[str]:
         recorded = read_json(path).get("overrides", {}) if path.is_file() else {}
     except ValueError:
         return [f"{path} is unreadable"]
-    asked = {"training.epochs": base.epochs, "training.iterations_per_epoch": base.iters_per_epoch,
-             "training.batch_size": base.batch_size, "model.backbone": base.backbone}
+    asked = {f.override_key(job.adapter): getattr(base, f.name) for f in training_flags.TRAINING_FLAGS
+             if f.compare_reuse_check}
     return [f"{key} {recorded.get(key, 'as planned')} (asked {value})" for key, value in asked.items()
             if value is not None and recorded.get(key) != value]
 
 
 def training_argv(options: TrainingOptions) -> list[str]:
     """The samunet_train command line equivalent to ``options`` (recorded in the fold's debug.json)."""
-    argv = [str(options.dataset), options.adapter, str(options.fold), "-p", options.plans_name]
-    flags = {"--epochs": options.epochs, "--iters-per-epoch": options.iters_per_epoch,
-             "--batch-size": options.batch_size, "--backbone": options.backbone, "--device": options.device,
-             "--seed": options.seed, "--num-workers": options.num_workers, "--time-limit-min": options.time_limit_min}
-    for flag, value in flags.items():
-        if value is not None:
-            argv += [flag, str(value)]
-    for flag, on in (("--continue", options.resume), ("--val-only", options.val_only),
-                     ("--disable-tta", options.disable_tta)):
-        if on:
-            argv.append(flag)
-    return argv
+    return ([str(options.dataset), options.adapter, str(options.fold), "-p", options.plans_name] +
+            training_flags.flag_argv(options))
 
 
 def options_for(job: FoldJob, base: TrainingOptions) -> TrainingOptions:
     """``base`` (the comparison's overrides) for this adapter and fold, continued or validated as its state asks."""
     state = job.state()
-    return replace(base, adapter=job.adapter, fold=job.fold, resume=state == CONTINUE, val_only=state == VALIDATE)
+    return base.replace(adapter=job.adapter, fold=job.fold, resume=state == CONTINUE, val_only=state == VALIDATE)
 
 
 def train_fold(options: TrainingOptions) -> None:

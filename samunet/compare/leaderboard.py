@@ -6,7 +6,7 @@ Every figure comes from what the fold's run wrote:
 - trainable parameters, training minutes (sum of the epochs' seconds: optimisation only, without the 3D
   validations) and seconds per predicted volume (wall time of the final validation / its cases: prediction
   with the validation's mirroring, restoring to the original geometry, writing and scoring): the ``results``
-  section of ``debug.json`` (``samunet.training.run_setup.record_results``). A fold trained before samunet
+  section of ``debug.json`` (``samunet.training.run_records.record_results``). A fold trained before samunet
   recorded them shows ``nan``.
 The standard deviation is the sample one (n - 1) over folds; with one fold there is none (``nan``, blank in
 Markdown).

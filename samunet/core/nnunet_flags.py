@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from samunet.core.names import ADAPTER_NAMES
+from samunet.core.training_flags import nnunet_spellings
 
 # nnU-Net's configurations, sometimes typed where samunet expects an adapter
 NNUNET_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -57,7 +58,7 @@ PREPROCESS = FlagTable(
 
 # nnUNetv2_train DATASET CONFIGURATION FOLD -> samunet_train DATASET ADAPTER FOLD
 TRAIN = FlagTable(
-    same={"-device": "--device", "-num_gpus": "--num-gpus", "--c": "--continue", "--val": "--val-only"},
+    same=nnunet_spellings(),  # written in core.training_flags, beside each flag
     ignored={"--npz": "the final validation always writes CASE.npz + CASE.json"},
     different={
         "-tr": f"the ADAPTER argument ({_ADAPTERS}); the trainer is fixed, its hyper-parameters live in the plans",

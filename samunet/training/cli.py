@@ -11,7 +11,8 @@ import sys
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.errors import InvalidValueError
-from samunet.core.names import ADAPTER_NAMES, BACKBONE_NAMES, DEFAULT_PLANS_NAME, ENCODER_RUNTIMES
+from samunet.core.names import ADAPTER_NAMES, DEFAULT_PLANS_NAME
+from samunet.core.training_flags import TrainingOptions, add_training_flags, flag_values
 
 PROG = "samunet_train"
 
@@ -25,26 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fold", help="0-4, or 'all' (train on every case, no validation)")
     p.add_argument("-p", "--plans", dest="plans_name", default=DEFAULT_PLANS_NAME,
                    help=f"plans name (default {DEFAULT_PLANS_NAME})")
-    p.add_argument("--epochs", type=int, help="number of epochs (with --continue: extends the run)")
-    p.add_argument("--iters-per-epoch", type=int, help="optimizer steps per epoch")
-    p.add_argument("--batch-size", type=int, help="global batch size (split across DDP processes)")
-    p.add_argument("--lr", type=float, help="base learning rate of the adapter")
-    p.add_argument("--backbone", help=f"override the planned backbone ({', '.join(BACKBONE_NAMES)})")
-    p.add_argument("--checkpoint", help="base weights file for the backbone (default: looked up by backbone name)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the plans' training.device)")
-    p.add_argument("--encoder-runtime", help=f"how a frozen encoder runs: {', '.join(ENCODER_RUNTIMES)} "
-                   "(default: the plans' model.encoder_runtime)")
-    p.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest")
-    p.add_argument("--val-only", action="store_true", help="only re-run the final validation of checkpoint_final")
-    p.add_argument("--num-gpus", type=int, default=1, help="N > 1: launch N DDP processes through torchrun")
-    p.add_argument("--seed", type=int, help="random seed (default: plans.training.seed)")
-    p.add_argument("--num-workers", type=int, help="data-loading worker processes (0: load in the training process)")
-    p.add_argument("--validate-every", type=int, help="epochs between 3D validations")
-    p.add_argument("--time-limit-min", type=float, help="stop after this many minutes (final checkpoint + validation "
-                   "follow); the learning-rate decay is fitted into the time")
-    p.add_argument("--disable-tta", action="store_true", help="final validation without mirroring (4x faster; "
-                   "Dice usually a little lower)")
-    p.add_argument("--no-augment", action="store_true", help="train on centred, unaugmented patches")
+    add_training_flags(p)
     add_nnunet_spellings(p, nnunet_flags.TRAIN)
     return p
 
@@ -56,18 +38,11 @@ def check_adapter(name: str) -> None:
         raise InvalidValueError(f"adapter {name!r} is unknown; {hint}")
 
 
-def options_from_args(args: argparse.Namespace):
-    from samunet.training.run_setup import TrainingOptions
+def options_from_args(args: argparse.Namespace) -> TrainingOptions:
     from samunet.training.splits import parse_fold
 
-    return TrainingOptions(
-        dataset=args.dataset, adapter=args.adapter, fold=parse_fold(args.fold), plans_name=args.plans_name,
-        epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
-        backbone=args.backbone, checkpoint=args.checkpoint, device=args.device,
-        encoder_runtime=args.encoder_runtime, resume=args.resume,
-        val_only=args.val_only, seed=args.seed, num_workers=args.num_workers, time_limit_min=args.time_limit_min,
-        validate_every=args.validate_every, no_augment=args.no_augment,
-        disable_tta=args.disable_tta)
+    return TrainingOptions(dataset=args.dataset, adapter=args.adapter, fold=parse_fold(args.fold),
+                           plans_name=args.plans_name, **flag_values(args))
 
 
 @user_command(PROG, interrupted_hint="resume with --continue")

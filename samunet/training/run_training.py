@@ -15,8 +15,9 @@ from samunet.core.names import TRAINING_STATE_FILE
 from samunet.modeling.runtime import resolve_device
 from samunet.training.ddp import DistributedContext, barrier, init_distributed, shutdown_distributed
 from samunet.training.fold_lock import FoldLock
+from samunet.training.run_records import record_timing, write_debug_json
 from samunet.training.run_setup import (TrainingOptions, TrainingRun, check_model_folder, load_plans, prepare_run,
-                                        record_timing, write_debug_json, write_model_folder_files)
+                                        write_model_folder_files)
 from samunet.training.trainer import FoldTrainer
 from samunet.training.training_state import CheckpointError, checkpoint_path
 from samunet.utils.logs import get_logger, setup_logging
