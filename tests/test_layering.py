@@ -19,13 +19,16 @@ ALLOWED = {
     "evaluation": {"core", "utils", "dataset", "preprocessing"},
     "planning": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters"},
     "inference": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation"},
-    "training": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference"},
+    # samunet_report: HTML pages of results; reads evaluation's metrics and the raw dataset, below training
+    "report": {"core", "utils", "dataset", "preprocessing", "evaluation"},
+    "training": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference",
+                 "report"},
     "sharing": {"core", "utils", "modeling"},  # export/install: files and hashes; modeling for base-weight names
     # samunet_compare drives training and reads evaluation's find_best: above both
     "compare": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference",
-                "training"},
+                "training", "report"},
     "demo": {"core", "utils", "dataset", "preprocessing", "modeling", "adapters", "evaluation", "inference",
-             "planning", "training"},
+             "planning", "training", "report"},
 }
 
 
