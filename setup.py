@@ -41,6 +41,7 @@ setup(
             "samunet_evaluate = samunet.evaluation.cli:main",
             "samunet_find_best = samunet.evaluation.find_best:main",
             "samunet_compare = samunet.compare.cli:main",
+            "samunet_report = samunet.report.cli:main",
             "samunet_demo = samunet.demo.cli:main",
             "samunet_export_model = samunet.sharing.cli:export_main",
             "samunet_install_model = samunet.sharing.cli:install_main",
