@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-ADAPTERS = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
+from samunet.core.names import ADAPTER_NAMES
+
 SIZE = 256
 NUM_CLASSES = 4
 
@@ -162,7 +163,7 @@ def format_report(rows: list[dict], ratios: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbones", nargs="+", default=["vit_b", "litemedsam"])
-    p.add_argument("--adapters", nargs="+", default=list(ADAPTERS))
+    p.add_argument("--adapters", nargs="+", default=list(ADAPTER_NAMES))
     p.add_argument("--batch", type=int, default=2, help="per-adapter table batch")
     p.add_argument("--ratio-batch", type=int, default=4, help="batch of the interleaved ssam ratios")
     p.add_argument("--repeats", type=int, default=3)

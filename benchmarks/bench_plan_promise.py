@@ -74,7 +74,7 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
     os.environ.update({k: env[k] for k in ("SAMUNET_RAW", "SAMUNET_PREPROCESSED", "SAMUNET_RESULTS")})
     from samunet.core.layout import plans_file
     from samunet.core.names import (
-        DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, SUMMARY_FILE, VALIDATION_FOLDER, model_folder_name,
+        DEBUG_FILE, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, SUMMARY_FILE, VALIDATION_FOLDER, model_folder_name,
     )
     from samunet.evaluation.inference_information import InferenceInformation
 
@@ -89,7 +89,7 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
         train += ["--time-limit-min", str(time_limit)]
     train_s = run(train, env, work / "logs" / "train.txt")
     fold = work / "results" / name / model_folder_name(adapter, DEFAULT_PLANS_NAME) / "fold_0"
-    debug = json.loads((fold / "debug.json").read_text())
+    debug = json.loads((fold / DEBUG_FILE).read_text())
     if key == "drive":
         out = work / "drive_test"
         run([sys.executable, "-m", "samunet.inference.cli", "-i", str(SHARED / "RetinaVessels_DRIVE" / "imagesTs"),

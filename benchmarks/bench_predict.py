@@ -37,7 +37,7 @@ def setup(work: Path, task: Path, backbone: str, adapter_name: str | None, plan_
 
     for var, sub in (("SAMUNET_RAW", "raw"), ("SAMUNET_PREPROCESSED", "preprocessed"), ("SAMUNET_RESULTS", "results")):
         os.environ[var] = str(work / sub)
-    training, _ = msd_cases(task, read_json(task / "dataset.json"))
+    training, _ = msd_cases(task, read_json(task / DATASET_JSON_FILE))
     ids = [c.case_id for c in training[: max(plan_cases, cases)]]
     raw = convert_msd_task(task, work / "raw", case_ids=ids, num_processes=1)
     plans = plan_dataset(raw.name, backbone=backbone, num_processes=1, preprocess=False, progress=False)

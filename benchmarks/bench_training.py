@@ -30,19 +30,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from samunet.core.names import ADAPTER_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 HIPPOCAMPUS_TASK = (REPO / ".." / "shared" / "datasets" / "Task04_Hippocampus").resolve()
-ADAPTERS = ("ssam", "samed", "loramednet", "cnnhead", "decoder", "full")
 
 
 def setup(work: Path, plan_cases: int, backbone: str) -> None:
     from samunet.dataset.convert_msd import convert_msd_task, msd_cases
+    from samunet.core.names import DATASET_JSON_FILE
     from samunet.planning.cli import plan_dataset
     from samunet.utils.atomic import read_json
 
     for var, sub in (("SAMUNET_RAW", "raw"), ("SAMUNET_PREPROCESSED", "preprocessed"), ("SAMUNET_RESULTS", "results")):
         os.environ[var] = str(work / sub)
-    training, _ = msd_cases(HIPPOCAMPUS_TASK, read_json(HIPPOCAMPUS_TASK / "dataset.json"))
+    training, _ = msd_cases(HIPPOCAMPUS_TASK, read_json(HIPPOCAMPUS_TASK / DATASET_JSON_FILE))
     raw = convert_msd_task(HIPPOCAMPUS_TASK, work / "raw", case_ids=[c.case_id for c in training[:plan_cases]],
                            num_processes=1)
     plan_dataset(raw.name, backbone=backbone, num_processes=1, progress=False)
@@ -94,7 +96,7 @@ def measure(adapter_name: str, steps: int, warmup: int, threads: int | None, bat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapters", default=",".join(ADAPTERS))
+    parser.add_argument("--adapters", default=",".join(ADAPTER_NAMES))
     parser.add_argument("--batch-sizes", help="comma-separated batch sizes to time (default: the planned one)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

@@ -13,7 +13,7 @@ from samunet.core.names import (
     ALL_FOLD, CACHE_IMAGE_SUFFIX, CACHE_PROPERTIES_SUFFIX, CACHE_SEG_SUFFIX, CHECKPOINT_CHOICES, MODEL_FOLDER_SEPARATOR,
     checkpoint_file_name, fold_folder_name,
 )
-from samunet.core.paths import preprocessed_root, resolve_dataset_name, results_root
+from samunet.core.paths import resolve_dataset_name, results_root
 
 FOLD_RE = re.compile(r"^fold_(\d+|all)$")
 Fold = int | str
@@ -47,10 +47,6 @@ def cached_case_ids(folder: Path) -> list[str]:
         return []
     return sorted(p.name[: -len(CACHE_IMAGE_SUFFIX)] for p in folder.glob(f"*{CACHE_IMAGE_SUFFIX}")
                   if not p.name.startswith("."))
-
-
-def dataset_preprocessed_folder(dataset: str | int) -> Path:
-    return preprocessed_root() / resolve_dataset_name(dataset)
 
 
 def dataset_results_folder(dataset: str | int) -> Path:

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
+from samunet.core.names import DATASET_JSON_FILE
 from samunet.dataset.dataset_json import DatasetError, escapes_folder
 from samunet.dataset.image_io import read_image_channels, read_label, write_image, write_segmentation
 from samunet.core.paths import DATASET_FOLDER_RE, dataset_folder_name, raw_root
@@ -60,9 +61,10 @@ def target_folder(task_dir: str | Path, output_root: str | Path | None = None, d
 def _inside_task(task_dir: Path, entry: object, where: str) -> Path:
     """A path from the MSD dataset.json, refused when it would leave the task folder."""
     if not isinstance(entry, str) or not entry:
-        raise DatasetError(f"{task_dir / 'dataset.json'}: {where} must be a relative path, got {entry!r}")
+        raise DatasetError(f"{task_dir / DATASET_JSON_FILE}: {where} must be a relative path, got {entry!r}")
     if escapes_folder(entry):
-        raise DatasetError(f"{task_dir / 'dataset.json'}: {where} '{entry}' points outside the task folder {task_dir}")
+        raise DatasetError(f"{task_dir / DATASET_JSON_FILE}: {where} '{entry}' points outside the task folder "
+                           f"{task_dir}")
     return task_dir / os.path.normpath(entry)
 
 
@@ -74,7 +76,7 @@ def _case_id(path: Path) -> str:
 
 def msd_cases(task_dir: Path, msd: dict) -> tuple[list[MsdCase], list[MsdCase]]:
     """Training and test cases listed in the MSD dataset.json (or found in imagesTr/imagesTs when unlisted)."""
-    json_path = task_dir / "dataset.json"
+    json_path = task_dir / DATASET_JSON_FILE
     if "training" in msd:
         training = []
         for i, entry in enumerate(msd["training"]):
@@ -182,7 +184,7 @@ def convert_msd_task(task_dir: str | Path, output_root: str | Path | None = None
     """
     log = get_logger()
     task_dir = Path(task_dir)
-    json_path = task_dir / "dataset.json"
+    json_path = task_dir / DATASET_JSON_FILE
     if not json_path.is_file():
         raise DatasetError(f"{json_path}: MSD dataset.json does not exist")
     try:
@@ -208,9 +210,9 @@ def convert_msd_task(task_dir: str | Path, output_root: str | Path | None = None
         # spawn: SimpleITK's thread pool is not safe to fork
         with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
             counts = _tally(pool.imap_unordered(_convert_job, jobs), len(jobs))
-    write_json(dataset_json, out_folder / "dataset.json")
+    write_json(dataset_json, out_folder / DATASET_JSON_FILE)
     log.info("done: %d converted, %d already present; wrote %s", counts["converted"], counts["skipped"],
-             out_folder / "dataset.json")
+             out_folder / DATASET_JSON_FILE)
     return out_folder
 
 
@@ -247,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     add_nnunet_spellings(parser, nnunet_flags.CONVERT_MSD)
     args = parser.parse_args(argv)
     out_folder = target_folder(args.input, args.output_root, args.id)
-    if not (Path(args.input) / "dataset.json").is_file():  # checked before the log creates out_folder
-        raise DatasetError(f"{Path(args.input) / 'dataset.json'}: MSD dataset.json does not exist")
+    if not (Path(args.input) / DATASET_JSON_FILE).is_file():  # checked before the log creates out_folder
+        raise DatasetError(f"{Path(args.input) / DATASET_JSON_FILE}: MSD dataset.json does not exist")
     setup_logging(out_folder, prefix="convert_msd")
     convert_msd_task(args.input, args.output_root, args.id, num_processes=args.num_processes)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from samunet.core.errors import SamunetUserError
 from samunet.core.labels import LabelScheme, label_problems
+from samunet.core.names import DATASET_JSON_FILE
 from samunet.dataset.image_io import SUPPORTED_FILE_ENDINGS, is_2d_ending
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -42,7 +43,7 @@ class DatasetInfo:
 
     @property
     def json_path(self) -> Path:
-        return self.folder / "dataset.json"
+        return self.folder / DATASET_JSON_FILE
 
     @property
     def num_channels(self) -> int:
@@ -65,9 +66,9 @@ class DatasetInfo:
     def load(cls, raw_folder: str | Path) -> "DatasetInfo":
         """Read ``raw_folder/dataset.json`` (``raw_folder`` may also be the dataset.json file itself)."""
         raw_folder = Path(raw_folder)
-        if raw_folder.name == "dataset.json" and raw_folder.is_file():
+        if raw_folder.name == DATASET_JSON_FILE and raw_folder.is_file():
             raw_folder = raw_folder.parent
-        path = raw_folder / "dataset.json"
+        path = raw_folder / DATASET_JSON_FILE
         if not path.is_file():
             raise DatasetError(f"{path}: dataset.json does not exist")
         try:

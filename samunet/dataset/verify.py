@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from samunet.core.errors import SamunetUserError
 from samunet.core.labels import LabelScheme
+from samunet.core.names import DATASET_JSON_FILE
 from samunet.dataset.dataset_json import (
     RGB_CHANNELS,
     channel_file_pattern,
@@ -58,7 +59,7 @@ def check_dataset(raw_folder: str | Path, num_processes: int = 2) -> None:
 def verify_dataset(raw_folder: str | Path, num_processes: int = 2) -> list[Problem]:
     """Every problem of the raw dataset ``raw_folder`` ([] when it is valid)."""
     raw_folder = Path(raw_folder)
-    json_path = raw_folder / "dataset.json"
+    json_path = raw_folder / DATASET_JSON_FILE
     if not json_path.is_file():
         return [Problem(str(json_path), "dataset.json does not exist")]
     try:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from samunet.core.command import CommandParser, user_command
 from samunet.core.errors import InvalidValueError, SamunetUserError
+from samunet.core.layout import plans_file
+from samunet.core.names import DATASET_JSON_FILE, DEFAULT_PLANS_NAME, SPLITS_FILE
 from samunet.core.paths import DATASET_FOLDER_RE
 from samunet.utils.logs import get_logger, setup_logging
 
@@ -45,12 +47,12 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 def _use_real_dataset(data: Path, raw_root: Path, env: dict[str, str]) -> str:
     """--data: an nnU-Net raw dataset folder (DatasetXXX_Name) is linked in; an MSD task is converted."""
     data = data.resolve()
-    if DATASET_FOLDER_RE.match(data.name) and (data / "dataset.json").is_file():
+    if DATASET_FOLDER_RE.match(data.name) and (data / DATASET_JSON_FILE).is_file():
         target = raw_root / data.name
         if not target.exists():
             target.symlink_to(data, target_is_directory=True)
         return data.name
-    if (data / "dataset.json").is_file() and data.name.startswith("Task"):
+    if (data / DATASET_JSON_FILE).is_file() and data.name.startswith("Task"):
         from samunet.dataset.convert_msd import convert_msd_task
 
         log.info("Converting the MSD task %s (samunet_convert_msd) ...", data)
@@ -64,7 +66,7 @@ def _held_out_cases(raw_dataset: Path, preprocessed_dataset: Path, out: Path) ->
     images, labels = raw_dataset / "imagesTs", raw_dataset / "labelsTs"
     if images.is_dir() and labels.is_dir():
         return images, labels
-    validation_cases = json.loads((preprocessed_dataset / "splits_final.json").read_text())[0]["val"]
+    validation_cases = json.loads((preprocessed_dataset / SPLITS_FILE).read_text())[0]["val"]
     images, labels = out / "held_out" / "images", out / "held_out" / "labels"
     for folder in (images, labels):
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset_id = str(int(dataset[7:10]))
 
     _run(["samunet_plan", "-d", dataset_id, "--backbone", backbone], env)
-    plans = json.loads((roots["SAMUNET_PREPROCESSED"] / dataset / "samunetPlans.json").read_text())
+    plans = json.loads((plans_file(roots["SAMUNET_PREPROCESSED"] / dataset, DEFAULT_PLANS_NAME)).read_text())
     adapter = args.adapter or plans["model"]["adapter"]
     log.info("The plans recommend adapter '%s': %s", plans["model"]["adapter"], plans["model"]["adapter_reason"])
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("  Dice %-12s %.3f", label_names.get(str(label), label), metrics["Dice"])
     log.info("  mean foreground Dice %.3f", summary["foreground_mean"]["Dice"])
     log.info("Outputs:\n  raw data       %s\n  plans          %s\n  model          %s\n  predictions    %s\n  evaluation     %s",
-             roots["SAMUNET_RAW"] / dataset, roots["SAMUNET_PREPROCESSED"] / dataset / "samunetPlans.json",
+             roots["SAMUNET_RAW"] / dataset, plans_file(roots["SAMUNET_PREPROCESSED"] / dataset, DEFAULT_PLANS_NAME),
              roots["SAMUNET_RESULTS"] / dataset, predictions, summary_file)
 
 

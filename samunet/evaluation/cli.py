@@ -8,6 +8,7 @@ from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.errors import InvalidValueError
 from samunet.core.names import DEFAULT_NSD_TOLERANCE_MM as DEFAULT_TOLERANCE_MM
+from samunet.core.names import DATASET_JSON_FILE, SUMMARY_FILE
 from samunet.core.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
 from samunet.utils.atomic import read_json
 from samunet.utils.logs import get_logger, setup_logging
@@ -21,7 +22,7 @@ def dataset_labels(dataset: str):
 
     name = resolve_dataset_name(dataset)
     for root in (raw_root(), preprocessed_root(), results_root()):
-        path = root / name / "dataset.json"
+        path = root / name / DATASET_JSON_FILE
         if path.is_file():
             data = read_json(path)
             problems = label_problems(data.get("labels"), data.get("regions_class_order"))
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from samunet.evaluation.evaluate_folder import EvaluationError, evaluate_folders
 
-    output = args.output or args.pred / "summary.json"
+    output = args.output or args.pred / SUMMARY_FILE
     log = get_logger()
     if not args.pred.is_dir():
         raise EvaluationError(f"{args.pred}: prediction folder does not exist")

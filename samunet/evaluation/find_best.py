@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.layout import TrainedModelError, dataset_results_folder, fold_folders, model_folders
-from samunet.core.names import DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, NUM_FOLDS
+from samunet.core.names import (
+    DATASET_JSON_FILE, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, MODEL_PLANS_FILE, NUM_FOLDS, SUMMARY_FILE,
+)
 from samunet.core.paths import raw_root
 from samunet.utils.atomic import read_json
 from samunet.utils.logs import get_logger, setup_logging
@@ -45,7 +47,7 @@ class ValidationOutputs:
 
 
 def _file_ending(model_folder: Path) -> str:
-    path = model_folder / "dataset.json"
+    path = model_folder / DATASET_JSON_FILE
     if not path.is_file():
         raise TrainedModelError(f"{path}: missing (training copies dataset.json into the model folder)")
     return read_json(path)["file_ending"]
@@ -66,7 +68,7 @@ def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | 
         folds.append(fold)
         labels.update(fold_labels)
         probabilities.update(fold_probs)
-        summary = validation / "summary.json"
+        summary = validation / SUMMARY_FILE
         if summary.is_file():
             checkpoints.add(str(read_json(summary).get("checkpoint", DEFAULT_VALIDATION_CHECKPOINT)))
     if not folds:
@@ -147,9 +149,9 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     common = set.intersection(*[set(o.label_files) | set(o.probability_files) for o in collected])
     if not common:
         raise TrainedModelError(f"{results}: the adapters' validation outputs share no case; train the same folds")
-    dataset_json = read_json(folders[collected[0].adapter] / "dataset.json")
+    dataset_json = read_json(folders[collected[0].adapter] / DATASET_JSON_FILE)
     # the plans the models were trained with say what their outputs are (regions, ignore label)
-    plans_path = folders[collected[0].adapter] / "plans.json"
+    plans_path = folders[collected[0].adapter] / MODEL_PLANS_FILE
     scheme = Plans.load(plans_path).label_scheme if plans_path.is_file() else LabelScheme.from_dataset_json(dataset_json)
     foreground, ignore = scheme.evaluated(), scheme.ignore_label  # regions are compared region by region
     ending = dataset_json["file_ending"]

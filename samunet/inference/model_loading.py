@@ -22,8 +22,8 @@ from samunet.core.layout import (
     TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folders,
 )
 from samunet.core.names import (
-    ADAPTER_NAMES, ALL_FOLD, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, MODEL_FOLDER_SEPARATOR, MODEL_PLANS_FILE,
-    model_folder_name,
+    ADAPTER_NAMES, ALL_FOLD, DATASET_JSON_FILE, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, MODEL_FOLDER_SEPARATOR,
+    MODEL_PLANS_FILE, model_folder_name,
 )
 from samunet.core.plans import Plans
 from samunet.utils.atomic import read_json
@@ -83,7 +83,7 @@ def _recommended_adapter(dataset_folder: Path, plans_name: str) -> str:
     folders = model_folders(dataset_folder, plans_name)
     if not folders:
         raise TrainedModelError(f"{dataset_folder}: no trained model folder <adapter>__{plans_name}; train first")
-    plans = Plans.load(next(iter(folders.values())) / "plans.json")
+    plans = Plans.load(next(iter(folders.values())) / MODEL_PLANS_FILE)
     if plans.model.adapter in folders:
         return plans.model.adapter
     if len(folders) == 1:
@@ -155,11 +155,12 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
         if not chosen:
             raise TrainedModelError(f"{folder}: no trained folds found with checkpoint_{checkpoint} "
                                     f"({describe_checkpoints(folder)}); train first or pick another -chk")
-        dataset_json = read_json(folder / "dataset.json")
+        dataset_json = read_json(folder / DATASET_JSON_FILE)
         mirror, why = folds_mirror([path.parent for path in chosen.values()])
+        labels = {str(k): v for k, v in dataset_json["labels"].items()}
         configurations.append(TrainedConfiguration(
-            adapter, folder, Plans.load(folder / "plans.json"), {str(k): v for k, v in dataset_json["labels"].items()},
-            dataset_json["file_ending"], len(dataset_json["channel_names"]), chosen, mirror, why))
+            adapter, folder, Plans.load(folder / MODEL_PLANS_FILE), labels, dataset_json["file_ending"],
+            len(dataset_json["channel_names"]), chosen, mirror, why))
         # mirroring is reported once, by the caller, who knows whether --disable-tta overrides it
         log.info("%s: fold(s) %s, checkpoint_%s", adapter, sorted(chosen), checkpoint)
     label_sets = {json.dumps([c.labels, c.plans.regions_class_order], sort_keys=True) for c in configurations}

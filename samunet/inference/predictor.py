@@ -164,7 +164,3 @@ class Predictor:
                 written.append(self.finish(case, probabilities, output_folder, ending))
                 log.info("%s -> %s", case.case_id, written[-1].name)
         return written
-
-    def predict_folder(self, input_folder: Path, output_folder: Path) -> list[Path]:
-        jobs, ending = self.find_jobs(input_folder, output_folder)
-        return self.predict_jobs(jobs, output_folder, ending)

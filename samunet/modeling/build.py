@@ -38,10 +38,6 @@ class BackboneInfo:
     checkpoint_sha256: str | None
     embedding_stride: int
 
-    @property
-    def embedding_grid(self) -> int:
-        return self.input_size // self.embedding_stride
-
 
 def _vit_encoder(spec, input_size: int, global_attention: bool) -> ImageEncoderViT:
     return ImageEncoderViT(

@@ -13,7 +13,7 @@ from pathlib import Path
 from samunet.core import nnunet_flags
 from samunet.core.command import CommandParser, add_nnunet_spellings, user_command
 from samunet.core.errors import InvalidValueError, MissingFileError, SamunetUserError
-from samunet.core.names import BACKBONE_NAMES, DEFAULT_PLANS_NAME, FINGERPRINT_FILE
+from samunet.core.names import BACKBONE_NAMES, DATASET_JSON_FILE, DEFAULT_PLANS_NAME, FINGERPRINT_FILE
 from samunet.core.paths import preprocessed_root, raw_root, resolve_dataset_name
 from samunet.core.plans import Plans
 from samunet.utils.atomic import copy_file
@@ -80,7 +80,7 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
     started = time.perf_counter()
     fingerprint = compute_fingerprint(raw_folder, num_processes=workers, progress=progress)
     fingerprint.save(out / FINGERPRINT_FILE)
-    copy_file(raw_folder / "dataset.json", out / "dataset.json")
+    copy_file(raw_folder / DATASET_JSON_FILE, out / DATASET_JSON_FILE)
     log.info("fingerprint of %d case(s) written to %s (%.1f s)", len(fingerprint.cases), out / FINGERPRINT_FILE,
              time.perf_counter() - started)
 

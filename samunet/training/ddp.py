@@ -72,20 +72,6 @@ def max_over_ranks(ctx: DistributedContext, value: float, device: torch.device) 
     return float(tensor.item())
 
 
-def any_rank_true(ctx: DistributedContext, flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any (so all ranks stop at the same iteration)."""
-    return max_over_ranks(ctx, 1.0 if flag else 0.0, device) > 0
-
-
-def broadcast_flag(ctx: DistributedContext, flag: bool, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every rank."""
-    if not ctx.enabled:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item() > 0)
-
-
 def wrap_model(model: torch.nn.Module, ctx: DistributedContext, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel over the trainable parameters (frozen ones are ignored by DDP)."""
     if not ctx.enabled:

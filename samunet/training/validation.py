@@ -23,6 +23,7 @@ from samunet.utils.progress import progress as progress_bar
 from samunet.evaluation.metrics import compute_metrics, metric_key, summarize
 from samunet.evaluation.probabilities_io import save_probabilities
 from samunet.inference.volume_predictor import predict_preprocessed_volume
+from samunet.core.names import SUMMARY_FILE
 from samunet.core.plans import Plans
 from samunet.preprocessing.case_properties import CaseProperties
 from samunet.preprocessing.inverse import restore_label_volume, restore_probabilities
@@ -86,7 +87,7 @@ def validate(adapter: nn.Module, cases: list[ValidationCase], plans: Plans, mirr
                          "metrics": metrics})
     summary = summarize(per_case, labels=[metric_key(r) for r in evaluated])
     if output_folder is not None:
-        write_json(summary, output_folder / "summary.json")
+        write_json(summary, output_folder / SUMMARY_FILE)
     return summary
 
 
