@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
                                           plans_name=args.plans_name, **training_flags.flag_values(args))
     run_folds(jobs, base, log_file)
     write_leaderboard(results.name, args.plans_name, jobs, folder)
+    from samunet.report.build import write_report_or_warn
+
+    write_report_or_warn(folder)  # compare/report.html: the leaderboard's table and plot; a failure only warns
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import torch
 
 from samunet.core.names import TRAINING_STATE_FILE
 from samunet.modeling.runtime import resolve_device
+from samunet.report.build import write_report_or_warn
 from samunet.training.ddp import DistributedContext, barrier, init_distributed, shutdown_distributed
 from samunet.training.fold_lock import FoldLock
 from samunet.training.run_records import record_timing, write_debug_json
@@ -55,6 +56,7 @@ def run_training(options: TrainingOptions, argv: list[str]) -> None:
             if ctx.is_main:
                 iterations, training_seconds = trainer.timing()
                 record_timing(run, iterations, training_seconds, trainer.budget.elapsed())
+                write_report_or_warn(run.fold_folder)  # report.html of the final validation; never fails
     finally:
         shutdown_distributed()
 
@@ -108,3 +110,4 @@ def _validate_only(trainer: FoldTrainer, run: TrainingRun) -> None:
     if trainer.ctx.is_main:
         load_adapter_checkpoint(trainer.adapter, path, expected=trainer.expected())
         trainer.final_validation(trainer.fold_budget.final_mirroring())
+        write_report_or_warn(run.fold_folder)
