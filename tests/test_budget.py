@@ -7,9 +7,9 @@ import re
 import pytest
 
 from samunet.planning import cost_model as cost_model_module
-from samunet.planning.budget import (ENCODE_SHARE, MAX_CACHED_VARIANTS, MIDRUN_VALIDATION_SHARE, SliceCounts,
-                                     choose_variants, decide,
-                                     structure_threshold_px, window_for, windows_reason)
+from samunet.planning.budget import (ENCODE_SHARE, MAX_CACHED_VARIANTS, MIDRUN_VALIDATION_SHARE, BudgetRequest,
+                                     EncoderCosts, InputSides, RunLimits, Sampling, SliceCounts, SliceGeometry,
+                                     choose_variants, decide, structure_threshold_px, window_for, windows_reason)
 from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
 from samunet.planning.hardware import Hardware
 from samunet.planning.planner import plan
@@ -26,8 +26,15 @@ def frozen_costs(encode_at_256: float, head_at_256: float = 0.02):
     return lambda s: MeasuredCost(s, encode_at_256 * (s / 256) ** 2, head_at_256 * (s / 256) ** 2, None)
 
 
-def run(costs, counts=COUNTS, planned=256, min_input=64, mode="all", frozen=True):
-    return decide(BUDGET_S, counts, 8, planned, min_input, mode, 1.0, frozen, costs, 100, (2, 200))
+def request(costs, counts=COUNTS, planned=256, min_input=64, mode="all", frozen=True, geometry=SliceGeometry(),
+            **encoder):
+    """A 30-min CPU fold at batch 8, 100 iterations per epoch, 2-200 epochs; ``encoder``: EncoderCosts' options."""
+    return BudgetRequest(RunLimits(BUDGET_S, 8, 100, (2, 200)), InputSides(planned, min_input, 16),
+                         Sampling(counts, mode, 1.0), EncoderCosts(costs, frozen, **encoder), geometry)
+
+
+def run(costs, counts=COUNTS, planned=256, min_input=64, mode="all", frozen=True, **options):
+    return decide(request(costs, counts, planned, min_input, mode, frozen, **options))
 
 
 def test_cheap_encoder_keeps_the_planned_resolution_and_every_slice():
@@ -63,8 +70,8 @@ def test_thin_structures_are_tiled_not_shrunk():
     side = window_for(256, 584, 3.0, 2.0)
     assert 3.0 * 256 / side >= 2.0 and side % 8 == 0
     assert window_for(256, 584, 40.0, 2.0) == 584  # thick structures: the whole patch, scaled
-    d = decide(BUDGET_S, SliceCounts(16, 16, 16, 0, 4, 4), 8, 256, 64, "all", 1.0, True, frozen_costs(0.5), 100,
-               (2, 200), patch=(584, 568), slice_shape=(584, 565), structure_px=3.0, threshold_px=2.0)
+    d = run(frozen_costs(0.5), counts=SliceCounts(16, 16, 16, 0, 4, 4),
+            geometry=SliceGeometry(patch=(584, 568), slice_shape=(584, 565), structure_px=3.0, threshold_px=2.0))
     assert d.window[0] < 584 and d.tiles_per_slice > 1
     assert 3.0 * d.input_size / max(d.window) >= 2.0
     assert "windows" in d.reason
@@ -250,7 +257,7 @@ def test_mirror_variants_are_inputs_to_encode_too():
     from samunet.core.plans import expected_distinct
 
     one = run(frozen_costs(0.1))
-    four = decide(BUDGET_S, COUNTS, 8, 256, 64, "all", 1.0, True, frozen_costs(0.1), 100, (2, 200), mirror_variants=4)
+    four = run(frozen_costs(0.1), mirror_variants=4)
     assert four.epochs * four.iterations_per_epoch < one.epochs * one.iterations_per_epoch
     assert four.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01 and one.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01
     assert four.seconds_per_iteration > one.seconds_per_iteration  # more of the run pays the encoder
@@ -275,7 +282,7 @@ def test_cached_variants_fill_the_encoding_share_within_the_cache():
     assert choose_variants(2112, 0.5, BUDGET_S, MAX_CACHED_VARIANTS, None) == 1  # one encoding is all that fits
 
     def with_variants(costs, frozen=True, most=MAX_CACHED_VARIANTS):
-        return decide(BUDGET_S, COUNTS, 8, 256, 64, "all", 1.0, frozen, costs, 100, (2, 200), max_variants=most)
+        return run(costs, frozen=frozen, max_variants=most)
 
     cheap, dear = with_variants(frozen_costs(0.02)), with_variants(frozen_costs(0.3))
     assert cheap.cached_variants > 1 and "augmented variant" in cheap.reason

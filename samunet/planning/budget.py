@@ -13,8 +13,8 @@ embedding, so later steps only run the trainable head), the training steps thems
 - The input side is the largest candidate (from the planned one down, in steps of 16) that meets these rules,
   trying the planned slice sampling first and foreground slices (plus a tenth of the background ones) second.
 - At each input side, full resolution comes first (windows of the input side tiled over larger slices), then
-  the whole patch scaled to the input. Resolution is never traded below what the smallest structure needs: when scaling the whole patch to an input
-  side would leave the smallest structure (its mean width, from the fingerprint) under two cells of the
+  the whole patch scaled to the input. Resolution is never traded below what the smallest structure needs: when
+  scaling the whole patch to an input side would leave the smallest structure (its mean width, from the fingerprint) under two cells of the
   predicted mask (``structure_threshold_px``), the model sees windows of the slice at a scale that keeps it, and
   prediction tiles them; every window then counts as a slice to encode and to validate.
 
@@ -29,12 +29,19 @@ All figures come from ``cost_model`` (measured on this machine) unless the calle
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from samunet.core.plans import expected_distinct, training_seconds
-from samunet.planning.cost_model import MeasuredCost
-from samunet.preprocessing.tiling import windows_per_slice
+from samunet.core.plans import (AugmentationPlan, CostPlan, CropPlan, ModelPlan, SlicingPlan, TrainingPlan,
+                                expected_distinct, training_seconds)
+from samunet.modeling.encoder_runtime import default_encoder_runtime, encoder_runtime_reason
+from samunet.modeling.specs import EMBEDDING_CACHE_RAM_SHARE, backbone_spec, cached_embedding_bytes, embedding_stride
+from samunet.planning.cost_model import EstimatedCosts, MeasuredCost, machine_key
+from samunet.planning.hardware import Hardware
+from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
+                                            TRAINING_BUDGET_S, batch_size, device_class, loader_workers,
+                                            uses_global_attention)
+from samunet.preprocessing.tiling import mirror_combinations, windows_per_slice
 
 ENCODE_SHARE = 0.4
 MIDRUN_VALIDATION_SHARE = 0.10
@@ -45,7 +52,6 @@ MIN_STRUCTURE_PIXELS = 8  # the ViT backbones' threshold (structure_threshold_px
 # 0.849 (0.851 without) while its steps took 77% longer than planned (a 4x pool to encode, and each variant was then
 # transformed again at every draw; the loader keeps built variants since)
 MAX_CACHED_VARIANTS = 2
-INPUT_STEP = 16
 WINDOW_MULTIPLE, MIN_WINDOW = 8, 32
 # the training loop's work on top of the timed step (which includes the loss and the optimizer): reading and
 # packing slices, the cache's lookups, and steps slowed right after an encoder inference. Against steps timed
@@ -138,88 +144,187 @@ def windows_reason(input_size: int, patch_side: int, structure_px: float | None,
             f"the budget (full resolution is tried before the whole patch at scale {scaled:.2f})")
 
 
-def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input: int, min_input: int,
-           planned_mode: str, planned_background_fraction: float, frozen_encoder: bool,
-           cost_at: Callable[[int], MeasuredCost], iterations_per_epoch: int, epoch_range: tuple[int, int],
-           source: str = "measured", patch: tuple[int, int] | None = None,
-           slice_shape: tuple[float, float] | None = None, structure_px: float | None = None,
-           threshold_px: float = MIN_STRUCTURE_PIXELS, mirror_variants: int = 1, max_variants: int = 1,
-           cache_inputs_at: Callable[[int], float] | None = None) -> BudgetDecision:
-    """The largest input side and richest sampling that keep the rules above (see the module docstring).
-    ``patch``: the whole-slice patch (H, W); ``slice_shape``: the median slice (H, W) in preprocessed pixels;
-    ``structure_px``: the smallest structure's width in preprocessed pixels (None: no limit);
-    ``mirror_variants``: exact mirrored versions of each input the cached (frozen-encoder) loader draws;
-    ``max_variants``: the most augmented variants per input (``choose_variants``); ``cache_inputs_at(size)``: how
-    many embeddings at that input side the cache can hold (None: no limit)."""
-    sizes = list(range(planned_input, min_input - 1, -INPUT_STEP)) or [planned_input]
-    modes = [(planned_mode, planned_background_fraction)]
-    if planned_mode == "all" and counts.train_background > 0:
-        modes.append(("foreground", 0.1))
-    patch = tuple(patch) if patch else (planned_input, planned_input)
-    slice_shape = tuple(slice_shape) if slice_shape else patch
+@dataclass(frozen=True)
+class RunLimits:
+    """What one fold may spend: its wall time, the batch, the epoch length and the range of epochs."""
 
-    def window_and_tiles(side: int) -> tuple[tuple[int, int], int]:
-        window = (min(side, patch[0]), min(side, patch[1]))
-        return window, windows_per_slice(slice_shape, window) if window != patch else 1
+    budget_s: float
+    batch_size: int
+    iterations_per_epoch: int
+    epoch_range: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class InputSides:
+    """The input sides ``decide`` tries: from ``planned`` down to ``smallest`` in steps of ``step`` (the backbone's
+    size multiple, modeling.specs)."""
+
+    planned: int
+    smallest: int
+    step: int
+
+    def candidates(self) -> list[int]:
+        return list(range(self.planned, self.smallest - 1, -self.step)) or [self.planned]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The fold's slices and the slice sampling planned for them (``decide`` may fall back to foreground slices)."""
+
+    counts: SliceCounts
+    mode: str
+    background_fraction: float
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Preprocessed pixels: ``patch`` the whole-slice patch (H, W), None: the planned input side; ``slice_shape`` the
+    median slice (H, W), None: the patch; ``structure_px`` the smallest structure's width (None: no limit), which
+    must stay ``threshold_px`` across (``structure_threshold_px``)."""
+
+    patch: tuple[int, int] | None = None
+    slice_shape: tuple[float, float] | None = None
+    structure_px: float | None = None
+    threshold_px: float = MIN_STRUCTURE_PIXELS
+
+
+@dataclass(frozen=True)
+class EncoderCosts:
+    """``cost_at(size)``: seconds per slice at an input side; ``mirror_variants``: exact mirrored versions of each
+    input the cached (frozen-encoder) loader draws; ``max_variants``: the most augmented variants per input
+    (``choose_variants``); ``cache_inputs_at(size)``: how many embeddings at that side the cache holds (None: no
+    limit); ``source`` names where the costs come from in the reason."""
+
+    cost_at: Callable[[int], MeasuredCost]
+    frozen_encoder: bool
+    source: str = "measured"
+    mirror_variants: int = 1
+    max_variants: int = 1
+    cache_inputs_at: Callable[[int], float] | None = None
+
+
+@dataclass(frozen=True)
+class BudgetRequest:
+    """Everything ``decide`` weighs."""
+
+    limits: RunLimits
+    sides: InputSides
+    sampling: Sampling
+    costs: EncoderCosts
+    geometry: SliceGeometry = SliceGeometry()
+
+
+@dataclass(frozen=True)
+class InputChoice:
+    """The input side, what the model sees at it and the slice sampling: the first that fits (or the cheapest)."""
+
+    size: int
+    window: tuple[int, int]
+    tiles: int
+    mode: str
+    background_fraction: float
+    cost: MeasuredCost
+    slices: int  # training inputs: sampled slices x tiles
+    fits: bool  # False: nothing fitted, this is the cheapest combination
+
+
+def choose_input(request: BudgetRequest) -> InputChoice:
+    """The largest input side, at it full resolution before the scaled patch, and the planned sampling before
+    foreground slices, whose training inputs are encoded (or passed, for a trained encoder) once within
+    ``ENCODE_SHARE`` of the budget."""
+    sampling, geometry = request.sampling, request.geometry
+    sizes = request.sides.candidates()
+    modes = [(sampling.mode, sampling.background_fraction)]
+    if sampling.mode == "all" and sampling.counts.train_background > 0:
+        modes.append(("foreground", 0.1))
+    patch = tuple(geometry.patch) if geometry.patch else (request.sides.planned, request.sides.planned)
+    slice_shape = tuple(geometry.slice_shape) if geometry.slice_shape else patch
 
     def window_sides(size: int) -> list[int]:
         """Full resolution first (windows of the input side, tiled, when the slice is larger), then the largest
         window the smallest structure allows, scaled to the input side."""
-        scaled = window_for(size, max(patch), structure_px, threshold_px)
+        scaled = window_for(size, max(patch), geometry.structure_px, geometry.threshold_px)
         return list(dict.fromkeys([min(size, scaled, max(patch)), scaled]))
 
-    chosen = None
+    def choice(size: int, cost: MeasuredCost, side: int, mode: str, fraction: float,
+               fits: bool | None) -> InputChoice:
+        window = (min(side, patch[0]), min(side, patch[1]))
+        tiles = windows_per_slice(slice_shape, window) if window != patch else 1
+        slices = training_slices(sampling.counts, mode, fraction) * tiles
+        if fits is None:
+            fits = slices * cost.uncached_step_seconds() <= ENCODE_SHARE * request.limits.budget_s
+        return InputChoice(size, window, tiles, mode, fraction, cost, slices, fits)
+
     for size in sizes:
-        cost = cost_at(size)
+        cost = request.costs.cost_at(size)
         for side in window_sides(size):
-            window, tiles = window_and_tiles(side)
             for mode, fraction in modes:
-                slices = training_slices(counts, mode, fraction) * tiles
-                if slices * cost.uncached_step_seconds() <= ENCODE_SHARE * budget_s:
-                    chosen = (size, mode, fraction, cost, slices, "fits", window, tiles)
-                    break
-            if chosen:
-                break
-        if chosen:
-            break
-    if chosen is None:  # nothing fits: the cheapest combination, said plainly
-        size, (mode, fraction) = sizes[-1], modes[-1]
-        cost = cost_at(size)
-        window, tiles = window_and_tiles(window_sides(size)[-1])
-        chosen = (size, mode, fraction, cost, training_slices(counts, mode, fraction) * tiles, "over", window, tiles)
-    size, mode, fraction, cost, slices, fit, window, tiles = chosen
-    val_slices = counts.val_slices * tiles
+                candidate = choice(size, cost, side, mode, fraction, None)
+                if candidate.fits:
+                    return candidate
+    # nothing fits: the cheapest combination, said plainly
+    size, (mode, fraction) = sizes[-1], modes[-1]
+    return choice(size, request.costs.cost_at(size), window_sides(size)[-1], mode, fraction, False)
+
+
+@dataclass(frozen=True)
+class ValidationCosts:
+    """Seconds of one validation pass: the first encodes every validation slice, later ones (frozen encoders)
+    reuse the cache; both include the per-case overhead."""
+
+    first_s: float
+    later_s: float
+    per_case_s: float  # one validation case, first encoding included
+
+
+def validation_costs(request: BudgetRequest, choice: InputChoice, per_encode: float) -> ValidationCosts:
+    counts, cost = request.sampling.counts, choice.cost
+    val_slices = counts.val_slices * choice.tiles
+    per_val_slice = cost.inference_seconds()
+    val_slices_per_case = val_slices / max(1, counts.val_cases)
+    overhead = counts.val_cases * VALIDATION_CASE_OVERHEAD_S
+    later = val_slices * (per_val_slice - per_encode if request.costs.frozen_encoder and cost.encode_seconds
+                          else per_val_slice) + overhead
+    return ValidationCosts(first_s=val_slices * per_val_slice + overhead, later_s=later,
+                           per_case_s=val_slices_per_case * per_val_slice + VALIDATION_CASE_OVERHEAD_S)
+
+
+def midrun_validations(budget_s: float, validation: ValidationCosts) -> int:
+    """Mid-run validations within ``MIDRUN_VALIDATION_SHARE`` of the budget (0 when even one is too expensive)."""
+    midrun_budget = MIDRUN_VALIDATION_SHARE * budget_s
+    if validation.first_s > midrun_budget:
+        return 0
+    extra = max(0, int((midrun_budget - validation.first_s) // max(validation.later_s, 1e-9)))
+    return 1 + min(extra, MAX_MIDRUN_VALIDATIONS - 1)
+
+
+def decide(request: BudgetRequest) -> BudgetDecision:
+    """The largest input side and richest sampling that keep the rules above (see the module docstring), then
+    the run length and validation rhythm that fill the budget."""
+    limits, costs = request.limits, request.costs
+    budget_s, batch_size, frozen_encoder = limits.budget_s, limits.batch_size, costs.frozen_encoder
+    chosen = choose_input(request)
+    size, cost, slices = chosen.size, chosen.cost, chosen.slices
+    val_slices = request.sampling.counts.val_slices * chosen.tiles
     per_encode = cost.encode_seconds if cost.encode_seconds is not None else cost.uncached_step_seconds()
     # a variant's extra cost is its encoding: the step on it is paid whichever input the sample is
-    variants = (choose_variants(slices, per_encode, budget_s, max_variants,
+    variants = (choose_variants(slices, per_encode, budget_s, costs.max_variants,
                                 # the cache also keeps the validation slices
-                                (cache_inputs_at(size) - val_slices) / mirror_variants if cache_inputs_at else None)
+                                (costs.cache_inputs_at(size) - val_slices) / costs.mirror_variants
+                                if costs.cache_inputs_at else None)
                 if frozen_encoder else 1)
     uncached_iteration = batch_size * cost.uncached_step_seconds() * STEP_OVERHEAD
     cached_iteration = batch_size * cost.cached_step_seconds() * STEP_OVERHEAD
-    per_val_slice = cost.inference_seconds()
-    val_slices_per_case = val_slices / max(1, counts.val_cases)
-    val_case_s = val_slices_per_case * per_val_slice + VALIDATION_CASE_OVERHEAD_S
-    # the first validation encodes every validation slice; later ones reuse the cache (frozen encoders)
-    overhead = counts.val_cases * VALIDATION_CASE_OVERHEAD_S
-    first_validation = val_slices * per_val_slice + overhead
-    later_validation = val_slices * (per_val_slice - per_encode if frozen_encoder and cost.encode_seconds
-                                     else per_val_slice) + overhead
-
-    # mid-run validations: the first encodes every validation slice, later ones reuse the cache
-    midrun_budget = MIDRUN_VALIDATION_SHARE * budget_s
-    if first_validation > midrun_budget:
-        validations = 0
-    else:
-        extra = max(0, int((midrun_budget - first_validation) // max(later_validation, 1e-9)))
-        validations = 1 + min(extra, MAX_MIDRUN_VALIDATIONS - 1)
+    validation = validation_costs(request, chosen, per_encode)
+    first_validation, later_validation = validation.first_s, validation.later_s
+    validations = midrun_validations(budget_s, validation)
     midrun_s = (first_validation + (validations - 1) * later_validation) if validations else 0.0
     # the final validation reuses the cache only when a mid-run one filled it
     final_validation = later_validation if frozen_encoder and validations else first_validation
     # what is left trains; a frozen encoder pays each distinct input once (the cache), where the inputs are the
     # training slices x tiles x the exact mirror variants the cached loader draws at random
     train_s = max(0.0, budget_s - final_validation - midrun_s)
-    pool = slices * (mirror_variants * variants if frozen_encoder else 1)
+    pool = slices * (costs.mirror_variants * variants if frozen_encoder else 1)
 
     def seconds_for(samples: float) -> float:
         return training_seconds(samples, batch_size, cached_iteration, uncached_iteration,
@@ -227,7 +332,8 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
 
     samples = _solve_increasing(seconds_for, train_s)
     step_iterations = samples / batch_size
-    low, high = epoch_range
+    low, high = limits.epoch_range
+    iterations_per_epoch = limits.iterations_per_epoch
     epochs = int(min(high, max(low, math.floor(step_iterations / iterations_per_epoch))))
     iterations = iterations_per_epoch
     if step_iterations < low * iterations_per_epoch:  # a short budget: fewer, not longer, epochs
@@ -240,36 +346,70 @@ def decide(budget_s: float, counts: SliceCounts, batch_size: int, planned_input:
         validate_every, validations, midrun_s, final_validation = epochs + 1, 0, 0.0, first_validation
     total_iterations = epochs * iterations
     predicted = seconds_for(total_iterations * batch_size) + midrun_s + final_validation
-    budget_min = budget_s / 60
+    per_iteration = (predicted - midrun_s - final_validation) / max(1, total_iterations)
+    decision = BudgetDecision(
+        input_size=size, window=chosen.window, tiles_per_slice=chosen.tiles, mode=chosen.mode,
+        background_fraction=chosen.background_fraction, iterations_per_epoch=iterations, epochs=epochs,
+        validate_every=validate_every, seconds_per_encoded_slice=per_encode,
+        seconds_per_cached_iteration=cached_iteration, seconds_per_uncached_iteration=uncached_iteration,
+        seconds_per_iteration=per_iteration, seconds_per_validation_case=validation.per_case_s,
+        predicted_minutes_per_fold=predicted / 60, reason="", cached_variants=variants,
+        distinct_inputs=pool if frozen_encoder else None)
+    schedule = ValidationSchedule(validations, midrun_s, first_validation, final_validation)
+    return replace(decision, reason=_decision_reason(request, chosen, decision, schedule))
+
+
+@dataclass(frozen=True)
+class ValidationSchedule:
+    """The validations a decided run makes, and their seconds."""
+
+    midrun: int  # mid-run validations (every ``validate_every`` epochs)
+    midrun_s: float
+    first_s: float  # one validation that encodes every validation slice
+    final_s: float  # the final one, reserved out of the budget
+
+
+def _decision_reason(request: BudgetRequest, chosen: InputChoice, decision: BudgetDecision,
+                     schedule: ValidationSchedule) -> str:
+    """The decision in words, with its figures (training.reason in the plans)."""
+    geometry, costs, limits = request.geometry, request.costs, request.limits
+    size, window, tiles, mode, fraction, slices = (chosen.size, chosen.window, chosen.tiles, chosen.mode,
+                                                   chosen.background_fraction, chosen.slices)
+    structure_px, threshold_px, frozen_encoder = geometry.structure_px, geometry.threshold_px, costs.frozen_encoder
+    per_encode, variants, pool = decision.seconds_per_encoded_slice, decision.cached_variants, decision.distinct_inputs
+    epochs, iterations = decision.epochs, decision.iterations_per_epoch
+    patch = tuple(geometry.patch) if geometry.patch else (request.sides.planned, request.sides.planned)
+    total_iterations = epochs * iterations
+    budget_min = limits.budget_s / 60
     scale = size / max(window)
     seen = (f"the whole {patch[0]}x{patch[1]} patch" if window == patch else
             f"{window[0]}x{window[1]} windows ({tiles} per slice, tiled at prediction)")
     seen += (f" at scale {scale:.2f}" + (f": the thinnest structure ({structure_px:.1f} px wide) keeps "
                                          f"{structure_px * scale:.1f} px >= {threshold_px:.0f} px across"
                                          if structure_px else ""))
-    reason = (f"{source} on this machine: {per_encode:.3f} s per encoded slice at input {size}, which shows {seen}; "
-              f"{slices} training inputs ({mode}{f', {fraction:.0%} of background-only slices' if mode == 'foreground' else ''})"
-              f" take {slices * cost.uncached_step_seconds() / 60:.1f} min to {'encode' if frozen_encoder else 'pass'} once"
-              f" ({'within' if fit == 'fits' else 'OVER'} {ENCODE_SHARE:.0%} of the {budget_min:.0f}-min budget"
-              f"{'' if fit == 'fits' else ': even the cheapest choice does not fit, the run will see fewer slices'}); "
-              f"input {size} is the largest from {planned_input} down (step {INPUT_STEP}, smallest allowed {min_input}) "
-              f"that fits; {epochs} x {iterations} iterations"
-              + (f" (about {expected_distinct(total_iterations * batch_size, pool):.0f} of {pool} distinct inputs, "
-                 + (f"{mirror_variants} mirror variants each, " if mirror_variants > 1 else "")
-                 + (f"the plain input and {variants - 1} augmented variant(s) of each ({variants} x {slices} encoded "
-                    f"in {variants * slices * per_encode / 60:.1f} min <= {ENCODE_SHARE:.0%}), "
-                    if variants > 1 else "")
-                 + "encoded once)" if frozen_encoder else "")
-              + "; validation: "
-              + (f"{validations} mid-run (every {validate_every} epochs, {midrun_s / 60:.1f} min <= "
-                 f"{MIDRUN_VALIDATION_SHARE:.0%})" if validations else
-                 f"final only (one mid-run validation would take {first_validation / 60:.1f} min > "
-                 f"{MIDRUN_VALIDATION_SHARE:.0%} of the budget)")
-              + f", final {final_validation / 60:.1f} min without mirroring reserved")
-    per_iteration = (predicted - midrun_s - final_validation) / max(1, total_iterations)
-    return BudgetDecision(size, window, tiles, mode, fraction, iterations, epochs, validate_every, per_encode,
-                          cached_iteration, uncached_iteration, per_iteration, val_case_s, predicted / 60, reason,
-                          variants, pool if frozen_encoder else None)
+    sampled = f", {fraction:.0%} of background-only slices" if mode == "foreground" else ""
+    return (f"{costs.source} on this machine: {per_encode:.3f} s per encoded slice at input {size}, "
+            f"which shows {seen}; "
+            f"{slices} training inputs ({mode}{sampled})"
+            f" take {slices * chosen.cost.uncached_step_seconds() / 60:.1f} min to "
+            f"{'encode' if frozen_encoder else 'pass'} once"
+            f" ({'within' if chosen.fits else 'OVER'} {ENCODE_SHARE:.0%} of the {budget_min:.0f}-min budget"
+            f"{'' if chosen.fits else ': even the cheapest choice does not fit, the run will see fewer slices'}); "
+            f"input {size} is the largest from {request.sides.planned} down (step {request.sides.step}, smallest "
+            f"allowed {request.sides.smallest}) that fits; {epochs} x {iterations} iterations"
+            + (f" (about {expected_distinct(total_iterations * limits.batch_size, pool):.0f} of {pool} "
+               "distinct inputs, "
+               + (f"{costs.mirror_variants} mirror variants each, " if costs.mirror_variants > 1 else "")
+               + (f"the plain input and {variants - 1} augmented variant(s) of each ({variants} x {slices} encoded "
+                  f"in {variants * slices * per_encode / 60:.1f} min <= {ENCODE_SHARE:.0%}), "
+                  if variants > 1 else "")
+               + "encoded once)" if frozen_encoder else "")
+            + "; validation: "
+            + (f"{schedule.midrun} mid-run (every {decision.validate_every} epochs, {schedule.midrun_s / 60:.1f} min "
+               f"<= {MIDRUN_VALIDATION_SHARE:.0%})" if schedule.midrun else
+               f"final only (one mid-run validation would take {schedule.first_s / 60:.1f} min > "
+               f"{MIDRUN_VALIDATION_SHARE:.0%} of the budget)")
+            + f", final {schedule.final_s / 60:.1f} min without mirroring reserved")
 
 
 def choose_variants(inputs: int, seconds_per_encode: float, budget_s: float, max_variants: int,
@@ -283,3 +423,173 @@ def choose_variants(inputs: int, seconds_per_encode: float, budget_s: float, max
     if cache_capacity is not None and inputs > 0:
         most = min(most, int(cache_capacity // inputs))
     return max(1, most)
+
+
+# ---- the plans' sections fitted to the budget: what the planner calls ----
+
+@dataclass(frozen=True)
+class InputSections:
+    """The plan sections the budget decides: the model's input side, the slice sampling, what the model sees
+    (the crop's patch or a window of it) and the cached augmented variants."""
+
+    model: ModelPlan
+    slicing: SlicingPlan
+    crop: CropPlan
+    augmentation: AugmentationPlan
+
+
+@dataclass(frozen=True)
+class FoldSlices:
+    """What the fingerprint says about one fold's slices, in preprocessed pixels."""
+
+    counts: SliceCounts
+    median_shape: tuple[float, float]  # the median in-plane slice (H, W)
+    smallest_structure_px: float | None  # the thinnest class's width (None: no class extents known)
+
+
+@dataclass(frozen=True)
+class BudgetFitRequest:
+    """``cost_model(backbone, adapter, precision, device, num_classes, in_channels, global_attention,
+    encoder_runtime, batch)`` gives the per-slice cost table at an input side (``cost_model.MeasuredCosts``
+    measures on this machine); None: the fixed estimates of ``hardware.py``."""
+
+    planned: InputSections  # as planned before the budget
+    slices: FoldSlices
+    hardware: Hardware
+    frozen_encoder: bool  # the planned adapter caches embeddings
+    num_classes: int
+    in_channels: int  # channels after packing, into the encoder
+    cost_model: Callable[..., Callable[[int], MeasuredCost]] | None = None
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    """New plan sections (the planned ones are left as they were), the training plan and the predicted cost."""
+
+    sections: InputSections
+    training: TrainingPlan
+    cost: CostPlan
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """The per-slice cost table the run will have, at the precision it will run with, and why that one."""
+
+    costs: Callable[[int], MeasuredCost]
+    precision: str
+    precision_reason: str
+    source: str
+
+
+def cost_table(request: BudgetFitRequest, model: ModelPlan, batch: int, min_input: int) -> CostTable:
+    """The planned adapter's costs: estimated without a cost model; measured otherwise, on a CPU with bf16
+    instructions at both precisions (bf16 is only faster with AMX-class units, never assumed)."""
+    hw = request.hardware
+    precision = hw.precision
+    precision_reason = f"{precision} ({'native bf16 instructions' if hw.bf16_supported else 'no native bf16'})"
+    if request.cost_model is None:
+        return CostTable(EstimatedCosts(model.backbone, hw.device, request.frozen_encoder), precision,
+                         precision_reason, "estimated (not measured)")
+
+    def costs_for(p: str):  # a frozen encoder timed through the runtime it will run with at that precision
+        return request.cost_model(model.backbone, model.adapter, p, hw.device, request.num_classes,
+                                  request.in_channels, model.global_attention,
+                                  default_encoder_runtime(hw.device, p) if request.frozen_encoder else "eager", batch)
+
+    costs = costs_for(precision)
+    if hw.device == "cpu" and precision == "bf16":
+        fp32 = costs_for("fp32")
+        # at the planned side, where the run spends its time: at the smallest, fixed per-call costs hide the
+        # arithmetic (LeftAtrium_LGE_30's plan chose fp32 from 64 px, and then paid 0.289 s per encoded slice
+        # at 224 against about half of that in bf16)
+        probe = model.input_size
+        bf16_s, fp32_s = costs(probe).uncached_step_seconds(), fp32(probe).uncached_step_seconds()
+        if fp32_s <= bf16_s:
+            costs, precision = fp32, "fp32"
+        precision_reason = (f"{precision}: measured faster ({bf16_s:.3f} s bf16 vs {fp32_s:.3f} s fp32 per "
+                            f"uncached slice at input {probe})")
+    costs(min_input), costs(model.input_size)  # the two ends of the sweep, measured; sizes between interpolated
+    return CostTable(costs, precision, precision_reason, "measured")
+
+
+def fit_to_budget(request: BudgetFitRequest) -> BudgetFit:
+    """Input side, slice sampling, run length and validation rhythm inside the fold's time budget (``decide``):
+    the planned sections changed where the decision differs, each change said in its section's reason."""
+    planned, hw = request.planned, request.hardware
+    model, slicing, crop, augmentation = planned.model, planned.slicing, planned.crop, planned.augmentation
+    kind = device_class(hw)
+    budget_s = TRAINING_BUDGET_S[kind]
+    batch, workers = batch_size(hw, model.backbone, model.input_size), loader_workers(hw)
+    min_input = min(MIN_INPUT, model.input_size)
+    threshold = structure_threshold_px(embedding_stride(model.backbone))
+    table = cost_table(request, model, batch, min_input)
+    costs, precision, source = table.costs, table.precision, table.source
+    runtime = default_encoder_runtime(hw.device, precision)
+    model = replace(model, encoder_runtime=runtime,
+                    encoder_runtime_reason=encoder_runtime_reason(runtime, hw.device, precision))
+
+    def cache_inputs_at(size: int) -> float:
+        return EMBEDDING_CACHE_RAM_SHARE * hw.free_memory_bytes / cached_embedding_bytes(model.backbone, size)
+
+    budget_request = BudgetRequest(
+        limits=RunLimits(budget_s, batch, ITERATIONS_PER_EPOCH[kind], EPOCH_RANGE[kind]),
+        sides=InputSides(model.input_size, min_input, backbone_spec(model.backbone).size_multiple),
+        sampling=Sampling(request.slices.counts, slicing.mode, slicing.background_fraction),
+        costs=EncoderCosts(costs.estimate, request.frozen_encoder, source,
+                           mirror_variants=(len(mirror_combinations(augmentation.mirror_axes))
+                                            if augmentation.cached_augmentation == "exact_mirrors" else 1),
+                           max_variants=MAX_CACHED_VARIANTS, cache_inputs_at=cache_inputs_at),
+        geometry=SliceGeometry(tuple(crop.patch_size), request.slices.median_shape,
+                               request.slices.smallest_structure_px, threshold))
+    decision = decide(budget_request)
+    if not costs.estimate(decision.input_size).measured and request.cost_model is not None:
+        costs(decision.input_size)  # the chosen size measured itself when the time cap allows, then decided again
+        decision = decide(budget_request)
+    sections = fitted_sections(InputSections(model, slicing, crop, augmentation), decision, request.frozen_encoder,
+                               request.slices.smallest_structure_px, threshold)
+    training = TrainingPlan(
+        batch_size=batch, epochs=decision.epochs, iterations_per_epoch=decision.iterations_per_epoch,
+        validate_every=decision.validate_every, foreground_oversample=0.33, num_workers=workers, device=hw.device,
+        precision=precision, time_budget_min=budget_s / 60,
+        reason=(f"{hw.device} with {hw.free_memory_bytes / 1024**3:.1f} GiB free: batch {batch} (activations in half "
+                f"the free memory, at most {BATCH_CAP[kind]}); {workers} loader workers for {hw.cpu_count} CPUs; "
+                f"{table.precision_reason}; time budget {budget_s / 60:.0f} min per fold incl. validation: "
+                f"{decision.reason}"))
+    cost = CostPlan(adapter=model.adapter, precision=precision, source=source,
+                    machine=machine_key(hw.device) if request.cost_model is not None else "",
+                    seconds_per_encoded_slice=round(decision.seconds_per_encoded_slice, 5),
+                    seconds_per_cached_iteration=round(decision.seconds_per_cached_iteration, 5),
+                    seconds_per_uncached_iteration=round(decision.seconds_per_uncached_iteration, 5),
+                    seconds_per_iteration=round(decision.seconds_per_iteration, 5),
+                    seconds_per_validation_case=round(decision.seconds_per_validation_case, 3),
+                    predicted_minutes_per_fold=round(decision.predicted_minutes_per_fold, 2),
+                    reason=f"{source} for adapter {model.adapter} ({precision}), batch {batch}",
+                    distinct_inputs=decision.distinct_inputs)
+    return BudgetFit(sections, training, cost)
+
+
+def fitted_sections(planned: InputSections, decision: BudgetDecision, frozen_encoder: bool,
+                    structure_px: float | None, threshold_px: float) -> InputSections:
+    """New sections carrying ``decision``: the input side (and the attention layout that follows it), the model's
+    windows, the cached variants and the sampling, each change appended to its section's reason."""
+    model, slicing, crop, augmentation = planned.model, planned.slicing, planned.crop, planned.augmentation
+    if decision.input_size != model.input_size:
+        model = replace(model, input_size=decision.input_size,
+                        global_attention=uses_global_attention(model.backbone, decision.input_size),
+                        reason=model.reason + f"; budget: input {decision.input_size} instead of {model.input_size} "
+                                              "(see training.reason)")
+    if list(decision.window) != list(crop.patch_size):
+        crop = replace(crop, patch_size=list(decision.window), reason=crop.reason + (
+            f"; model windows {decision.window[0]}x{decision.window[1]} tiled over the slice: "
+            + windows_reason(decision.input_size, max(crop.patch_size), structure_px, threshold_px)))
+    if frozen_encoder:
+        augmentation = replace(augmentation, cached_variants=decision.cached_variants, reason=augmentation.reason + (
+            f"; {decision.cached_variants - 1} augmented variant(s) of each window, each encoded once "
+            "(cached_variants; see training.reason)" if decision.cached_variants > 1 else
+            "; no augmented variants of the windows: encoding a second of each would not fit the budget or the cache"))
+    if (decision.mode, decision.background_fraction) != (slicing.mode, slicing.background_fraction):
+        slicing = replace(slicing, mode=decision.mode, background_fraction=decision.background_fraction,
+                          reason=slicing.reason + (
+                              f"; budget: {decision.mode} slices (+{decision.background_fraction:.0%} of "
+                              "background-only) so every training slice is encoded once within the budget"))
+    return InputSections(model, slicing, crop, augmentation)

@@ -11,23 +11,23 @@ from pathlib import Path
 
 import psutil
 
+from samunet.modeling.specs import BACKBONE_SPECS, VIT_BACKBONES  # noqa: F401 (VIT_BACKBONES: model_planner's import)
 from samunet.utils.processes import usable_cpu_count
 
 GIB = 1024**3
 
-# Backbone -> (native input side, training activation memory per image at the native side in GiB at fp32,
+# Backbone -> (training activation memory per image at its native input side (modeling.specs) in GiB at fp32,
 # seconds per image forward+backward on a 2-core CPU at the native side). Memory grows with the number of
 # tokens, i.e. (input / native)^2. The LiteMedSAM time was measured on this project's CPU (3-5 s at 256);
 # ViT-B measured on the same CPU (batch 4 at 256: 2.4-3.7 s), scaled to 1024 by the token count; L/H by their FLOPs.
-BACKBONE_COSTS: dict[str, tuple[int, float, float]] = {
-    "vit_b": (1024, 8.0, 12.0),
-    "medsam_vit_b": (1024, 8.0, 12.0),
-    "vit_l": (1024, 14.0, 36.0),
-    "vit_h": (1024, 20.0, 70.0),
-    "litemedsam": (256, 0.6, 4.0),
-    "tiny": (256, 0.05, 0.05),
+BACKBONE_COSTS: dict[str, tuple[float, float]] = {
+    "vit_b": (8.0, 12.0),
+    "medsam_vit_b": (8.0, 12.0),
+    "vit_l": (14.0, 36.0),
+    "vit_h": (20.0, 70.0),
+    "litemedsam": (0.6, 4.0),
+    "tiny": (0.0125, 0.0125),  # at its native 128 (0.05 at 256)
 }
-VIT_BACKBONES = ("vit_b", "vit_l", "vit_h", "medsam_vit_b", "tiny")  # SAM's windowed ViT encoder
 # a GPU runs these workloads roughly this many times faster than the 2-core CPU the costs were measured on
 GPU_SPEEDUP = 100.0
 
@@ -116,14 +116,16 @@ def detect_hardware(device: str | None = None) -> Hardware:
 
 def training_memory_per_image(backbone: str, input_size: int, precision: str) -> float:
     """Bytes of activations one training image needs (plus a 2x safety factor folded into the table)."""
-    native, gib_at_native, _ = BACKBONE_COSTS[backbone]
+    native = BACKBONE_SPECS[backbone].native_input
+    gib_at_native, _ = BACKBONE_COSTS[backbone]
     scale = (input_size / native) ** 2
     half = 0.5 if precision in ("bf16", "fp16") else 1.0
     return gib_at_native * scale * half * GIB
 
 
 def seconds_per_training_image(backbone: str, input_size: int, device: str) -> float:
-    native, _, seconds = BACKBONE_COSTS[backbone]
+    native = BACKBONE_SPECS[backbone].native_input
+    _, seconds = BACKBONE_COSTS[backbone]
     cost = seconds * (input_size / native) ** 2
     return cost / GPU_SPEEDUP if device in ("cuda", "mps") else cost
 

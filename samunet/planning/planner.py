@@ -12,21 +12,16 @@ import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.budget import (MAX_CACHED_VARIANTS, SliceCounts, decide, structure_threshold_px,
-                                     windows_reason)
+from samunet.planning.budget import BudgetFitRequest, FoldSlices, InputSections, SliceCounts, fit_to_budget
 from samunet.planning.cost_model import MeasuredCost
-from samunet.planning.model_planner import (BATCH_CAP, EPOCH_RANGE, ITERATIONS_PER_EPOCH, MIN_INPUT,
-                                            TRAINING_BUDGET_S, augmentation_plan, batch_size,
-                                            choose_adapter, choose_backbone, choose_input_size, device_class,
-                                            plan_fusion_unet,
-                                            loader_workers, uses_global_attention)
+from samunet.planning.model_planner import (augmentation_plan, choose_adapter, choose_backbone, choose_input_size,
+                                            plan_fusion_unet, uses_global_attention)
 from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
-from samunet.modeling.encoder_runtime import default_encoder_runtime, encoder_runtime_reason
-from samunet.preprocessing.tiling import mirror_combinations
-from samunet.core.plans import (AugmentationPlan, ChannelNormalization, ChannelPackingPlan, CostPlan, CropPlan, ModelPlan, Plans,
-                                ResamplingPlan, SlicingPlan, TrainingPlan)
+from samunet.preprocessing.packing import packed_channel_count
+from samunet.core.plans import (ChannelNormalization, ChannelPackingPlan, CropPlan, ModelPlan, Plans, ResamplingPlan,
+                                SlicingPlan)
 
 ISOTROPY_RATIO = 1.25  # largest / smallest spacing at or below this: isotropic, choose the axis by content
 AXIS_TIE_RATIO = 1.10  # cross-sections within 10% of the best count as equal: keep the lower axis (z first)
@@ -270,9 +265,16 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     packing = plan_packing(fp, target)
     if packing.mode == "mix":
         no_cache_with_mixer(adapters)
-    augmentation = augmentation_plan(is_2d_dataset(fp))
-    training, cost = fit_to_budget(fp, hw, model, slicing, crop, augmentation, adapters[adapter].cache_embeddings, cost_model,
-                                   len(labels), packing, target[1:])
+    fold_slices = FoldSlices(
+        slice_counts(fp, slicing.axis),
+        tuple(float(x) for x in np.median(in_plane_shapes(fp, slicing.transpose, target[1:]), axis=0)),
+        smallest_structure_px(fp, slicing.transpose, target[1:]))
+    fit = fit_to_budget(BudgetFitRequest(
+        InputSections(model, slicing, crop, augmentation_plan(is_2d_dataset(fp))), fold_slices, hw,
+        frozen_encoder=adapters[adapter].cache_embeddings, num_classes=len(labels),
+        in_channels=packed_channel_count(packing.mode, packing.num_channels), cost_model=cost_model))
+    model, slicing, crop, augmentation = (fit.sections.model, fit.sections.slicing, fit.sections.crop,
+                                          fit.sections.augmentation)
     adapters["fusion"] = plan_fusion_unet(adapters["fusion"], crop.patch_size, model.backbone, model.input_size)
     return Plans(
         dataset_name=fp.dataset_name,
@@ -287,105 +289,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
         model=model,
         adapters=adapters,
         augmentation=augmentation,
-        training=training,
-        cost=cost,
+        training=fit.training,
+        cost=fit.cost,
         fingerprint_sha256=fingerprint_sha256(fp),
         regions_class_order=list(regions_class_order) if regions_class_order is not None else None,
     )
-
-
-def fit_to_budget(fp: DatasetFingerprint, hw: Hardware, model: ModelPlan, slicing: SlicingPlan, crop: CropPlan,
-                  augmentation: AugmentationPlan,
-                  frozen_encoder: bool, cost_model, num_classes: int, packing: ChannelPackingPlan,
-                  target_hw: list[float]) -> tuple[TrainingPlan, CostPlan]:
-    """Input side, slice sampling, run length and validation rhythm inside the fold's time budget (``budget.py``):
-    updates ``model``, ``slicing`` and ``crop`` in place, returns the training plan and the cost figures."""
-    from samunet.modeling.specs import EMBEDDING_CACHE_RAM_SHARE, cached_embedding_bytes, embedding_stride
-    from samunet.planning.cost_model import EstimatedCosts, machine_key
-    from samunet.preprocessing.packing import packed_channel_count
-
-    kind = device_class(hw)
-    budget_s = TRAINING_BUDGET_S[kind]
-    in_channels = packed_channel_count(packing.mode, packing.num_channels)
-    batch, workers, precision = batch_size(hw, model.backbone, model.input_size), loader_workers(hw), hw.precision
-    precision_reason = f"{precision} ({'native bf16 instructions' if hw.bf16_supported else 'no native bf16'})"
-    min_input = min(MIN_INPUT, model.input_size)
-    smallest = smallest_structure_px(fp, slicing.transpose, target_hw)
-    threshold = structure_threshold_px(embedding_stride(model.backbone))
-    slice_shape = tuple(float(x) for x in np.median(in_plane_shapes(fp, slicing.transpose, target_hw), axis=0))
-    if cost_model is None:
-        costs, source = EstimatedCosts(model.backbone, hw.device, frozen_encoder), "estimated (not measured)"
-    else:
-        def costs_for(p: str):  # a frozen encoder timed through the runtime it will run with at that precision
-            return cost_model(model.backbone, model.adapter, p, hw.device, num_classes, in_channels,
-                              model.global_attention, default_encoder_runtime(hw.device, p) if frozen_encoder else "eager",
-                              batch)
-
-        costs, source = costs_for(precision), "measured"
-        if hw.device == "cpu" and precision == "bf16":  # never assume: bf16 is only faster with AMX-class units
-            fp32 = costs_for("fp32")
-            # at the planned side, where the run spends its time: at the smallest, fixed per-call costs hide the
-            # arithmetic (LeftAtrium_LGE_30's plan chose fp32 from 64 px, and then paid 0.289 s per encoded slice
-            # at 224 against about half of that in bf16)
-            probe = model.input_size
-            bf16_s, fp32_s = costs(probe).uncached_step_seconds(), fp32(probe).uncached_step_seconds()
-            if fp32_s <= bf16_s:
-                costs, precision = fp32, "fp32"
-            precision_reason = (f"{precision}: measured faster ({bf16_s:.3f} s bf16 vs {fp32_s:.3f} s fp32 per "
-                                f"uncached slice at input {probe})")
-        costs(min_input), costs(model.input_size)  # the two ends of the sweep, measured; sizes between interpolated
-    model.encoder_runtime = default_encoder_runtime(hw.device, precision)
-    model.encoder_runtime_reason = encoder_runtime_reason(model.encoder_runtime, hw.device, precision)
-    counts = slice_counts(fp, slicing.axis)
-
-    def decide_with_costs():
-        return decide(budget_s, counts, batch, model.input_size, min_input, slicing.mode,
-                      slicing.background_fraction, frozen_encoder, costs.estimate, ITERATIONS_PER_EPOCH[kind],
-                      EPOCH_RANGE[kind], source, patch=tuple(crop.patch_size), slice_shape=slice_shape,
-                      structure_px=smallest, threshold_px=threshold,
-                      mirror_variants=(len(mirror_combinations(augmentation.mirror_axes))
-                                       if augmentation.cached_augmentation == "exact_mirrors" else 1),
-                      max_variants=MAX_CACHED_VARIANTS, cache_inputs_at=cache_inputs_at)
-
-    def cache_inputs_at(size: int) -> float:
-        return EMBEDDING_CACHE_RAM_SHARE * hw.free_memory_bytes / cached_embedding_bytes(model.backbone, size)
-
-    decision = decide_with_costs()
-    if not costs.estimate(decision.input_size).measured and cost_model is not None:
-        costs(decision.input_size)  # the chosen size measured itself when the time cap allows, then decided again
-        decision = decide_with_costs()
-    if decision.input_size != model.input_size:
-        model.reason += f"; budget: input {decision.input_size} instead of {model.input_size} (see training.reason)"
-        model.input_size = decision.input_size
-        model.global_attention = uses_global_attention(model.backbone, model.input_size)
-    if list(decision.window) != list(crop.patch_size):
-        crop.reason += (f"; model windows {decision.window[0]}x{decision.window[1]} tiled over the slice: "
-                        + windows_reason(decision.input_size, max(crop.patch_size), smallest, threshold))
-        crop.patch_size = list(decision.window)
-    if frozen_encoder:
-        augmentation.cached_variants = decision.cached_variants
-        augmentation.reason += (f"; {decision.cached_variants - 1} augmented variant(s) of each window, each encoded "
-                                "once (cached_variants; see training.reason)" if decision.cached_variants > 1 else
-                                "; no augmented variants of the windows: encoding a second of each would not fit "
-                                "the budget or the cache")
-    if (decision.mode, decision.background_fraction) != (slicing.mode, slicing.background_fraction):
-        slicing.reason += (f"; budget: {decision.mode} slices (+{decision.background_fraction:.0%} of background-only) "
-                           "so every training slice is encoded once within the budget")
-        slicing.mode, slicing.background_fraction = decision.mode, decision.background_fraction
-    training = TrainingPlan(
-        batch_size=batch, epochs=decision.epochs, iterations_per_epoch=decision.iterations_per_epoch,
-        validate_every=decision.validate_every, foreground_oversample=0.33, num_workers=workers, device=hw.device,
-        precision=precision, time_budget_min=budget_s / 60,
-        reason=(f"{hw.device} with {hw.free_memory_bytes / 1024**3:.1f} GiB free: batch {batch} (activations in half "
-                f"the free memory, at most {BATCH_CAP[kind]}); {workers} loader workers for {hw.cpu_count} CPUs; "
-                f"{precision_reason}; time budget {budget_s / 60:.0f} min per fold incl. validation: {decision.reason}"))
-    return training, CostPlan(adapter=model.adapter, precision=precision, source=source,
-                    machine=machine_key(hw.device) if cost_model is not None else "",
-                    seconds_per_encoded_slice=round(decision.seconds_per_encoded_slice, 5),
-                    seconds_per_cached_iteration=round(decision.seconds_per_cached_iteration, 5),
-                    seconds_per_uncached_iteration=round(decision.seconds_per_uncached_iteration, 5),
-                    seconds_per_iteration=round(decision.seconds_per_iteration, 5),
-                    seconds_per_validation_case=round(decision.seconds_per_validation_case, 3),
-                    predicted_minutes_per_fold=round(decision.predicted_minutes_per_fold, 2),
-                    reason=f"{source} for adapter {model.adapter} ({precision}), batch {batch}",
-                    distinct_inputs=decision.distinct_inputs)
