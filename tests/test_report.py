@@ -187,6 +187,9 @@ def test_compare_folder_report_shows_the_leaderboard_and_its_plot(tmp_path):
         csv.writer(f).writerows(rows)
     (compare / "leaderboard.md").write_text("# x\n\n| a |\n|---|\n| 1 |\n\nBest adapter: **decoder** (0.81)\n")
     Image.new("RGB", (120, 80), "white").save(compare / "leaderboard.png")
+    fold_page = compare.parent / "decoder__samunetPlans" / "fold_0" / REPORT_FILE  # what samunet_train wrote
+    fold_page.parent.mkdir(parents=True)
+    fold_page.write_text("<html></html>")
     report_main([str(compare)])
     page = _page(compare)
     board = next(t for h, t in zip(page.headers, page.tables) if h[:2] == ["adapter", "fold"])
@@ -194,7 +197,9 @@ def test_compare_folder_report_shows_the_leaderboard_and_its_plot(tmp_path):
     assert [r[2][0] for r in board if r] == ["0.8123", "n/a"]
     assert page.images == [f"{REPORT_FILES_FOLDER}/leaderboard.png"]
     _assert_valid_png(compare / page.images[0])
-    assert "<strong>decoder</strong>" in (compare / REPORT_FILE).read_text()
+    text = (compare / REPORT_FILE).read_text()
+    assert "<strong>decoder</strong>" in text  # the Markdown's conclusion
+    assert text.count('href="../decoder__samunetPlans/fold_0/report.html"') == 1  # fold 0's row, not its mean
 
 
 def _fails(argv: list[str], capsys) -> str:

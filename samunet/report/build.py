@@ -52,7 +52,7 @@ def write_source_report(source: ReportSource, output: str | Path | None = None,
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{REPORT_FILES_FOLDER}.", dir=output))
     try:
-        sections = _sections(source, staging, tolerance_mm, progress)
+        sections = _sections(source, staging, output, tolerance_mm, progress)
         page = hp.page(source.title, sections)
         return _publish(staging, output, page)
     finally:
@@ -75,9 +75,9 @@ def _publish(staging: Path, output: Path, page: str) -> Path:
     return output / REPORT_FILE
 
 
-def _sections(source: ReportSource, staging: Path, tolerance_mm: float, progress: bool) -> list[str]:
+def _sections(source: ReportSource, staging: Path, output: Path, tolerance_mm: float, progress: bool) -> list[str]:
     if source.kind == "compare":
-        return _compare_sections(source, staging)
+        return _compare_sections(source, staging, output)
     sections = []
     if source.kind == "fold":
         sections += _fold_sections(source, staging)
@@ -236,20 +236,24 @@ def _fold_sections(source: ReportSource, staging: Path) -> list[str]:
 
 
 # ---- a comparison ------------------------------------------------------------------------------------------------
-def _compare_sections(source: ReportSource, staging: Path) -> list[str]:
-    from samunet.report.leaderboard_section import display_value, read_leaderboard
+def _compare_sections(source: ReportSource, staging: Path, output: Path) -> list[str]:
+    from samunet.report.leaderboard_section import column_title, display_value, fold_report, read_leaderboard
 
     board = read_leaderboard(source.folder)
     rows = []
     for row in board.rows:
-        cells = [hp.cell(row[0], css="text"), hp.cell(row[1], css="text")]
+        report = fold_report(source.folder, row[0], row[1], REPORT_FILE)
+        adapter = (f'<a href="{hp.esc(os.path.relpath(report, output))}">{hp.esc(row[0])}</a>'
+                   if report is not None else hp.esc(row[0]))
+        cells = [hp.cell(adapter, row[0], css="text", raw=True), hp.cell(row[1], css="text")]
         for column, text in zip(board.header[2:], row[2:]):
             shown = display_value(column, text)
             sort = "" if shown == "n/a" else text
             cells.append(hp.cell(shown, sort, hp.dice_class(text) if column.startswith("dice") else ""))
         rows.append(cells)
-    sections = ["<h2>Leaderboard</h2>\n" + hp.table(board.header, rows, text_columns=2)
-                + '\n<p class="note">One row per adapter x fold, then each adapter\'s mean and std over folds.</p>']
+    sections = ["<h2>Leaderboard</h2>\n" + hp.table([column_title(c) for c in board.header], rows, text_columns=2)
+                + '\n<p class="note">One row per adapter x fold, then each adapter\'s mean and std over folds; an '
+                "adapter's name links to that fold's own report when samunet_train wrote one.</p>"]
     plot = source.folder / LEADERBOARD_PLOT_FILE
     if plot.is_file():
         shutil.copyfile(plot, staging / LEADERBOARD_PLOT_FILE)

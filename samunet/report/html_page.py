@@ -17,6 +17,7 @@ th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
 td.poor { background: #fbe3e0; } td.fair { background: #fdf3d9; } td.good { background: #e5f4e3; }
 img.thumb { height: 72px; } .gallery figure { display: inline-block; margin: 0.6em; vertical-align: top; }
 .gallery figcaption { font-size: 0.8em; max-width: 460px; } .note { color: #555; font-size: 0.85em; }
+div.wide { overflow-x: auto; } img { max-width: 100%; }
 """
 
 SORT_SCRIPT = """
@@ -83,7 +84,9 @@ def table(header: list[str], rows: list[list[str]], sortable: bool = True, text_
                     for i, h in enumerate(header))
     body = "\n".join(f"<tr>{''.join(r)}</tr>" for r in rows)
     opening = '<table class="sortable">' if sortable else "<table>"
-    return (f"{opening}<thead><tr>{heads}</tr></thead>\n<tbody>\n{body}\n</tbody></table>")
+    # a wide table (many structures, the leaderboard) scrolls sideways instead of overflowing the page
+    return f'<div class="wide">{opening}<thead><tr>{heads}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+
 
 
 def markdown_inline(text: str) -> str:

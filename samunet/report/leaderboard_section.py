@@ -56,3 +56,25 @@ def display_value(column: str, text: str) -> str:
     if column.startswith("hd95") or column == "seconds_per_volume":
         return f"{value:.2f}"
     return f"{value:.1f}" if column == "training_minutes" else text
+
+
+def column_title(column: str) -> str:
+    """``dice_anterior`` -> ``Dice anterior``, ``hd95_mean`` -> ``HD95 mean (mm)``: the Markdown's headers."""
+    fixed = {"trainable_parameters": "trainable parameters", "training_minutes": "training min",
+             "seconds_per_volume": "s / volume", "validation_cases": "validation cases"}
+    if column in fixed:
+        return fixed[column]
+    if column.startswith("dice_"):
+        return f"Dice {column[len('dice_'):]}"
+    if column.startswith("hd95_"):
+        return f"HD95 {column[len('hd95_'):]} (mm)"
+    return column
+
+
+def fold_report(compare_folder: Path, adapter: str, fold: str, report_file: str) -> Path | None:
+    """The report samunet_train wrote for this adapter x fold (``../<adapter>__<plans>/fold_N/``), when exactly one
+    model folder of the dataset has it."""
+    if not fold.isdigit():
+        return None
+    found = sorted(compare_folder.parent.glob(f"{adapter}__*/fold_{fold}/{report_file}"))
+    return found[0] if len(found) == 1 else None

@@ -67,11 +67,13 @@ def draw_overlay(image_slice: np.ndarray | None, structures: list[StructureSlice
     height_mm, width_mm = shape[0] * aspect, shape[1]
     scale = PANEL_INCHES / max(height_mm, width_mm)
     fig, (ax_contours, ax_errors) = plt.subplots(1, 2, figsize=(2 * width_mm * scale + 0.4,
-                                                                 height_mm * scale + 1.3), dpi=DPI)
+                                                                 height_mm * scale + 1.1), dpi=DPI,
+                                                 layout="constrained")
     colours = plt.get_cmap("tab10")
     handles = []
-    for ax in (ax_contours, ax_errors):
-        ax.imshow(background, cmap=cmap, vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+    # the errors' panel dims the image so that the colours stand out from bright tissue
+    for ax, shown in ((ax_contours, background), (ax_errors, 0.15 + 0.5 * background)):
+        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
     for i, s in enumerate(structures):
@@ -94,6 +96,5 @@ def draw_overlay(image_slice: np.ndarray | None, structures: list[StructureSlice
     ax_errors.legend(handles=error_handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7, ncol=2,
                      frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
