@@ -65,7 +65,8 @@ def fold(hippocampus_preprocessed, tmp_path_factory) -> ReportSetup:
     evaluate_folders(labels, validation, data.plans.label_scheme.evaluated(), output_file=validation / "summary.json")
     history = {"epochs": [0, 1, 2], "train_loss": [1.2, 0.9, 0.7], "learning_rate": [1e-3, 6e-4, 2e-4],
                "epoch_seconds": [3.0, 2.9, 3.1], "validation_epochs": [1, 2],
-               "validation_dice": {"anterior": [0.5, 0.7], "posterior": [0.4, 0.6]}, "validation_mean_dice": [0.45, 0.65]}
+               "validation_dice": {"anterior": [0.5, 0.7], "posterior": [0.4, 0.6]},
+               "validation_mean_dice": [0.45, 0.65]}
     torch.save({"history": history, "epoch": 3}, model / "fold_0" / TRAINING_STATE_FILE)
     return ReportSetup(model / "fold_0", labels, case_ids)
 
@@ -226,6 +227,14 @@ def test_missing_folder(tmp_path, capsys):
     line = _fails([str(tmp_path / "absent")], capsys)
     assert f"{tmp_path / 'absent'}: folder does not exist" in line
     assert not (tmp_path / "absent").exists()
+
+
+def test_fold_without_validation(tmp_path, capsys):
+    fold_folder = tmp_path / "decoder__samunetPlans" / "fold_1"
+    fold_folder.mkdir(parents=True)
+    line = _fails([str(fold_folder)], capsys)
+    assert f"{fold_folder / 'validation' / 'summary.json'}: the fold has no validation yet" in line
+    _no_page(tmp_path)
 
 
 def test_predictions_without_references(fold, tmp_path, capsys):

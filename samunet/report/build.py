@@ -150,10 +150,10 @@ def _draw_case(case: CaseFiles, volumes, measures: CaseMeasures, structures, nam
     image_slice = take_slice(image, axis, index) if image is not None else None
     rows, columns = [volumes.spacing[a] for a in range(3) if a != axis]
     dice = measures.mean("Dice")
-    title = (f"{case.case_id}: slice {index} along {AXIS_NAMES[axis]}, {measures.slice_errors} wrong voxel(s); "
-             f"mean Dice {dice:.3f}" if not np.isnan(dice) else f"{case.case_id}: slice {index} along "
-             f"{AXIS_NAMES[axis]}, {measures.slice_errors} wrong voxel(s)")
-    draw_overlay(image_slice, slices, rows / columns, title, path)
+    where = f"slice {index} along {AXIS_NAMES[axis]}, " if volumes.reference.shape[axis] > 1 else ""
+    title = f"{case.case_id}: {where}{measures.slice_errors} wrong voxel(s)"
+    draw_overlay(image_slice, slices, rows / columns, title + (f"; mean Dice {dice:.3f}" if not np.isnan(dice) else ""),
+                 path)
 
 
 def _summary_section(drawn: list[DrawnCase], keys: list[str], names: list[str], note: str) -> str:

@@ -79,7 +79,7 @@ def draw_overlay(image_slice: np.ndarray | None, structures: list[StructureSlice
     for i, s in enumerate(structures):
         colour = colours(i % 10)
         for mask, style in ((s.reference, "solid"), (s.prediction, "dashed")):
-            if mask.any():
+            if mask.any() and not mask.all():  # a contour needs both sides of the boundary in the slice
                 ax_contours.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.4,
                                     linestyles=style)
         handles.append(Patch(color=colour, label=s.name))
