@@ -7,6 +7,7 @@ machine, not to a test); that they are produced, from the work the benchmark say
 from __future__ import annotations
 
 import importlib
+import json
 
 import numpy as np
 import pytest
@@ -105,3 +106,32 @@ def test_postprocessing_benchmark_smooths_in_place_without_a_second_copy(load_be
     assert row["smoothing_copy_extra_mib"] >= row["probabilities_mib"] > 0  # validation's path: a new array
     assert row["smoothing_in_place_extra_mib"] < 0.1 * row["probabilities_mib"]  # prediction's: none
     assert row["largest_component_s"] >= 0 and row["voxels"] == 36 * 50 * 35
+
+
+def test_vs_nnunet_benchmark_scores_samunet_on_fold_0_and_a_few_case_fold(samunet_dirs, tmp_path, monkeypatch,
+                                                                         load_benchmark):
+    """The samunet side of bench_vs_nnunet on the shipped 8 Hippocampus cases (nnU-Net is not installed here):
+    fold 0 and a 2-case fold with fold 0's validation cases, one CSV row each."""
+    import csv
+
+    monkeypatch.setattr(load_benchmark("bench_plan_promise"), "SHARED", TEST_DATA)
+    bench = load_benchmark("bench_vs_nnunet")
+    table = tmp_path / "vs.csv"
+    bench.main(["--dataset", "hippocampus", "--methods", "fusion", "--train-cases", "all", "2", "--budget-min",
+                "0.1", "--work", str(tmp_path / "work"), "--csv", str(table), "--backbone", "tiny"])
+    splits = json.loads((tmp_path / "work" / "preprocessed" / "Dataset004_Hippocampus" / "splits_final.json")
+                        .read_text())
+    assert len(splits) == 6 and splits[5]["train"] == splits[0]["train"][:2] and splits[5]["val"] == splits[0]["val"]
+    with open(table, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == bench.CSV_COLUMNS
+    assert [(r["dataset"], r["method"], r["train_cases"]) for r in rows] == [("Hippocampus", "fusion", "all"),
+                                                                             ("Hippocampus", "fusion", "2")]
+    assert all(0 <= float(r["dice_mean"]) <= 1 and float(r["train_min"]) > 0 for r in rows)
+    assert all(r["cpu"] in ("AMX", "AVX-512", "AVX2") for r in rows)
+    # a rerun replaces the row of the same dataset, method and train_cases, and keeps the others
+    bench.write_row(table, {**rows[1], "dice_mean": "0.5000"})
+    with open(table, newline="") as f:
+        again = list(csv.DictReader(f))
+    assert len(again) == 2 and again[0] == rows[0] and again[1]["dice_mean"] == "0.5000"
