@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def write_source_report(source: ReportSource, output: str | Path | None = None,
     """``write_report`` for an input ``resolve_source`` has already recognised."""
     output = Path(output) if output is not None else source.folder
     output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{REPORT_FILES_FOLDER}.", dir=output))
+    staging = _hidden_folder(output, "staging")
     try:
         sections = _sections(source, staging, output, tolerance_mm, progress)
         page = hp.page(source.title, sections)
@@ -60,11 +60,20 @@ def write_source_report(source: ReportSource, output: str | Path | None = None,
             shutil.rmtree(staging)
 
 
+def _hidden_folder(output: Path, what: str, create: bool = True) -> Path:
+    """A unique hidden name beside ``report_files/``; made with mkdir, so it gets the umask's permissions (a
+    shared results folder stays readable, which mkdtemp's 0700 would not)."""
+    path = output / f".{REPORT_FILES_FOLDER}.{what}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if create:
+        path.mkdir()
+    return path
+
+
 def _publish(staging: Path, output: Path, page: str) -> Path:
     files = output / REPORT_FILES_FOLDER
     previous = None
     if files.exists():
-        previous = output / f".{REPORT_FILES_FOLDER}.previous-{os.getpid()}"
+        previous = _hidden_folder(output, "previous", create=False)
         files.rename(previous)
     staging.rename(files)
     with atomic_path(output / REPORT_FILE) as tmp:

@@ -10,7 +10,7 @@ References and images of a validation are the raw dataset's (``$SAMUNET_RAW/<dat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from samunet.core.errors import SamunetUserError
@@ -59,7 +59,6 @@ class ReportSource:
     fold_folder: Path | None = None
     model_folder: Path | None = None
     plans: Plans | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def resolve_source(folder: Path, references: Path | None = None, images: Path | None = None,
