@@ -187,6 +187,36 @@ def write_row(path: Path, row: dict) -> None:
         writer.writerows(rows)
 
 
+def plot(table: Path, png: Path) -> None:
+    """Dice per method, one group of bars per dataset and training-case count (the results page shows it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from samunet.utils.atomic import atomic_path
+
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups = sorted({(r["dataset"], r["train_cases"]) for r in rows}, key=lambda g: (g[0], g[1] != "all", g[1]))
+    names = [m for m in methods() if any(r["method"] == m for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups) * max(1, len(names)) / 3), 3.2))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        dice = {(r["dataset"], r["train_cases"]): float(r["dice_mean"]) for r in rows if r["method"] == name}
+        xs = [g for g, key in enumerate(groups) if key in dice]
+        ax.bar([x + i * width for x in xs], [dice[groups[x]] for x in xs], width, label=name)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{d}\n{c} cases" for d, c in groups], fontsize=8)
+    ax.set_ylabel("fold-0 Dice (DRIVE: test set)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True, choices=sorted(DATASET_NAMES))
@@ -232,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{method} ({train_cases} training cases): Dice {row['dice_mean']}, HD95 {row['hd95_mean']}, "
                   f"trained {row['train_min']} min, {row['predict_s_per_case']} s per predicted case "
                   f"({(time.monotonic() - started) / 60:.1f} min in all)", flush=True)
+            plot(args.csv, args.csv.with_suffix(".png"))
 
 
 if __name__ == "__main__":

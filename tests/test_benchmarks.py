@@ -130,6 +130,7 @@ def test_vs_nnunet_benchmark_scores_samunet_on_fold_0_and_a_few_case_fold(samune
                                                                              ("Hippocampus", "fusion", "2")]
     assert all(0 <= float(r["dice_mean"]) <= 1 and float(r["train_min"]) > 0 for r in rows)
     assert all(r["cpu"] in ("AMX", "AVX-512", "AVX2") for r in rows)
+    assert table.with_suffix(".png").stat().st_size > 0  # the results page's plot
     # a rerun replaces the row of the same dataset, method and train_cases, and keeps the others
     bench.write_row(table, {**rows[1], "dice_mean": "0.5000"})
     with open(table, newline="") as f:
