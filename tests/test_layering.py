@@ -78,3 +78,16 @@ def test_layer_rules_have_no_cycle():
 
     for package in ALLOWED:
         visit(package, ())
+
+
+def test_training_takes_from_inference_only_the_volume_predictor():
+    """What training and prediction share (padding, window starts, mirrored views, embedding mirroring) lives in
+    preprocessing; training's validation predicts volumes with samunet_predict's own predictor and nothing else."""
+    found = set()
+    for path in (PACKAGE_ROOT / "training").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("samunet.inference"):
+                found |= {(path.name, node.module, alias.name) for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {(path.name, a.name, "") for a in node.names if a.name.startswith("samunet.inference")}
+    assert found == {("validation.py", "samunet.inference.volume_predictor", "predict_preprocessed_volume")}

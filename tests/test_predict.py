@@ -20,7 +20,7 @@ from samunet.evaluation.postprocessing import PostprocessingStep, apply_postproc
 from samunet.evaluation.smoothing import SmoothingTrial, smooth_probabilities
 from samunet.inference.cli import main as predict_main
 from samunet.evaluation.probabilities_io import load_probabilities
-from samunet.inference.padding import pad_in_plane
+from samunet.preprocessing.padding import pad_in_plane
 from samunet.core.plans import Plans
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 
@@ -310,7 +310,7 @@ def test_fold_all_is_used_by_f_all_and_when_it_is_the_only_model(trained, tmp_pa
 
 
 def test_a_fold_whose_validation_lost_with_mirroring_predicts_without_it(trained, tmp_path, monkeypatch):
-    from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
+    from samunet.evaluation.mirroring_decision import MirroringDecision, decision_file
 
     trained.env(monkeypatch)
     fold0 = trained.results / trained.dataset_name / f"{ADAPTER}__samunetPlans" / "fold_0"
@@ -329,7 +329,7 @@ def test_a_fold_whose_validation_lost_with_mirroring_predicts_without_it(trained
 
 
 def test_an_ensemble_mirrors_when_most_folds_found_it_helped(tmp_path):
-    from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file, folds_mirror
+    from samunet.evaluation.mirroring_decision import MirroringDecision, decision_file, folds_mirror
 
     folds = [tmp_path / f"fold_{i}" for i in range(4)]
     for f in folds:

@@ -3,6 +3,7 @@ when the time left allows), and debug.json's timing comparing the plan with what
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -314,7 +315,7 @@ def test_validation_estimates_count_the_windows_of_tiled_slices(hippocampus_prep
 
 
 def test_the_final_validation_drops_mirroring_when_it_lowers_the_dice(hippocampus_preprocessed, tmp_path, monkeypatch):
-    from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
+    from samunet.evaluation.mirroring_decision import MirroringDecision, decision_file
 
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
     calls: list[tuple[bool, bool]] = []
@@ -335,3 +336,58 @@ def test_the_final_validation_drops_mirroring_when_it_lowers_the_dice(hippocampu
         assert calls == expected_calls  # lost: validated again without mirroring, the outputs predict will match
         decision = MirroringDecision.load(decision_file(trainer.run.fold_folder))
         assert (decision.mirror, decision.mirrored_dice, decision.unmirrored_dice) == (mirrored >= plain, mirrored, plain)
+
+
+def test_the_budget_owns_the_epochs_the_decay_spans_and_the_count_a_resume_goes_on_with(hippocampus_preprocessed,
+                                                                                       tmp_path, monkeypatch):
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    budget, planned = trainer.fold_budget, trainer.run.training
+    assert budget.total_epochs == planned.epochs
+    assert budget.total_iterations == planned.epochs * planned.iterations_per_epoch
+    trainer.iteration = budget.total_iterations - 1  # the planned run's last step: the decay is nearly done
+    at_the_end = trainer.learning_rate(0.0)
+    budget.total_epochs = 2 * planned.epochs  # fitted: the trainer's decay spans the budget's new total
+    assert trainer.learning_rate(0.0) > at_the_end
+    budget.total_epochs, budget.fills = planned.epochs, False
+    budget.resume(planned.epochs + 5)  # a budget that does not fill keeps the plans' epochs
+    assert budget.total_epochs == planned.epochs
+    budget.fills = True
+    budget.resume(planned.epochs + 5)  # one that fills goes on with the epochs an earlier process fitted
+    assert budget.total_epochs == planned.epochs + 5
+    budget.resume(1)
+    assert budget.total_epochs == planned.epochs + 5
+
+
+def test_the_learning_rate_clock_is_the_share_of_the_training_time_used(hippocampus_preprocessed, tmp_path,
+                                                                        monkeypatch):
+    import torch
+
+    from samunet.training.ddp import DistributedContext
+
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    budget, ctx, cpu = trainer.fold_budget, DistributedContext(), torch.device("cpu")
+    budget.clock = TimeBudget(None)
+    assert budget.time_used(ctx, cpu) == 0.0
+    budget.clock = TimeBudget(10.0, reserve_s=120.0)
+    budget.clock.elapsed = lambda: 240.0  # of the 8 training minutes (10 less the reserve), half
+    assert budget.time_used(ctx, cpu) == pytest.approx(0.5)
+
+
+def test_a_short_encoding_estimate_reads_in_seconds_not_zero_minutes(hippocampus_preprocessed, tmp_path, monkeypatch):
+    import logging
+
+    from samunet.utils.logs import get_logger
+
+    trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    get_logger().addHandler(handler)
+    try:
+        trainer.cache.seconds_per_encode = lambda: 0.002  # a few seconds for every window of every view
+        trainer.fold_budget.announce_final_validation(mirror=True)
+    finally:
+        get_logger().removeHandler(handler)
+    text = " ".join(r.getMessage() for r in records)
+    assert "of encoding" in text and "0 min" not in text
+    assert re.search(r"at most \d+ s of encoding", text), text

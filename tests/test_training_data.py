@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from samunet.inference.padding import pad_in_plane
+from samunet.preprocessing.padding import pad_in_plane
 from samunet.preprocessing.packing import pack_slices, to_unit_range
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader
 from samunet.training.slice_dataset import SliceChoice, SliceSampler, load_case_slices

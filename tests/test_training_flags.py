@@ -131,3 +131,15 @@ def test_compare_checks_values_from_the_table_in_one_line(argv, needle, samunet_
 def test_nnunet_spellings_of_training_flags_come_from_the_table():
     assert nnunet_flags.TRAIN.same == {f.nnunet: f.flag for f in training_flags.TRAINING_FLAGS if f.nnunet}
     assert nnunet_flags.TRAIN.same["-device"] == "--device" and nnunet_flags.TRAIN.same["--c"] == "--continue"
+
+
+def test_every_flag_has_its_line_in_the_training_manual():
+    from pathlib import Path
+
+    manual = (Path(__file__).resolve().parents[1] / "documentation" / "training.md").read_text()
+    rows = [line for line in manual.splitlines() if line.startswith("| `--")]
+    for flag in training_flags.TRAINING_FLAGS:
+        row = next((r for r in rows if r.startswith(f"| `{flag.flag}")), None)
+        assert row is not None, f"documentation/training.md has no row for {flag.flag}"
+        if flag.plans_field:
+            assert f"`{flag.plans_field.replace('{adapter}', '<adapter>')}`" in row, row

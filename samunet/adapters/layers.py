@@ -54,7 +54,3 @@ def qv_rows(attention: nn.Module, qkv: nn.Linear) -> tuple[torch.Tensor, torch.T
         dim = qkv.out_features // 3
         q, v = torch.arange(0, dim), torch.arange(2 * dim, 3 * dim)
     return q, v
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

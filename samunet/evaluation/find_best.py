@@ -19,6 +19,7 @@ from samunet.core.command import CommandParser, add_nnunet_spellings, user_comma
 from samunet.core.layout import TrainedModelError, dataset_results_folder, fold_folders, model_folders
 from samunet.core.names import (
     DATASET_JSON_FILE, DEFAULT_PLANS_NAME, INFERENCE_INFORMATION_FILE, MODEL_PLANS_FILE, NUM_FOLDS, SUMMARY_FILE,
+    VALIDATION_FOLDER,
 )
 from samunet.core.paths import raw_root
 from samunet.utils.atomic import read_json
@@ -58,7 +59,7 @@ def collect_validation(adapter: str, model_folder: Path) -> ValidationOutputs | 
     ending = _file_ending(model_folder)
     folds, labels, probabilities, checkpoints = [], {}, {}, set()
     for fold, folder in fold_folders(model_folder, include_all=False).items():  # fold_all: no held-out cases
-        validation = folder / "validation"
+        validation = folder / VALIDATION_FOLDER
         if not validation.is_dir():
             continue
         fold_labels = {p.name[: -len(ending)]: p for p in validation.glob(f"*{ending}") if not p.name.startswith(".")}

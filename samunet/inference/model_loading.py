@@ -17,7 +17,7 @@ from torch import nn
 
 from samunet.evaluation.inference_information import InferenceInformation
 from samunet.evaluation.postprocessing import PostprocessingStep
-from samunet.evaluation.test_time_mirroring import folds_mirror
+from samunet.evaluation.mirroring_decision import folds_mirror
 from samunet.core.layout import (
     TrainedModelError, describe_checkpoints, folds_with_checkpoint, model_folders,
 )
@@ -54,7 +54,7 @@ class TrainedConfiguration:
     file_ending: str
     num_channels: int
     checkpoints: dict[int | str, Path]  # fold (number or "all") -> checkpoint file
-    # test-time mirroring, as most folds' validations found (``evaluation.test_time_mirroring``)
+    # test-time mirroring, as most folds' validations found (``evaluation.mirroring_decision``)
     mirror: bool = True
     mirror_reason: str = ""  # why ``mirror``, for the one line that reports the final decision
     networks: list[nn.Module] = field(default_factory=list)  # one per fold, same order as checkpoints

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from samunet.core.plans import Plans
-from samunet.inference.padding import pad_in_plane
 from samunet.modeling.runtime import PrecisionPolicy, precision_policy
-from samunet.preprocessing.tiling import DEFAULT_TILE_STEP, mirror_combinations, window_starts
+from samunet.preprocessing.padding import pad_in_plane
+from samunet.preprocessing.tiling import DEFAULT_TILE_STEP, mirror_combinations, mirrors_embeddings, window_starts
 
 
 def gaussian_importance_map(patch_size: tuple[int, int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
@@ -41,16 +41,6 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-
-
-def mirrors_embeddings(model, plans: Plans) -> bool:
-    """Whether test-time mirroring flips the embedding instead of the image: for models trained on cached
-    embeddings under ``grid`` augmentation, whose decoder learned flipped embeddings, not the embeddings of
-    flipped images (the encoder is not equivariant: on Hippocampus, image mirroring took such a model's Dice from
-    0.86 to 0.02-0.07 per flip). It also encodes each window once instead of once per flip."""
-    name = getattr(model, "name", None)
-    return (plans.augmentation.cached_augmentation == "grid" and name in plans.adapters
-            and plans.adapters[name].cache_embeddings)
 
 
 @torch.inference_mode()

@@ -7,7 +7,7 @@ batches an uninterrupted one would, and each DDP rank draws different data. Batc
 the cache is memory-mapped, so a worker reads only the slices it uses.
 
 Intensity handling matches ``samunet.inference.volume_predictor`` exactly: the packed slice is padded with
-zeros (normalised space) symmetrically up to the patch size (``inference.padding``), then scaled to [0, 1] as a whole slice.
+zeros (normalised space) symmetrically up to the patch size (``preprocessing.padding``), then scaled to [0, 1] as a whole slice.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from samunet.core.plans import CACHED_AUGMENTATIONS, Plans, PlansError, named_choice
-from samunet.inference.padding import pad_in_plane
+from samunet.preprocessing.padding import pad_in_plane
 from samunet.training.augmentation import (apply_transform, build_augmentation, build_intensity_augmentation,
                                            center_crop_transform, enlarged_window)
 from samunet.preprocessing.grid_symmetry import apply_symmetry, draw_symmetry
@@ -186,7 +186,7 @@ class TrainingBatches(Dataset):
         ``plans.augmentation.cached_augmentation`` says (see ``samunet.preprocessing.grid_symmetry``). Returns the
         sample, its cache key and its grid symmetry: with ``grid`` the label is already under that symmetry, and the
         training step applies it to the embedding."""
-        from samunet.inference.volume_predictor import window_starts
+        from samunet.preprocessing.tiling import window_starts
 
         h, w = seg.shape
         starts = [(y, x) for y in window_starts(h, self.patch[0]) for x in window_starts(w, self.patch[1])]

@@ -1,31 +1,95 @@
-"""The fold's time budget, training plus validation: what the final validation is expected to cost, whether it
-mirrors, and how many epochs fit when the run proves faster than planned.
+"""The fold's training budget, training plus validation: the epochs and iterations the run trains, the wall-time
+clock that stops it and drives the learning-rate decay, the time kept for the final validation and whether that
+validation mirrors. The trainer (``trainer.FoldTrainer``) owns the loop and asks this module; nothing here
+trains or validates.
 
-    FoldBudget(run, adapter, cache)      the clock (``lr_schedule.TimeBudget``) with the final validation reserved
-        record_validation(seconds)       a measured validation replaces the plans' estimate of the final one
-        epochs_to_fit(...)               the epoch count a faster run can train (``lr_schedule.epochs_that_fit``)
-        final_mirroring(...)             mirror the final validation when the time left allows, and say why
+    TimeBudget(limit, reserve_s)          the clock: the limit, the final validation's reserve, the share used
+    epochs_that_fit(...)                  the epoch count a faster run can train in the time left
+    FoldBudget(run, adapter, cache)       the fold's budget, with its clock:
+        total_epochs, total_iterations    what the run trains (the decay spans them): the plans', more when fitted
+        time_used(ctx, device)            share of the training time spent, the same on every rank (the learning
+                                          rate's clock; 1.0 ends training)
+        fit_epochs(...)                   a run faster than planned gets more epochs (``--epochs`` fixes the count)
+        resume(recorded_total_epochs)     ``--continue`` goes on with the epochs an earlier process fitted
+        record_validation(seconds)        a measured validation replaces the plans' estimate of the final one
+        final_mirroring(...)              mirror the final validation when the time left allows, and say why
 
 Estimates count what validation predicts: windows (a tiled slice is several) and, for mirrored views, decoder
-passes where the model mirrors its embeddings, else new encodings. The trainer (``trainer.FoldTrainer``) owns the
-loop and asks this object; nothing here trains or validates.
+passes where the model mirrors its embeddings, else new encodings.
 """
 from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 import torch
 
-from samunet.inference.volume_predictor import mirrors_embeddings
-from samunet.preprocessing.tiling import mirror_combinations, windows_per_slice
+from samunet.preprocessing.tiling import mirror_combinations, mirrors_embeddings, windows_per_slice
+from samunet.training.ddp import DistributedContext, max_over_ranks
 from samunet.training.embedding_cache import EmbeddingCache
-from samunet.training.lr_schedule import FILL_MAX_FACTOR, TimeBudget, epochs_that_fit
 from samunet.training.run_setup import TrainingRun
 from samunet.utils.logs import get_logger
+from samunet.utils.progress import duration_text
 
 log = get_logger()
+
+
+class TimeBudget:
+    """The fold's wall-time limit (training and validation), of which ``reserve_s`` is kept for the final
+    validation: training stops when the rest is used."""
+
+    def __init__(self, limit_minutes: float | None, start: float | None = None, reserve_s: float = 0.0):
+        self.limit_s = None if limit_minutes is None else float(limit_minutes) * 60.0
+        self.start = time.monotonic() if start is None else start
+        self.set_reserve(reserve_s)
+
+    def set_reserve(self, reserve_s: float) -> None:
+        self.reserve_s = 0.0 if self.limit_s is None else min(max(0.0, reserve_s), MAX_RESERVE_SHARE * self.limit_s)
+
+    @property
+    def limited(self) -> bool:
+        return self.limit_s is not None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def remaining(self) -> float | None:
+        """Seconds left of the whole limit (None without a limit)."""
+        return None if self.limit_s is None else self.limit_s - self.elapsed()
+
+    def fraction_used(self) -> float:
+        """Share of the training time (the limit less the reserve) spent so far, in [0, 1] (0 without a limit)."""
+        if self.limit_s is None:
+            return 0.0
+        return min(1.0, self.elapsed() / max(self.limit_s - self.reserve_s, 1e-9))
+
+
+MAX_RESERVE_SHARE = 0.5  # an estimate gone wrong never leaves less than half the budget for training
+
+
+# of the limit, kept free when a faster run is given more epochs: epochs vary by a few percent, and a run that
+# overruns anyway is cut by the clock with its learning rate already decayed
+FILL_MARGIN_SHARE = 0.02
+# at most this many times the planned epochs when the plans' cost was measured for the adapter trained: the fill
+# corrects a cost model that errs by 10-25% on a CPU; a plan off by more was made on another machine or under
+# load, and the timing warning says to re-plan. Another adapter's epochs were not predicted, only its budget.
+FILL_MAX_FACTOR = 1.5
+
+
+def epochs_that_fit(budget: TimeBudget, epochs_done: int, total_epochs: int, seconds_per_epoch: float,
+                    reserve_s: float, most_epochs: int | None) -> int:
+    """The epoch count that trains for the budget: ``total_epochs``, or more (up to ``most_epochs``; None: as
+    many as the time holds) when the time left, less ``reserve_s`` for the final validation and a small margin,
+    holds more epochs of ``seconds_per_epoch``. Never fewer: a slower run is ended on time by the clock-driven
+    decay."""
+    if not budget.limited or seconds_per_epoch <= 0:
+        return total_epochs
+    left = budget.limit_s * (1.0 - FILL_MARGIN_SHARE) - reserve_s - budget.elapsed()
+    fitted = epochs_done + int(left // seconds_per_epoch)
+    return max(total_epochs, fitted if most_epochs is None else min(most_epochs, fitted))
+
 # mirroring may overrun the budget by this share: it gains Dice (+0.015 on Hippocampus fold 0), the plans'
 # promise is kept within 25%, and the estimate is an upper bound (an image-mirrored view counted as a new encoding)
 MIRROR_SLACK_SHARE = 0.05
@@ -49,6 +113,38 @@ class FoldBudget:
         self.clock = clock or TimeBudget(run.time_limit_min, reserve_s=self.final_validation_reserve_s())
         # the plans' epochs were sized to this budget, so a faster run may be given more (--epochs fixes the count)
         self.fills = self.sized_to_budget()
+        self.total_epochs = run.training.epochs  # the plans', more once fitted
+
+    # ---- what the run trains, and its clock ------------------------------------------------------------
+    @property
+    def total_iterations(self) -> int:
+        """The iterations the learning-rate decay spans."""
+        return self.total_epochs * self.run.training.iterations_per_epoch
+
+    def time_used(self, ctx: DistributedContext, device: torch.device) -> float:
+        """Share of the training time spent (0 without a limit; 1.0: stop): the learning rate's clock. The largest
+        of all ranks' (their clocks differ slightly), so DDP copies stay identical."""
+        return max_over_ranks(ctx, self.clock.fraction_used(), device) if self.clock.limited else 0.0
+
+    def fit_epochs(self, epoch_seconds: list[float], epochs_done: int, ctx: DistributedContext,
+                   device: torch.device) -> None:
+        """Give a run that is faster than planned more epochs (``epochs_to_fit``, from this process's
+        ``epoch_seconds``), so the budget trains instead of ending early; every rank takes the smallest count.
+        The decay stretches over the new total."""
+        fitted, seconds_per_epoch = self.epochs_to_fit(epoch_seconds, epochs_done, self.total_epochs)
+        fitted = int(-max_over_ranks(ctx, -float(fitted), device))
+        if fitted > self.total_epochs:
+            log.info("Faster than planned (%.1f s per recent epoch): %d epochs instead of %d fit the %s budget "
+                     "(--epochs fixes the count)", seconds_per_epoch, fitted, self.total_epochs,
+                     duration_text(self.clock.limit_s))
+            self.total_epochs = fitted
+
+    def resume(self, recorded_total_epochs: int) -> None:
+        """``--continue``: the epochs an earlier process fitted to its budget, so the decay goes on from there."""
+        if self.fills:
+            self.total_epochs = max(self.total_epochs, recorded_total_epochs)
+
+    # ---- the final validation ----------------------------------------------------------------------------
 
     @property
     def sizing_cost(self):
@@ -136,9 +232,9 @@ class FoldBudget:
             return True
         needed = self.mirrored_final_validation_seconds(last_epoch_unvalidated)
         mirror = needed <= remaining + MIRROR_SLACK_SHARE * self.clock.limit_s
-        log.info("Final validation %s mirroring: about %.1f min with %d mirrorings, %.1f min left of the %.0f-min "
-                 "budget", "with" if mirror else "without", needed / 60, variants, max(0.0, remaining) / 60,
-                 self.clock.limit_s / 60)
+        log.info("Final validation %s mirroring: about %s with %d mirrorings, %s left of the %s budget",
+                 "with" if mirror else "without", duration_text(needed), variants, duration_text(max(0.0, remaining)),
+                 duration_text(self.clock.limit_s))
         return mirror
 
     def mirrored_final_validation_seconds(self, last_epoch_unvalidated: bool) -> float:
@@ -181,7 +277,7 @@ class FoldBudget:
         encodings = 1 if mirrors_embeddings(self.adapter, self.run.plans) else variants
         if per_encode is not None:
             # inputs already encoded by earlier validations are reused, so this is an upper bound
-            message += (f", at most {windows * encodings * per_encode / 60:.0f} min of encoding ({per_encode:.2f} s "
+            message += (f", at most {duration_text(windows * encodings * per_encode)} of encoding ({per_encode:.2f} s "
                         f"per {unit}{', mirrored in embedding space' if encodings < variants else ''})")
         if variants > 1:
             message += "; --disable-tta skips the mirroring"

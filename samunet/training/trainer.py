@@ -11,8 +11,8 @@
 The recipe hooks ``build_loss``, ``build_optimizer`` and ``learning_rate`` read the plans' names through the
 registries (``losses``, ``optimizers``, ``lr_schedule``); a subclass may override any hook. Data
 (``data_loader``), checkpoints (``training_state``), validation (``validation``), curves (``progress``), the
-time budget (``fold_budget``: the clock, the final validation's reserve and mirroring, the epochs a faster run
-fits) and DDP (``ddp``) live in their own modules.
+training budget (``fold_budget``: the epochs and iterations, the clock that stops training and drives the decay,
+the final validation's reserve and mirroring) and DDP (``ddp``) live in their own modules.
 """
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ import numpy as np
 import torch
 from samunet.utils.progress import progress as progress_bar
 
+from samunet.core.names import PROGRESS_PLOT_FILE, VALIDATION_FOLDER
 from samunet.core.plans import PlansError
-from samunet.evaluation.test_time_mirroring import MirroringDecision, decision_file
+from samunet.evaluation.mirroring_decision import MirroringDecision, decision_file
 from samunet.modeling.runtime import precision_policy
 from samunet.training.data_loader import BatchSpec, EpochSampler, TrainingBatches, make_loader, variant_memo_bytes
-from samunet.training.ddp import DistributedContext, barrier, max_over_ranks, wrap_model
+from samunet.training.ddp import DistributedContext, barrier, wrap_model
 from samunet.training.embedding_cache import CachedEncoderAdapter, EmbeddingCache, EmbeddingHead, head_inputs
 from samunet.training.losses import build_loss
-from samunet.training.fold_budget import FoldBudget
-from samunet.training.lr_schedule import TimeBudget, learning_rate_at, set_learning_rate
+from samunet.training.fold_budget import FoldBudget, TimeBudget
+from samunet.training.lr_schedule import learning_rate_at, set_learning_rate
 from samunet.training.optimizers import build_optimizer
 from samunet.training.progress import TrainingHistory, plot_progress
 from samunet.training.run_setup import TrainingRun, record_results
@@ -66,9 +67,8 @@ class FoldTrainer:
         self.optimizer = self.build_optimizer()
         self.loss_fn = self.build_loss()
         self.steps = StepRunner(self.model, self.loss_fn, self.optimizer, device, self.policy)
+        # epochs and iterations to train, the clock, the final validation's reserve and mirroring
         self.fold_budget = FoldBudget(run, adapter, self.cache, clock=budget)
-        # epochs to train: the plans', more when the run proves faster than planned (--epochs fixes the count)
-        self.total_epochs = run.training.epochs
         self.history = TrainingHistory()
         self.epoch = 0  # epochs completed
         self.iteration = 0
@@ -96,8 +96,7 @@ class FoldTrainer:
 
     def learning_rate(self, time_used: float) -> float:
         """The learning rate of the next step: warm-up, then ``adapters.<adapter>.lr_schedule``."""
-        t = self.run.training
-        return learning_rate_at(self.iteration, self.config, self.total_epochs * t.iterations_per_epoch, time_used,
+        return learning_rate_at(self.iteration, self.config, self.fold_budget.total_iterations, time_used,
                                 f"adapters.{self.run.options.adapter}")
 
     def make_loader(self):
@@ -118,8 +117,7 @@ class FoldTrainer:
             self.steps.scaler.load_state_dict(state.grad_scaler)
         restore_rng(state)
         self.epoch, self.iteration, self.best = state.epoch, state.iteration, state.best_metric
-        if self.fold_budget.fills:  # the epochs an earlier process fitted to its budget, so the decay goes on from there
-            self.total_epochs = max(self.total_epochs, int(state.metadata.get("total_epochs", 0)))
+        self.fold_budget.resume(int(state.metadata.get("total_epochs", 0)))
         self.history = TrainingHistory.from_dict(state.history)
         log.info("Resumed from checkpoint_latest: %d epoch(s), %d iteration(s) done", self.epoch, self.iteration)
 
@@ -130,9 +128,9 @@ class FoldTrainer:
         loader = self.make_loader()
         log.info("Training %s on fold %s: %d train / %d val cases, %d epochs x %d iterations, batch %d, %s on %s",
                  self.run.options.adapter, self.run.options.fold, len(self.run.train_cases), len(self.run.val_cases),
-                 self.total_epochs, t.iterations_per_epoch, t.batch_size, self.policy.name, self.device)
+                 self.fold_budget.total_epochs, t.iterations_per_epoch, t.batch_size, self.policy.name, self.device)
         try:
-            while self.epoch < self.total_epochs and not self.stopped_by_time:
+            while self.epoch < self.fold_budget.total_epochs and not self.stopped_by_time:
                 started = self.on_epoch_start()
                 losses = [self.train_step(batch) for batch in self._epoch_batches(loader)]
                 if self.cache is not None:
@@ -162,9 +160,7 @@ class FoldTrainer:
         bar = progress_bar(loader, total=self.run.training.iterations_per_epoch, desc=f"epoch {self.epoch}",
                            unit="it", disable=not self.ctx.is_main, leave=False, lines=False, mininterval=2.0)
         for batch in bar:
-            # the same value on every rank (the clocks differ slightly), so DDP copies stay identical
-            self._time_used = (max_over_ranks(self.ctx, self.budget.fraction_used(), self.device)
-                               if self.budget.limited else 0.0)
+            self._time_used = self.fold_budget.time_used(self.ctx, self.device)
             if self._time_used >= 1.0:
                 self.stopped_by_time = True
                 break
@@ -201,16 +197,10 @@ class FoldTrainer:
             self.fit_epochs_to_budget()
 
     def fit_epochs_to_budget(self) -> None:
-        """Give a run that is faster than planned more epochs (``FoldBudget.epochs_to_fit``), so the budget trains
-        instead of ending early; every rank takes the smallest count. The decay stretches over the new total."""
-        _, first = self._started_at  # this process's epochs (a resumed run's earlier ones ran elsewhere)
-        fitted, seconds_per_epoch = self.fold_budget.epochs_to_fit(self.history.epoch_seconds[first:], self.epoch,
-                                                                   self.total_epochs)
-        fitted = int(-max_over_ranks(self.ctx, -float(fitted), self.device))
-        if fitted > self.total_epochs:
-            log.info("Faster than planned (%.1f s per recent epoch): %d epochs instead of %d fit the %.0f-min budget "
-                     "(--epochs fixes the count)", seconds_per_epoch, fitted, self.total_epochs, self.budget.limit_s / 60)
-            self.total_epochs = fitted
+        """More epochs for a run faster than planned (``FoldBudget.fit_epochs``), from this process's epochs (a
+        resumed run's earlier ones ran elsewhere)."""
+        _, first = self._started_at
+        self.fold_budget.fit_epochs(self.history.epoch_seconds[first:], self.epoch, self.ctx, self.device)
 
     def validates_after(self, epochs_done: int) -> bool:
         """Whether a whole-volume validation follows the epoch that completes ``epochs_done`` epochs."""
@@ -244,7 +234,7 @@ class FoldTrainer:
         started = time.monotonic()
         summary = self._validate(final=True, mirror=mirror)
         if summary is not None:
-            log.info("Validation outputs: %s", self.run.fold_folder / "validation")
+            log.info("Validation outputs: %s", self.run.fold_folder / VALIDATION_FOLDER)
             record_results(self.run.fold_folder, final_validation={
                 "seconds": time.monotonic() - started, "cases": len(self.run.val_cases), "mirroring": mirror})
         return summary
@@ -268,7 +258,7 @@ class FoldTrainer:
 
     def _keep_mirroring_if_it_helps(self, mirrored: dict | None) -> None:
         """Compare the mirrored final validation with the same weights' unmirrored one (the last epoch's) and write
-        the fold's decision (``evaluation.test_time_mirroring``); when mirroring lost, validate again without it,
+        the fold's decision (``evaluation.mirroring_decision``); when mirroring lost, validate again without it,
         so the fold's outputs and summary.json are what samunet_predict will do for this fold."""
         history = self.history
         if mirrored is None or not history.validation_epochs or history.validation_epochs[-1] != self.epoch - 1:
@@ -289,7 +279,7 @@ class FoldTrainer:
     def _validate(self, final: bool, mirror: bool = False) -> dict | None:
         if not self.run.val_cases:
             return None
-        folder = self.run.fold_folder / "validation" if final else None
+        folder = self.run.fold_folder / VALIDATION_FOLDER if final else None
         model = self._validation_model()
         encoded_before = self.cache.encode_seconds if self.cache is not None else 0.0
         started = time.monotonic()
@@ -320,12 +310,12 @@ class FoldTrainer:
         self._save_latest()  # with the validation in its history
 
     def _plot_progress(self) -> None:
-        plot_progress(self.history, self.run.fold_folder / "progress.png")
+        plot_progress(self.history, self.run.fold_folder / PROGRESS_PLOT_FILE)
 
     def metadata(self, **extra) -> dict:
         return {"adapter": self.run.options.adapter, "plans_sha256": self.run.plans.sha256(),
                 "dataset": self.run.dataset_name, "fold": self.run.options.fold, "epoch": self.epoch,
-                "iteration": self.iteration, "total_epochs": self.total_epochs,
+                "iteration": self.iteration, "total_epochs": self.fold_budget.total_epochs,
                 "backbone": self.run.plans.model.backbone, **extra}
 
     def expected(self) -> dict:

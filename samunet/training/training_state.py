@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from samunet.core.errors import SamunetUserError
+from samunet.core.layout import checkpoint_file
 from samunet.core.names import TRAINING_STATE_FILE
 from samunet.utils.atomic import atomic_path
 from samunet.utils.logs import get_logger
@@ -29,7 +30,7 @@ class CheckpointError(SamunetUserError, RuntimeError):
 
 
 def checkpoint_path(fold_folder: Path, name: str) -> Path:
-    return fold_folder / f"checkpoint_{name}.safetensors"
+    return checkpoint_file(fold_folder, name)
 
 
 @dataclass

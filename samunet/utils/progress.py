@@ -25,7 +25,8 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """"40 s", "2.5 min", "1.6 h": never "0 min" for a short wait."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -61,9 +62,9 @@ class _LineProgress:
 
         def line(seconds: float) -> None:
             of_total = f"/{self.total}" if self.total is not None else ""
-            details = [_duration(seconds), _rate(done, seconds, self.unit)]
+            details = [duration_text(seconds), _rate(done, seconds, self.unit)]
             if self.total is not None and done and done < self.total:
-                details.append(f"{_duration((self.total - done) * seconds / done)} left")
+                details.append(f"{duration_text((self.total - done) * seconds / done)} left")
             get_logger().info("%s: %d%s %s(s) done (%s)", self.desc, done, of_total, self.unit, ", ".join(details))
 
         for done, item in enumerate(self.iterable, start=1):
