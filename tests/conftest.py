@@ -23,8 +23,9 @@ CT_EXAMPLE = SHARED_DATASETS / "Example_CT_TotalSegmentator"
 # a test using one of these fixtures (directly or through another fixture) must be marked slow
 SHARED_DATA_FIXTURES = {"hippocampus_task_full": HIPPOCAMPUS_TASK, "ct_example": CT_EXAMPLE}
 
-# fixtures that build real pipelines live in these modules (one per stage)
-pytest_plugins = ["tests.fixtures_data", "tests.fixtures_pipeline", "tests.fixtures_models"]
+# fixtures that build real pipelines live in these modules (one per stage); fixtures_runtime holds the session
+# memos of cost measurements and OpenVINO builds
+pytest_plugins = ["tests.fixtures_data", "tests.fixtures_pipeline", "tests.fixtures_models", "tests.fixtures_runtime"]
 
 
 def _shared_data_present() -> bool:

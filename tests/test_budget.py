@@ -15,6 +15,9 @@ from samunet.planning.hardware import Hardware
 from samunet.planning.planner import plan
 from tests.test_planner import make_case, make_fingerprint
 
+# the cost measurement's own tests time the real calls (what runs inside them is asserted)
+pytestmark = pytest.mark.unmemoised
+
 GIB = 1024**3
 BUDGET_S = 1800.0
 COUNTS = SliceCounts(train_cases=24, train_all=2000, train_foreground=900, train_background=1100, val_cases=6,

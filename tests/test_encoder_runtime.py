@@ -105,6 +105,7 @@ def test_exported_runtime_builds_inside_the_callers_autocast(runtime):
 
 
 @pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in SHAPE_SPECIALISED or w in PACKAGES])
+@pytest.mark.unmemoised  # what a real build prints is the subject
 def test_tracing_the_encoder_prints_no_warnings(runtime):
     """Tracing LiteMedSAM's encoder warns (torch.jit.trace's deprecation, a TracerWarning on its shape assert)
     at every run's start; the runner keeps those out of the user's console, and only those."""

@@ -1,0 +1,119 @@
+"""Session memos that keep the suite fast without changing what any test runs or asserts.
+
+Most of a plain test run's time went to work repeated with identical inputs: every planning run measured the
+same ``tiny`` models at the same sizes (up to its 20 s cap), and every training, validation and prediction
+converted the same frozen encoder to an OpenVINO graph again (2-4 s each on 2 cores). Within one test run:
+
+- ``measure_input_size`` (the planner's cost measurement) is measured once per argument set and torch thread
+  count; later calls get a copy of that real measurement;
+- an OpenVINO encoder build is done once per encoder identity (its class, its modules' settings, the bytes of
+  its weights and buffers) and input layout, precision and threads; a later runner with the same identity
+  reuses the compiled graph, which computes the same function.
+
+A test that measures or builds for real (what it asserts happens inside these calls: the order of the timed
+steps, the warnings a build prints) says so with ``@pytest.mark.unmemoised`` (a module: ``pytestmark``);
+the memos are off for its duration. Subprocesses never see the memos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+
+import pytest
+
+MARKER = "unmemoised"
+
+
+class SessionMemo:
+    """A dictionary of results that can be switched off for one test."""
+
+    def __init__(self):
+        self.results: dict = {}
+        self.enabled = True
+        self.hits = 0
+
+
+COST_MEMO, OPENVINO_MEMO = SessionMemo(), SessionMemo()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{MARKER}: the test measures costs or builds encoder runtimes itself; "
+                                       f"the session memos of tests/fixtures_runtime.py are off for it")
+
+
+def module_identity(module) -> str:
+    """What an exported graph of ``module`` depends on: each submodule's class and plain settings (window sizes,
+    global attention, ...) and every parameter's and buffer's name, dtype, shape and bytes."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, sub in module.named_modules():
+        settings = {k: v for k, v in vars(sub).items()
+                    if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, list, type(None)))}
+        digest.update(f"{name}|{type(sub).__module__}.{type(sub).__qualname__}|{sorted(settings.items())!r}".encode())
+    for name, tensor in module.state_dict(keep_vars=False).items():
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
+        digest.update(data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def _memoised_cost_measurement(real):
+    signature = inspect.signature(real)
+
+    def measure_input_size(*args, **kwargs):
+        import torch
+
+        if not COST_MEMO.enabled:
+            return real(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = (tuple(sorted(bound.arguments.items())), torch.get_num_threads())
+        if key not in COST_MEMO.results:
+            COST_MEMO.results[key] = real(*args, **kwargs)
+        else:
+            COST_MEMO.hits += 1
+        return dataclasses.replace(COST_MEMO.results[key])
+
+    return measure_input_size
+
+
+def _memoised_openvino_build(real):
+    def _build_openvino(self, example):
+        if not OPENVINO_MEMO.enabled:
+            return real(self, example)
+        key = (module_identity(self.encoder), tuple(example.shape[1:]), str(example.dtype), example.device.type,
+               str(self.policy.autocast_dtype), self.threads)
+        if key not in OPENVINO_MEMO.results:
+            OPENVINO_MEMO.results[key] = real(self, example)
+        else:
+            OPENVINO_MEMO.hits += 1
+        return OPENVINO_MEMO.results[key]
+
+    return _build_openvino
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_memos():
+    """Install both memos for the whole test run (see the module docstring)."""
+    from samunet.modeling import encoder_runtime
+    from samunet.planning import cost_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cost_model, "measure_input_size", _memoised_cost_measurement(cost_model.measure_input_size))
+        patch.setattr(encoder_runtime.EncoderRunner, "_build_openvino",
+                      _memoised_openvino_build(encoder_runtime.EncoderRunner._build_openvino))
+        yield {"cost": COST_MEMO, "openvino": OPENVINO_MEMO}
+
+
+@pytest.fixture(autouse=True)
+def _memos_off_where_marked(request):
+    if request.node.get_closest_marker(MARKER) is None:
+        yield
+        return
+    COST_MEMO.enabled = OPENVINO_MEMO.enabled = False
+    try:
+        yield
+    finally:
+        COST_MEMO.enabled = OPENVINO_MEMO.enabled = True
