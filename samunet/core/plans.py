@@ -113,7 +113,7 @@ class ChannelPackingPlan:
 @dataclass
 class ModelPlan:
     backbone: str  # one of BACKBONE_NAMES
-    input_size: int  # model input side, multiple of 16
+    input_size: int  # model input side, a multiple of the backbone's size_multiple (modeling.specs)
     adapter: str  # recommended adapter, one of ADAPTER_NAMES
     checkpoint: str | None = None  # base weights; None: look up by backbone name
     global_attention: bool = False  # True: S-SAM layout (global attention in every block, no windows)

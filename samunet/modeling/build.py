@@ -21,7 +21,7 @@ from samunet.modeling.checkpoints import (
 )
 from samunet.core.names import BACKBONE_NAMES as BACKBONES
 from samunet.modeling.position import fit_vit_state_dict, size_prompt_encoder
-from samunet.modeling.specs import SAM_PIXEL_MEAN, SAM_PIXEL_STD, VIT_SPECS, embedding_stride
+from samunet.modeling.specs import BACKBONE_SPECS, SAM_PIXEL_MEAN, SAM_PIXEL_STD, VIT_SPECS, embedding_stride
 from samunet.modeling.tinyvit import build_litemedsam_encoder
 
 log = logging.getLogger("samunet")
@@ -76,8 +76,9 @@ def build_sam_architecture(backbone: str, input_size: int, global_attention: boo
 def _build_modules(backbone: str, input_size: int, global_attention: bool) -> Sam:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
-    if input_size % 16 or input_size < 32:
-        raise ValueError(f"input size must be a multiple of 16 and at least 32, got {input_size}")
+    multiple = BACKBONE_SPECS[backbone].size_multiple
+    if input_size % multiple or input_size < 32:
+        raise ValueError(f"input size must be a multiple of {multiple} and at least 32, got {input_size}")
     if backbone == "litemedsam":
         if global_attention:
             raise ValueError("global_attention (S-SAM layout) applies to the ViT backbones, not litemedsam")

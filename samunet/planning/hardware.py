@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from samunet.modeling.specs import BACKBONE_SPECS, VIT_BACKBONES  # noqa: F401 (VIT_BACKBONES: model_planner's import)
+from samunet.modeling.specs import BACKBONE_SPECS
 from samunet.utils.processes import usable_cpu_count
 
 GIB = 1024**3

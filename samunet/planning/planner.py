@@ -12,10 +12,11 @@ import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.budget import BudgetFitRequest, FoldSlices, InputSections, SliceCounts, fit_to_budget
+from samunet.planning.budget import (BudgetFitRequest, FoldSlices, InputSections, SliceCounts, choose_input_size,
+                                     fit_to_budget)
 from samunet.planning.cost_model import MeasuredCost
-from samunet.planning.model_planner import (augmentation_plan, choose_adapter, choose_backbone, choose_input_size,
-                                            plan_fusion_unet, uses_global_attention)
+from samunet.planning.model_planner import (augmentation_plan, choose_adapter, choose_backbone, plan_fusion_unet,
+                                            uses_global_attention)
 from samunet.core.adapter_defaults import default_adapter_configs
 from samunet.core.labels import REGION_LOSS, LabelScheme
 from samunet.core.names import DEFAULT_PLANS_NAME
@@ -251,11 +252,11 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     crop = plan_crop(fp, transpose, target[1:])
 
     chosen, backbone_reason = choose_backbone(backbone, hw)
-    input_size, size_reason = choose_input_size(chosen, crop.patch_size)
+    planned_input = choose_input_size(chosen, crop.patch_size)
     adapter, adapter_reason = choose_adapter(hw, len(fp.cases))
-    global_attention = uses_global_attention(chosen, input_size)
-    model = ModelPlan(backbone=chosen, input_size=input_size, adapter=adapter, global_attention=global_attention,
-                      reason=f"{backbone_reason}; {size_reason}" + (
+    global_attention = uses_global_attention(chosen, planned_input.size)
+    model = ModelPlan(backbone=chosen, input_size=planned_input.size, adapter=adapter, global_attention=global_attention,
+                      reason=f"{backbone_reason}; {planned_input.reason}" + (
                           "; global attention in every block (S-SAM layout): SAM's 14-token windows would pad "
                           "the small token grid" if global_attention else ""),
                       adapter_reason=adapter_reason)
