@@ -37,7 +37,8 @@ def requirement_name(spec: str) -> str:
 def setup_requirements() -> tuple[list[str], dict[str, list[str]]]:
     """setup.py's install_requires and extras_require, read as literals (setup.py is not run)."""
     tree = ast.parse(REPO.joinpath("setup.py").read_text())
-    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    call = next(node for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
     keywords = {k.arg: k.value for k in call.keywords}
     return ast.literal_eval(keywords["install_requires"]), ast.literal_eval(keywords.get("extras_require", "{}"))
 
@@ -81,8 +82,8 @@ def imported_by_the_tests() -> set[str]:
     tests = sorted(REPO.joinpath("tests").glob("*.py"))
     benchmarks = REPO / "benchmarks"
     modules = set().union(*(top_level_imports(path) for path in tests))
-    named = {name for path in tests
-             for pair in re.findall(r'load_benchmark\("(\w+)"\)|benchmarks/(\w+)\.py', path.read_text()) for name in pair}
+    reference = re.compile(r'load_benchmark\("(\w+)"\)|benchmarks/(\w+)\.py')
+    named = {name for path in tests for pair in reference.findall(path.read_text()) for name in pair}
     pending = {name for name in named if (benchmarks / f"{name}.py").is_file()}
     loaded: set[str] = set()
     while pending:
