@@ -64,7 +64,8 @@ def main(argv: list[str]) -> None:
     dataset, fold, budget_min = argv[0], int(argv[1]), float(argv[2])
     folder = join(nnUNet_preprocessed, maybe_convert_to_dataset_name(int(dataset) if dataset.isdigit() else dataset))
     nnUNetTrainerBudget.budget_s = budget_min * 60.0
-    trainer = nnUNetTrainerBudget(plans=load_json(join(folder, "nnUNetPlans.json")), configuration="2d", fold=fold,
+    plans = {**load_json(join(folder, "nnUNetPlans.json")), "continue_training": False}  # as run_training sets it
+    trainer = nnUNetTrainerBudget(plans=plans, configuration="2d", fold=fold,
                                   dataset_json=load_json(join(folder, "dataset.json")),
                                   device=torch.device(os.environ.get("SAMUNET_BENCH_DEVICE", "cpu")))
     trainer.run_training()
