@@ -1,5 +1,9 @@
 """Resolution, slice sampling, run length and validation decided together, inside one time budget per fold.
 
+The planner's one home for the input side: ``choose_input_size`` plans it from the patch and the backbone's facts
+(native side, size multiple: ``modeling.specs.BACKBONE_SPECS``); ``decide`` lowers it where the budget needs;
+``fit_to_budget`` turns the decision into new plan sections.
+
 A fold's budget pays for three things: encoding every planned training slice once (frozen encoders cache the
 embedding, so later steps only run the trainable head), the training steps themselves, and validation. The rules:
 
@@ -10,13 +14,15 @@ embedding, so later steps only run the trainable head), the training steps thems
 - Mid-run validations may take at most ``MIDRUN_VALIDATION_SHARE`` (10%) of the budget; when even one is more
   expensive, only the final validation runs. The final validation (without mirroring) is reserved out of the
   budget; the trainer decides at the end whether the rest allows mirroring.
-- The input side is the largest candidate (from the planned one down, in steps of 16) that meets these rules,
-  trying the planned slice sampling first and foreground slices (plus a tenth of the background ones) second.
+- The input side is the largest candidate (from the planned one down, in steps of the backbone's size multiple)
+  that meets these rules, trying the planned slice sampling first and foreground slices (plus a tenth of the
+  background ones) second.
 - At each input side, full resolution comes first (windows of the input side tiled over larger slices), then
   the whole patch scaled to the input. Resolution is never traded below what the smallest structure needs: when
-  scaling the whole patch to an input side would leave the smallest structure (its mean width, from the fingerprint) under two cells of the
-  predicted mask (``structure_threshold_px``), the model sees windows of the slice at a scale that keeps it, and
-  prediction tiles them; every window then counts as a slice to encode and to validate.
+  scaling the whole patch to an input side would leave the smallest structure (its mean width, from the
+  fingerprint) under two cells of the predicted mask (``structure_threshold_px``), the model sees windows of the
+  slice at a scale that keeps it, and prediction tiles them; every window then counts as a slice to encode and to
+  validate.
 
 - Cached training sees no interpolating augmentation (each input is encoded once), so where encoding is cheap
   the loader draws augmented variants of each input as well (rotated, scaled, intensity-changed, each a fixed
