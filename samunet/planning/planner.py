@@ -58,8 +58,8 @@ def choose_slicing_axis(fp: DatasetFingerprint) -> tuple[int, str]:
     ratio = spacing.max() / spacing.min()
     if ratio > ISOTROPY_RATIO:
         axis = int(np.argmax(spacing))
-        return axis, (f"anisotropic spacing {tuple(round(float(s), 3) for s in spacing)} (ratio {ratio:.2f}): slice along the "
-                      f"coarsest axis {'zyx'[axis]} so no slice is interpolated across thick voxels")
+        return axis, (f"anisotropic spacing {tuple(round(float(s), 3) for s in spacing)} (ratio {ratio:.2f}): "
+                      f"slice along the coarsest axis {'zyx'[axis]} so no slice is interpolated across thick voxels")
     extents = foreground_extents_mm(fp)
     if len(extents):
         per_axis = [float(np.median(np.prod(np.delete(extents, a, axis=1), axis=1))) for a in range(3)]
@@ -84,7 +84,8 @@ def in_plane_shapes(fp: DatasetFingerprint, transpose: list[int], target_hw: lis
 
 
 def foreground_in_plane_extents(fp: DatasetFingerprint, transpose: list[int], target_hw: list[float]) -> np.ndarray:
-    rows = [[(c.foreground_bbox[a][1] - c.foreground_bbox[a][0]) * c.spacing[a] / t for a, t in zip(transpose[1:], target_hw)]
+    rows = [[(c.foreground_bbox[a][1] - c.foreground_bbox[a][0]) * c.spacing[a] / t
+             for a, t in zip(transpose[1:], target_hw)]
             for c in fp.cases if c.foreground_bbox]
     return np.array(rows, dtype=float).reshape(-1, 2)
 
@@ -106,7 +107,8 @@ def plan_crop(fp: DatasetFingerprint, transpose: list[int], target_hw: list[floa
     patch = [max(PATCH_MULTIPLE, p) for p in patch]
     reduction = fp.mean_crop_volume_reduction
     return CropPlan(crop_to_nonzero=True, patch_size=patch,
-                    reason=f"crop to the nonzero box (removes {100 * reduction:.0f}% of voxels on average); patch: {reason}")
+                    reason=f"crop to the nonzero box (removes {100 * reduction:.0f}% of voxels on average); "
+                           f"patch: {reason}")
 
 
 def plan_normalization(fp: DatasetFingerprint) -> list[ChannelNormalization]:
@@ -122,7 +124,8 @@ def plan_normalization(fp: DatasetFingerprint) -> list[ChannelNormalization]:
                 reason=f"CT: clip to the {stats.source} 0.5/99.5 percentiles [{stats.percentile_00_5:.1f}, "
                        f"{stats.percentile_99_5:.1f}], then z-score with the dataset's {stats.source} mean/std"))
         elif key in RGB_NAMES:
-            out.append(ChannelNormalization(stats.channel, name, "rgb", reason=f"colour channel '{name}': 0-255 to 0-1"))
+            out.append(ChannelNormalization(stats.channel, name, "rgb",
+                                            reason=f"colour channel '{name}': 0-255 to 0-1"))
         elif key in NO_NORM_NAMES:
             out.append(ChannelNormalization(stats.channel, name, "none", reason=f"channel name '{name}' asks for none"))
         else:
@@ -161,8 +164,10 @@ def plan_packing(fp: DatasetFingerprint, spacing_t: list[float]) -> ChannelPacki
         ratio = spacing_t[0] / min(spacing_t[1:])
         if not is_2d_dataset(fp) and ratio <= NEIGHBOUR_SPACING_RATIO:
             return ChannelPackingPlan("neighbours", 1, f"3D data with slices {ratio:.1f}x the pixel size "
-                                      f"(<= {NEIGHBOUR_SPACING_RATIO}): slices s-1, s, s+1 as SAM's three channels (2.5D)")
-        why = "2D images" if is_2d_dataset(fp) else f"slices {ratio:.1f}x thicker than pixels (neighbours differ too much)"
+                                      f"(<= {NEIGHBOUR_SPACING_RATIO}): slices s-1, s, s+1 as SAM's three channels "
+                                      "(2.5D)")
+        why = ("2D images" if is_2d_dataset(fp) else
+               f"slices {ratio:.1f}x thicker than pixels (neighbours differ too much)")
         return ChannelPackingPlan("repeat", 1, f"one channel, {why}: repeated to SAM's three channels")
     if c == 3:
         return ChannelPackingPlan("direct", 3, "three channels map onto SAM's three input channels")
@@ -255,7 +260,8 @@ def plan(fingerprint: DatasetFingerprint, dataset_info=None, backbone: str | Non
     planned_input = choose_input_size(chosen, crop.patch_size)
     adapter, adapter_reason = choose_adapter(hw, len(fp.cases))
     global_attention = uses_global_attention(chosen, planned_input.size)
-    model = ModelPlan(backbone=chosen, input_size=planned_input.size, adapter=adapter, global_attention=global_attention,
+    model = ModelPlan(backbone=chosen, input_size=planned_input.size, adapter=adapter,
+                      global_attention=global_attention,
                       reason=f"{backbone_reason}; {planned_input.reason}" + (
                           "; global attention in every block (S-SAM layout): SAM's 14-token windows would pad "
                           "the small token grid" if global_attention else ""),
