@@ -143,3 +143,13 @@ def test_every_flag_has_its_line_in_the_training_manual():
         assert row is not None, f"documentation/training.md has no row for {flag.flag}"
         if flag.plans_field:
             assert f"`{flag.plans_field.replace('{adapter}', '<adapter>')}`" in row, row
+
+
+def test_nnunet_hints_name_existing_samunet_train_flags():
+    import re
+
+    known = {f.flag for f in training_flags.TRAINING_FLAGS}
+    for hint in nnunet_flags.TRAIN.different.values():
+        for flag in re.findall(r"--[a-z][a-z-]+", hint):
+            assert flag in known, (flag, hint)
+    assert "--batch-size" in nnunet_flags.PLAN.different["-gpu_memory_target"] and "--batch-size" in known

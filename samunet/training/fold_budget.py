@@ -144,8 +144,7 @@ class FoldBudget:
         if self.fills:
             self.total_epochs = max(self.total_epochs, recorded_total_epochs)
 
-    # ---- the final validation ----------------------------------------------------------------------------
-
+    # ---- the plans' cost, the fill and the final validation ---------------------------------------------
     @property
     def sizing_cost(self):
         """The cost figures the plans were sized with (``plans.cost``, measured for the recommended adapter). They

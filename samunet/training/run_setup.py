@@ -20,8 +20,6 @@ from samunet.core import training_flags
 from samunet.core.names import ADAPTER_NAMES, DATASET_JSON_FILE, MODEL_PLANS_FILE, model_folder_name
 from samunet.core.plans import Plans
 from samunet.core.training_flags import ADAPTER_PLACEHOLDER, TrainingOptions
-# trainer.py's import of record_results, until it imports samunet.training.run_records itself
-from samunet.training.run_records import record_results  # noqa: F401
 from samunet.training.slice_dataset import CaseSlices, load_case_slices
 from samunet.training.splits import fold_cases, load_or_create_splits
 from samunet.training.validation import ValidationCase

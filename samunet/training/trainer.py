@@ -35,7 +35,8 @@ from samunet.training.fold_budget import FoldBudget, TimeBudget
 from samunet.training.lr_schedule import learning_rate_at, set_learning_rate
 from samunet.training.optimizers import build_optimizer
 from samunet.training.progress import TrainingHistory, plot_progress
-from samunet.training.run_setup import TrainingRun, record_results
+from samunet.training.run_records import record_results
+from samunet.training.run_setup import TrainingRun
 from samunet.training.train_step import StepRunner
 from samunet.training.training_state import load_latest, restore_rng, save_checkpoint, save_latest
 from samunet.training.validation import dice_per_class, is_improvement, mean_foreground_dice, validate
