@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import sys
 import warnings
 
 import torch
@@ -168,6 +169,9 @@ class EncoderRunner:
         return run
 
     def _build_openvino(self, example):
+        # without its telemetry package ovc uses its no-op stub: each convert_model otherwise forked the process
+        # about 35 times to send usage events (a 1 GiB planning process then read 2.5 GiB as a process tree)
+        sys.modules.setdefault("openvino_telemetry", None)
         import openvino as ov
 
         # traced on one slice (the trace runs the encoder eagerly in fp32); the batch dimension stays dynamic

@@ -55,7 +55,7 @@ def _measured_cost_model(root: Path):
               batch):
         return MeasuredCosts(backbone, adapter, precision, device, cache, batch=batch, time_cap=cap,
                              num_classes=num_classes, in_channels=in_channels, global_attention=global_attention,
-                             encoder_runtime=encoder_runtime)
+                             encoder_runtime=encoder_runtime, isolated=True)
 
     return costs
 

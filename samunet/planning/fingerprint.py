@@ -25,6 +25,10 @@ from samunet.preprocessing.bounding_box import bbox_of
 FINGERPRINT_SCHEMA_VERSION = 1
 DEFAULT_SAMPLES_PER_CASE = 10_000
 DEFAULT_SEED = 1234
+# one worker's peak while it fingerprints a case: its interpreter (numpy, scipy, SimpleITK), then per voxel and
+# channel the float32 image and its read buffer, the masks and label, and the int64 indices of the sampled voxels
+WORKER_BASE_BYTES = 150 * 1024**2
+WORKER_BYTES_PER_VOXEL = 32
 
 
 @dataclass
@@ -203,6 +207,39 @@ class FingerprintError(SamunetUserError, RuntimeError):
     pass
 
 
+def _largest_case_voxels(cases) -> int:
+    """Voxels times channels of the largest case, from the image headers (no pixel data read)."""
+    import SimpleITK as sitk
+
+    largest = 0
+    for case in cases:
+        try:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(case.image_files[0]))
+            reader.ReadImageInformation()
+        except RuntimeError:  # an unreadable file: its worker reports it with the case name
+            continue
+        voxels = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * len(case.image_files)
+        largest = max(largest, voxels)
+    return largest
+
+
+def _affordable_workers(cases, requested: int) -> int:
+    """At most ``requested`` workers, fewer when that many copies of the largest case would not fit in half the
+    available memory: cases stream through the pool, so the peak follows the largest case, not their number."""
+    from samunet.utils.logs import get_logger
+    from samunet.utils.processes import default_num_processes, usable_cpu_count
+
+    if requested <= 1:
+        return requested
+    affordable = default_num_processes(WORKER_BASE_BYTES + WORKER_BYTES_PER_VOXEL * _largest_case_voxels(cases))
+    if affordable >= min(requested, usable_cpu_count()):  # memory is not what limits them
+        return requested
+    get_logger().info("fingerprint: %d worker(s) instead of %d: what the available memory allows for the largest case",
+                      affordable, requested)
+    return affordable
+
+
 def intensity_statistics(samples: np.ndarray, channel: int, name: str, source: str) -> ChannelIntensity:
     if samples.size == 0:
         return ChannelIntensity(channel, name, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0, source)
@@ -246,6 +283,7 @@ def compute_fingerprint(raw_folder: str | Path, num_processes: int = 1, samples_
     jobs = [(c.case_id, [str(f) for f in c.image_files], None if c.label_file is None else str(c.label_file),
              samples_per_case, seed, info.label_scheme.ignore_label) for c in cases]
     bar = dict(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
+    num_processes = _affordable_workers(cases, num_processes)
     if num_processes <= 1:
         results = [_fingerprint_case_job(j) for j in progress_bar(jobs, **bar)]
     else:

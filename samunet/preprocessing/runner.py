@@ -18,7 +18,7 @@ from samunet.core.errors import SamunetUserError
 from samunet.core.layout import cache_files, cache_folder
 from samunet.core.paths import preprocessed_root, raw_root
 from samunet.core.names import FINGERPRINT_FILE
-from samunet.utils.processes import default_num_processes
+from samunet.utils.processes import default_num_processes, usable_cpu_count
 from samunet.core.plans import Plans
 from samunet.utils.atomic import write_npy
 from samunet.utils.logs import get_logger
@@ -96,8 +96,13 @@ def preprocess_dataset(dataset_name: str, plans: Plans, num_processes: int | Non
     skipped = len(cases) - len(pending)
     if skipped:
         log.info("%d of %d case(s) already preprocessed with these plans: skipped", skipped, len(cases))
+    affordable = default_worker_count(dataset_name)  # cases stream through the pool: the largest sets the peak
     if num_processes is None:
-        num_processes = default_worker_count(dataset_name)
+        num_processes = affordable
+    elif num_processes > affordable and affordable < usable_cpu_count():  # memory, not the CPUs, limits them
+        log.info("preprocess: %d worker(s) instead of %d: what the available memory allows for the largest case",
+                 affordable, num_processes)
+        num_processes = affordable
     workers = max(1, min(num_processes, len(pending)))
     jobs = [(c.case_id, [str(f) for f in c.image_files], str(c.label_file), plans, str(folder)) for c in pending]
     bar = dict(total=len(jobs), desc="preprocess", unit="case", disable=not progress or not jobs)
