@@ -67,6 +67,20 @@ def test_plan_benchmark_plans_the_task_it_is_given(hippocampus_task, load_benchm
     result = bench.main(["--task", str(hippocampus_task), "--backbone", "tiny", "--np", "1"])
     assert result["cases"] == 8 and result["plans_written"]
     assert result["wall_seconds"] > 0 and result["peak_rss_bytes"] > 0
+    assert result["stages"]["preprocess"]["peak_rss_bytes"] > 0  # every log marker was seen, in order
+
+
+def test_plan_benchmark_reports_each_stage_on_synthetic_datasets_of_each_count(load_benchmark):
+    bench = load_benchmark("bench_plan")
+    # fixed cost estimates: the task test above already runs the cost measurement
+    result = bench.main(["--synthetic", "2", "3", "--shape", "3", "24", "24", "--backbone", "tiny", "--np", "1",
+                         "--no-measure"])
+    assert [run["cases"] for run in result["runs"]] == [2, 3]
+    for run in result["runs"]:
+        assert run["plans_written"] and run["plans"]["model"]["backbone"] == "tiny"
+        assert list(run["stages"]) == ["verify", "fingerprint", "plan", "preprocess"]
+        assert all(stage["peak_rss_bytes"] > 0 and stage["seconds"] > 0 for stage in run["stages"].values())
+        assert max(stage["peak_rss_bytes"] for stage in run["stages"].values()) == run["peak_rss_bytes"]
 
 
 def test_plan_promise_benchmark_reports_planned_and_real_minutes_and_the_dice(samunet_dirs, tmp_path, monkeypatch,

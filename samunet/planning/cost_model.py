@@ -147,6 +147,20 @@ def _timed(fn, device: str) -> float:
     return statistics.median(seconds)
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them mapped) between the phases of an in-process
+    measurement and after it. It helps little against OpenVINO's own allocator (two LiteMedSAM sizes at batch 8:
+    3,800 MiB without, 3,540 with), hence ``measure_in_child_process`` for planning."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator keeps its pages, nothing else changes
+        pass
+
+
 def measure_input_size(backbone: str, adapter_name: str, input_size: int, precision: str, device: str,
                        batch: int = DEFAULT_BATCH, num_classes: int = 3, in_channels: int = 3,
                        global_attention: bool = False, encoder_runtime: str = "eager") -> MeasuredCost:
@@ -197,10 +211,40 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
 
     if frozen:
         step_s = _timed(train_step, device) / batch
+        del optimizer, inputs  # the step's state is not needed for the encoder's timing
+        release_freed_memory()
         adapter.use_encoder_runtime(encoder_runtime, policy)
         return MeasuredCost(input_size, _timed(encode, device) / batch, step_s, None)
 
     return MeasuredCost(input_size, None, None, _timed(train_step, device) / batch)
+
+
+def _measure_seeded(arguments: tuple, threads: int) -> dict:
+    """A child process's measurement: this process's threads and seed, results as plain data."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    cost = measure_input_size(*arguments)
+    return {"cost": asdict(cost), "seconds": time.perf_counter() - start}
+
+
+def measure_in_child_process(arguments: tuple) -> tuple[MeasuredCost, float]:
+    """``measure_input_size(*arguments)`` in a fresh spawned process: (cost, seconds it measured for).
+
+    What a measurement allocates (the model, its optimizer, the traced and compiled encoder, OpenVINO's own
+    allocator) goes with the process, so sizes measured one after the other do not stack (in one process two
+    LiteMedSAM sizes at batch 8 reached 3,540 MiB) and preprocessing starts from the planner's own memory. The
+    seconds are the child's own, without its start, so the time cap spends as in one process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = pool.submit(_measure_seeded, arguments, torch.get_num_threads()).result()
+    return MeasuredCost(**result["cost"]), result["seconds"]
 
 
 def _extrapolate(measured: list[MeasuredCost], input_size: int) -> MeasuredCost:
@@ -241,9 +285,11 @@ class MeasuredCosts:
 
     def __init__(self, backbone: str, adapter_name: str, precision: str, device: str, cache: CostCache,
                  batch: int = DEFAULT_BATCH, time_cap: TimeCap | None = None, num_classes: int = 3,
-                 in_channels: int = 3, global_attention: bool = False, encoder_runtime: str = "eager"):
+                 in_channels: int = 3, global_attention: bool = False, encoder_runtime: str = "eager",
+                 isolated: bool = False):
         self.backbone, self.adapter_name, self.precision, self.device = backbone, adapter_name, precision, device
         self.encoder_runtime = encoder_runtime
+        self.isolated = isolated  # each measurement in a child process (samunet_plan), else in this one
         self.cache, self.batch, self.time_cap = cache, batch, time_cap or TimeCap()
         self.num_classes, self.in_channels, self.global_attention = num_classes, in_channels, global_attention
         self.machine = machine_key(device)
@@ -282,13 +328,17 @@ class MeasuredCosts:
     def measure(self, size: int) -> MeasuredCost:
         import torch
 
-        start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            cost = measure_input_size(self.backbone, self.adapter_name, size, self.precision, self.device, self.batch,
-                                      self.num_classes, self.in_channels, self.global_attention,
-                                      self.encoder_runtime)
-        took = time.perf_counter() - start
+        arguments = (self.backbone, self.adapter_name, size, self.precision, self.device, self.batch,
+                     self.num_classes, self.in_channels, self.global_attention, self.encoder_runtime)
+        if self.isolated:
+            cost, took = measure_in_child_process(arguments)
+        else:
+            start = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                cost = measure_input_size(*arguments)
+            release_freed_memory()  # the model, its compiled encoder and their buffers are gone by now
+            took = time.perf_counter() - start
         self.time_cap.spent += took
         self.known[size] = cost
         self.cache.put(self._key(size), cost)
@@ -296,6 +346,9 @@ class MeasuredCosts:
         log.info("cost model: %s + %s at %d px, %s, encoder %s: %s (%.1f s to measure)", self.backbone,
                  self.adapter_name, size, self.precision, self.encoder_runtime, describe(cost), took)
         return cost
+
+    def any_extrapolated(self) -> bool:
+        return any(not c.measured for c in self.known.values())
 
 
 def describe(cost: MeasuredCost) -> str:
