@@ -259,6 +259,8 @@ CASES = {
     "adapters.focal_gamma": (1.0, loss_value("ssam"), {}),
     "adapters.lora_rank": (8, built_adapter("samed"), {}),
     "adapters.head_width": (64, built_adapter("cnnhead"), {}),
+    "adapters.unet_widths": (lambda v: [w // 2 for w in v], built_adapter("fusion"), {}),
+    "adapters.fusion_stage": (lambda v: 0 if v else 1, built_adapter("fusion"), {}),
     "adapters.cache_embeddings": (lambda v: not v, trainer_facts("decoder"), {}),
     "adapters.output": ("sigmoid_per_label", built_adapter("samed"), {}),
     "augmentation.rotation_degrees": (90.0, training_batch, {}),
@@ -283,7 +285,8 @@ CASES = {
     "training.time_budget_min": (lambda v: (v or 30) + 5, TRAINER, {}),
 }
 # the adapter whose entry an ``adapters.<field>`` case edits (the consumer above trains or builds it)
-ADAPTER_OF = {"focal_alpha": "ssam", "focal_gamma": "ssam", "head_width": "cnnhead", "cache_embeddings": "decoder"}
+ADAPTER_OF = {"focal_alpha": "ssam", "focal_gamma": "ssam", "head_width": "cnnhead", "cache_embeddings": "decoder",
+              "unet_widths": "fusion", "fusion_stage": "fusion"}
 
 
 def _set(data: dict, path: str, value) -> None:
