@@ -347,9 +347,6 @@ class MeasuredCosts:
                  self.adapter_name, size, self.precision, self.encoder_runtime, describe(cost), took)
         return cost
 
-    def any_extrapolated(self) -> bool:
-        return any(not c.measured for c in self.known.values())
-
 
 def describe(cost: MeasuredCost) -> str:
     parts = []
