@@ -156,3 +156,12 @@ def test_train_then_predict_round_trip(hippocampus_preprocessed, tmp_path, monke
     predicted, image = sitk.ReadImage(str(outputs / f"{case}.nii.gz")), sitk.ReadImage(str(source))
     assert predicted.GetSize() == image.GetSize() and predicted.GetSpacing() == image.GetSpacing()
     assert set(np.unique(sitk.GetArrayFromImage(predicted))) <= {0, 1, 2}
+
+
+def test_regions_get_one_sigmoid_per_region():
+    config = default_adapter_config("fusion", unet_widths=[8, 16], fusion_stage=1, output="sigmoid_per_label")
+    adapter = build_adapter_from_parts("fusion", build_sam("tiny", 64, pretrained=False), 4, config, 64)
+    adapter.use_region_outputs()
+    with torch.no_grad():
+        probabilities = adapter.probabilities(adapter(torch.rand(1, 3, 32, 32)))
+    assert probabilities.shape == (1, 3, 32, 32) and 0 <= probabilities.min() and probabilities.max() <= 1

@@ -134,7 +134,7 @@ def test_adapter_recommendation_and_configs(monkeypatch):
     monkeypatch.setattr(model_planner, "weights_present", lambda name: False)
     few = make_fingerprint([make_case(i) for i in range(5)])
     many = make_fingerprint([make_case(i) for i in range(40)])
-    assert plan(few, hardware=CPU).model.adapter == "decoder"
+    assert plan(few, hardware=CPU).model.adapter == "fusion"
     assert plan(few, hardware=GPU).model.adapter == "loramednet"
     plans = plan(many, hardware=GPU)
     assert plans.model.adapter == "samed"

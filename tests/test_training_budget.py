@@ -86,7 +86,9 @@ def _trainer(hippocampus_preprocessed, tmp_path, monkeypatch, *flags):
     roots = private_roots(hippocampus_preprocessed, tmp_path)
     for key, value in roots.items():
         monkeypatch.setenv(key, value)
-    options = TrainingOptions(dataset="4", adapter="decoder", fold=0, num_workers=0, **dict(flags))
+    # the adapter the plans' cost was measured for (the planner's recommendation), so its figures apply
+    adapter = hippocampus_preprocessed.plans.model.adapter
+    options = TrainingOptions(dataset="4", adapter=adapter, fold=0, num_workers=0, **dict(flags))
     run = prepare_run(options)
     return FoldTrainer(run, build_adapter_for(run, torch.device("cpu")), torch.device("cpu"), DistributedContext())
 
@@ -169,7 +171,7 @@ def _announcement(trainer) -> str:
 def test_final_validation_is_reserved_out_of_the_training_time(hippocampus_preprocessed, tmp_path, monkeypatch):
     trainer = _trainer(hippocampus_preprocessed, tmp_path, monkeypatch)
     cost = trainer.run.plans.cost
-    assert cost is not None and cost.adapter == "decoder"
+    assert cost is not None and cost.adapter == trainer.run.options.adapter
     expected = cost.seconds_per_validation_case * len(trainer.run.val_cases)
     assert trainer.budget.reserve_s == pytest.approx(min(expected, 15 * 60))
     trainer.fold_budget.validation_seconds.append(42.0)  # a mid-run validation was measured: it replaces the estimate

@@ -18,7 +18,6 @@ from samunet.adapters.fusion_unet import FusionUNet
 class FusionAdapter(Adapter):
     name = "fusion"
     uses_images_after_encoder = True  # forward_from_embeddings reads the images, not only their size
-    supported_outputs = ("softmax",)
     config_fields = ("unet_widths", "fusion_stage")  # AdapterConfig fields this adapter reads
 
     def __init__(self, sam, num_classes: int, in_channels: int, config) -> None:

@@ -58,8 +58,10 @@ def uses_global_attention(backbone: str, input_size: int) -> bool:
 
 def choose_adapter(hw: Hardware, num_training_cases: int) -> tuple[str, str]:
     if hw.device == "cpu":
-        return "decoder", ("CPU: frozen encoder with cached embeddings (each slice encoded once), only the mask "
-                           "decoder trains: the cheapest adapter that still learns multi-class output")
+        return "fusion", ("CPU: frozen encoder with cached embeddings (each slice encoded once) fused into a U-Net "
+                          "at the patch's resolution, the one adapter with trained layers at the image's own "
+                          "resolution, where the errors of decoding from the stride-4 embedding sit "
+                          "(documentation/results.md, samunet against nnU-Net v2)")
     if num_training_cases < FEW_CASES:
         return "loramednet", (f"{num_training_cases} training cases (< {FEW_CASES}): LoRA + CNN head, the adapter "
                               "reported strongest with 5 labelled volumes (LoRaMedNet, ACDC)")
