@@ -4,8 +4,9 @@ Most of a plain test run's time went to work repeated with identical inputs: eve
 same ``tiny`` models at the same sizes (up to its 20 s cap), and every training, validation and prediction
 converted the same frozen encoder to an OpenVINO graph again (2-4 s each on 2 cores). Within one test run:
 
-- ``measure_input_size`` (the planner's cost measurement) is measured once per argument set and torch thread
-  count; later calls get a copy of that real measurement;
+- ``measure_input_size`` (the planner's cost measurement), and ``measure_in_child_process`` that samunet_plan
+  runs it through, measure once per argument set and torch thread count; later calls get a copy of that real
+  measurement (and the seconds it took, which the planner's time cap spends);
 - an OpenVINO encoder build is done once per encoder identity (its class, its modules' settings, the bytes of
   its weights and buffers) and input layout, precision and threads; a later runner with the same identity
   reuses the compiled graph, which computes the same function.
@@ -79,6 +80,25 @@ def _memoised_cost_measurement(real):
     return measure_input_size
 
 
+def _memoised_child_measurement(real):
+    """samunet_plan measures in a spawned child process: (cost, the child's seconds), memoised the same way."""
+
+    def measure_in_child_process(arguments: tuple):
+        import torch
+
+        if not COST_MEMO.enabled:
+            return real(arguments)
+        key = ("child process", tuple(arguments), torch.get_num_threads())
+        if key not in COST_MEMO.results:
+            COST_MEMO.results[key] = real(arguments)
+        else:
+            COST_MEMO.hits += 1
+        cost, seconds = COST_MEMO.results[key]
+        return dataclasses.replace(cost), seconds
+
+    return measure_in_child_process
+
+
 def _memoised_openvino_build(real):
     def _build_openvino(self, example):
         if not OPENVINO_MEMO.enabled:
@@ -102,6 +122,8 @@ def session_memos():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cost_model, "measure_input_size", _memoised_cost_measurement(cost_model.measure_input_size))
+        patch.setattr(cost_model, "measure_in_child_process",
+                      _memoised_child_measurement(cost_model.measure_in_child_process))
         patch.setattr(encoder_runtime.EncoderRunner, "_build_openvino",
                       _memoised_openvino_build(encoder_runtime.EncoderRunner._build_openvino))
         yield {"cost": COST_MEMO, "openvino": OPENVINO_MEMO}
