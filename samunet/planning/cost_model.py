@@ -149,8 +149,8 @@ def _timed(fn, device: str) -> float:
 
 def release_freed_memory() -> None:
     """Hand freed heap pages back to the system (glibc keeps them mapped) between the phases of an in-process
-    measurement and after it. It helps little against OpenVINO's own allocator (two LiteMedSAM sizes at batch 8:
-    3,800 MiB without, 3,540 with), hence ``measure_in_child_process`` for planning."""
+    measurement and after it. It helps little against OpenVINO's own allocator (two LiteMedSAM sizes at 240 px,
+    batch 8, in samunet_plan on 10 x 256 x 256 volumes: 3,800 MiB without, 3,540 with)."""
     import ctypes
     import gc
 
@@ -234,9 +234,11 @@ def measure_in_child_process(arguments: tuple) -> tuple[MeasuredCost, float]:
     """``measure_input_size(*arguments)`` in a fresh spawned process: (cost, seconds it measured for).
 
     What a measurement allocates (the model, its optimizer, the traced and compiled encoder, OpenVINO's own
-    allocator) goes with the process, so sizes measured one after the other do not stack (in one process two
-    LiteMedSAM sizes at batch 8 reached 3,540 MiB) and preprocessing starts from the planner's own memory. The
-    seconds are the child's own, without its start, so the time cap spends as in one process."""
+    allocator) goes with the process, so the peak is one measurement's, however many sizes are measured. For the
+    two sizes planning usually measures it is not lower than in one process: the child loads torch and its
+    libraries again (about 780 MiB) while the planner holds them (400 volumes of 10 x 256 x 256, LiteMedSAM at
+    240 px, batch 8: 3,866 MiB peak this way, 3,479 in one process). The seconds are the child's own, without
+    its start, so the time cap spends as in one process."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
