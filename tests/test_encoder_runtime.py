@@ -104,6 +104,20 @@ def test_exported_runtime_builds_inside_the_callers_autocast(runtime):
     assert torch.allclose(out, expected, atol=1e-3 * float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in ("openvino", "onnxruntime")])
+@pytest.mark.unmemoised  # the first build sees the bf16 input
+def test_exported_runtime_takes_a_bf16_input(runtime):
+    """A learned channel mixer before the encoder runs under bf16 autocast, so the encoder's input is bf16: the
+    export still traces its fp32 graph (it failed with "Input type (c10::BFloat16) and bias type (float)")."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = frozen_encoder()(x.bfloat16().float())
+    runner = EncoderRunner(frozen_encoder(), runtime, FP32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = runner(x.bfloat16())
+    assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-3 * float(expected.abs().max()))
+
+
 @pytest.mark.parametrize("runtime", [w for w in FAST_WAYS if w in SHAPE_SPECIALISED or w in PACKAGES])
 @pytest.mark.unmemoised  # what a real build prints is the subject
 def test_tracing_the_encoder_prints_no_warnings(runtime):

@@ -133,6 +133,8 @@ class EncoderRunner:
     def _build(self, example: torch.Tensor):
         # exported graphs are traced in fp32, outside the caller's autocast
         exported = self.runtime in PACKAGES
+        if exported:  # a bf16 input (a channel mixer run under autocast) would trace against the fp32 weights
+            example = example.float()
         precision = torch.autocast(example.device.type, enabled=False) if exported else contextlib.nullcontext()
         with precision, quiet_tracing():
             return getattr(self, f"_build_{self.runtime}")(example)
