@@ -22,6 +22,7 @@ from pathlib import Path
 from samunet.core.labels import LabelScheme
 from samunet.core.names import DEBUG_FILE
 from samunet.core.errors import SamunetUserError
+from samunet.report.leaderboard_section import format_value as _format
 from samunet.utils.atomic import atomic_path, read_json
 
 AGGREGATE_ROWS = ("mean", "std")  # the fold column of the CSV's aggregated rows
@@ -134,16 +135,6 @@ def _plain(value: float) -> str:
     if math.isnan(value):
         return "nan"
     return str(int(value)) if value.is_integer() and abs(value) < 2 ** 53 else repr(float(value))
-
-
-def _format(column: str, value: float) -> str:
-    if math.isnan(value):
-        return "n/a"
-    if column == "trainable_parameters":
-        return f"{value:,.0f}"
-    if column.startswith("dice"):
-        return f"{value:.4f}"
-    return f"{value:.2f}" if column.startswith("hd95") or column == "seconds_per_volume" else f"{value:.1f}"
 
 
 def _headers(classes: list[str]) -> list[str]:

@@ -41,21 +41,29 @@ def _conclusion(path: Path) -> list[str]:
     return [line for line in lines[last_table + 1:] if line.strip() and not line.startswith("#")]
 
 
-def display_value(column: str, text: str) -> str:
-    """The CSV's full-precision number as the Markdown shows it (4 decimals for Dice, 2 for mm and seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        return text
+FORMATTED_COLUMNS = ("trainable_parameters", "seconds_per_volume", "training_minutes")
+
+
+def format_value(column: str, value: float) -> str:
+    """A leaderboard number as its Markdown and this page show it (4 decimals for Dice, 2 for mm and seconds)."""
     if math.isnan(value):
         return "n/a"
     if column == "trainable_parameters":
         return f"{value:,.0f}"
     if column.startswith("dice"):
         return f"{value:.4f}"
-    if column.startswith("hd95") or column == "seconds_per_volume":
-        return f"{value:.2f}"
-    return f"{value:.1f}" if column == "training_minutes" else text
+    return f"{value:.2f}" if column.startswith("hd95") or column == "seconds_per_volume" else f"{value:.1f}"
+
+
+def display_value(column: str, text: str) -> str:
+    """The CSV's full-precision number as the Markdown shows it; other columns (fold, cases) as written."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if math.isnan(value) or column in FORMATTED_COLUMNS or column.startswith(("dice", "hd95")):
+        return format_value(column, value)
+    return text
 
 
 def column_title(column: str) -> str:
