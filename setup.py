@@ -28,7 +28,7 @@ setup(
         # the frozen encoder's CPU runtime: 3-5x eager PyTorch on the project's CPU (documentation/encoder_runtime.md)
         "openvino>=2024.4",
     ],
-    extras_require={"test": ["pytest>=8"], "onnxruntime": ["onnxruntime>=1.17", "onnx"]},
+    extras_require={"test": ["pytest>=8", "ruff"], "onnxruntime": ["onnxruntime>=1.17", "onnx"]},
     entry_points={
         "console_scripts": [
             "samunet_convert_msd = samunet.dataset.convert_msd:main",
