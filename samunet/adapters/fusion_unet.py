@@ -55,7 +55,8 @@ class FusionUNet(nn.Module):
         self.decode = nn.ModuleList()
         for s in range(len(widths) - 1, 0, -1):
             self.up.append(nn.ConvTranspose2d(widths[s], widths[s - 1], 2, stride=2, bias=False))
-            self.decode.append(nn.Sequential(_conv(2 * widths[s - 1], widths[s - 1]), _conv(widths[s - 1], widths[s - 1])))
+            self.decode.append(nn.Sequential(_conv(2 * widths[s - 1], widths[s - 1]),
+                                             _conv(widths[s - 1], widths[s - 1])))
         self.classifier = nn.Conv2d(widths[0], num_outputs, 1)
 
     @property

@@ -5,7 +5,8 @@ Unlike the reference implementation:
   ``.to()``, are never saved (they follow from the frozen weight) and are never recomputed.
 - Training never materialises W': y = ((x V) * s') U^T costs about 1.3x the frozen layer's forward and
   backward at any batch size, where rebuilding W' (one r x out x in product per layer per step) and then
-  computing its full weight gradient costs about 2.2x at batch 4 and 256 px (measured on the project's 2-core CPU, ViT-B).
+  computing its full weight gradient costs about 2.2x at batch 4 and 256 px (measured on the project's 2-core CPU,
+  ViT-B).
 - Without gradients W' is built once and cached until a or b change; ``merged()`` folds it into a plain layer.
 - Convolutions (the neck) are treated as out x (in * kh * kw) matrices.
 """

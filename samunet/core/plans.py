@@ -105,7 +105,9 @@ class ChannelNormalization:
 
 @dataclass
 class ChannelPackingPlan:
-    mode: str  # "repeat" (1 channel -> 3) | "neighbours" (2.5D: slices s-1, s, s+1) | "mix" (learned 1x1, >3 channels) | "direct" (3 channels, e.g. RGB)
+    # "repeat" (1 channel -> 3) | "neighbours" (2.5D: slices s-1, s, s+1) | "mix" (learned 1x1, >3 channels)
+    # | "direct" (3 channels, e.g. RGB)
+    mode: str
     num_channels: int  # channels in the preprocessed image
     reason: str = ""
 

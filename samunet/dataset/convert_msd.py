@@ -161,7 +161,8 @@ def convert_case(case: MsdCase, out_folder: Path, num_channels: int) -> str:
         return "skipped"
     channels, geometry = read_image_channels(case.image, allow_multichannel_volume=True)
     if channels.shape[0] != num_channels:
-        raise DatasetError(f"{case.image}: has {channels.shape[0]} channel(s), dataset.json 'modality' lists {num_channels}")
+        raise DatasetError(f"{case.image}: has {channels.shape[0]} channel(s), "
+                           f"dataset.json 'modality' lists {num_channels}")
     if label is not None:
         seg, seg_geometry = read_label(case.label)
         if seg.min() < 0:
@@ -202,7 +203,8 @@ def convert_msd_task(task_dir: str | Path, output_root: str | Path | None = None
         training, tests = [known[c] for c in sorted(set(case_ids))], []
     dataset_json = v2_dataset_json(msd, len(training), json_path)
     num_channels = len(dataset_json["channel_names"])
-    log.info("converting %d training and %d test case(s) of %s into %s", len(training), len(tests), task_dir, out_folder)
+    log.info("converting %d training and %d test case(s) of %s into %s", len(training), len(tests), task_dir,
+             out_folder)
     jobs = [(case, out_folder, num_channels) for case in training + tests]
     if num_processes <= 1 or len(jobs) <= 1:
         counts = _tally(map(_convert_job, jobs), len(jobs))

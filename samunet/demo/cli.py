@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     log_file = setup_logging(out, prefix="demo")
     log.info("samunet demo: writing everything into %s (log: %s)", out, log_file.name)
     started = time.time()
-    roots = {"SAMUNET_RAW": out / "raw", "SAMUNET_PREPROCESSED": out / "preprocessed", "SAMUNET_RESULTS": out / "results"}
+    roots = {"SAMUNET_RAW": out / "raw", "SAMUNET_PREPROCESSED": out / "preprocessed",
+             "SAMUNET_RESULTS": out / "results"}
     for folder in roots.values():
         folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **{k: str(v) for k, v in roots.items()})
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, metrics in summary["mean"].items():
         log.info("  Dice %-12s %.3f", label_names.get(str(label), label), metrics["Dice"])
     log.info("  mean foreground Dice %.3f", summary["foreground_mean"]["Dice"])
-    log.info("Outputs:\n  raw data       %s\n  plans          %s\n  model          %s\n  predictions    %s\n  evaluation     %s",
+    log.info("Outputs:\n  raw data       %s\n  plans          %s\n  model          %s\n"
+             "  predictions    %s\n  evaluation     %s",
              roots["SAMUNET_RAW"] / dataset, plans_file(roots["SAMUNET_PREPROCESSED"] / dataset, DEFAULT_PLANS_NAME),
              roots["SAMUNET_RESULTS"] / dataset, predictions, summary_file)
 

@@ -89,7 +89,8 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
     reference_folder, prediction_folder = Path(reference_folder), Path(prediction_folder)
     pairs, unpredicted = match_files(reference_folder, prediction_folder)
     if unpredicted:
-        log.warning("%d reference(s) have no prediction and are not evaluated (first: %s)", len(unpredicted), unpredicted[0])
+        log.warning("%d reference(s) have no prediction and are not evaluated (first: %s)", len(unpredicted),
+                    unpredicted[0])
     if labels is None:
         present: set[int] = set()
         for pair in pairs:

@@ -112,7 +112,8 @@ def _cases(outputs: list[ValidationOutputs], references: dict[str, tuple[np.ndar
         reference, spacing = references[case]
         prediction = _prediction(outputs, case, scheme, spacing, sigma)
         if prediction.shape != reference.shape:
-            raise ProbabilitiesError(f"{what}: case {case} prediction {prediction.shape} vs reference {reference.shape}")
+            raise ProbabilitiesError(f"{what}: case {case} prediction {prediction.shape} "
+                                     f"vs reference {reference.shape}")
         result.append(ValidationCase(case, reference, prediction, spacing))
     return result
 
@@ -136,24 +137,27 @@ def find_best(dataset: str, plans_name: str = DEFAULT_PLANS_NAME, adapters: list
     if adapters:
         missing = [a for a in adapters if a not in folders]
         if missing:
-            raise TrainedModelError(f"{results}: no trained model folder for {', '.join(missing)} with plans {plans_name} "
-                                    f"(found: {', '.join(sorted(folders)) or 'none'})")
+            raise TrainedModelError(f"{results}: no trained model folder for {', '.join(missing)} "
+                                    f"with plans {plans_name} (found: {', '.join(sorted(folders)) or 'none'})")
         folders = {a: folders[a] for a in adapters}
     collected = [o for a, f in folders.items() if (o := collect_validation(a, f)) is not None]
     if not collected:
-        raise TrainedModelError(f"{results}: no fold of any {'/'.join(folders) or '<adapter>'}__{plans_name} folder has validation outputs; train first")
+        raise TrainedModelError(f"{results}: no fold of any {'/'.join(folders) or '<adapter>'}__{plans_name} "
+                                "folder has validation outputs; train first")
     for adapter in sorted(set(folders) - {o.adapter for o in collected}):
         log.warning("%s: no fold has validation outputs (fold_N/validation/); left out", folders[adapter])
     for out in collected:
         log.info("%s: validation of fold(s) %s (%s)", out.adapter, out.folds,
-                 f"all {NUM_FOLDS} folds" if sorted(out.folds) == list(range(NUM_FOLDS)) else f"not all {NUM_FOLDS} folds")
+                 f"all {NUM_FOLDS} folds" if sorted(out.folds) == list(range(NUM_FOLDS))
+                 else f"not all {NUM_FOLDS} folds")
     common = set.intersection(*[set(o.label_files) | set(o.probability_files) for o in collected])
     if not common:
         raise TrainedModelError(f"{results}: the adapters' validation outputs share no case; train the same folds")
     dataset_json = read_json(folders[collected[0].adapter] / DATASET_JSON_FILE)
     # the plans the models were trained with say what their outputs are (regions, ignore label)
     plans_path = folders[collected[0].adapter] / MODEL_PLANS_FILE
-    scheme = Plans.load(plans_path).label_scheme if plans_path.is_file() else LabelScheme.from_dataset_json(dataset_json)
+    scheme = (Plans.load(plans_path).label_scheme if plans_path.is_file()
+              else LabelScheme.from_dataset_json(dataset_json))
     foreground, ignore = scheme.evaluated(), scheme.ignore_label  # regions are compared region by region
     ending = dataset_json["file_ending"]
     label_folder = raw_root() / results.name / "labelsTr"

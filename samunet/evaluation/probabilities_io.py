@@ -2,7 +2,8 @@
 
 The JSON sidecar holds the dataset's labels (dataset.json form: name -> value, or list of values for a
 region; with ``regions_class_order`` for region datasets, whose channels are the regions' sigmoids, see
-``samunet.core.labels``) and the ``Geometry`` of the original image, so that ``samunet_ensemble`` can write label maps from the npz alone.
+``samunet.core.labels``) and the ``Geometry`` of the original image, so that ``samunet_ensemble`` can write label
+maps from the npz alone.
 Written by ``samunet_predict --save-probabilities`` and by training validation; read by ensembling and
 ``samunet_find_best``. Never pickled: ``np.load(allow_pickle=False)``.
 """
@@ -53,7 +54,8 @@ def save_probabilities(probabilities: np.ndarray, geometry: Geometry, labels: di
         raise ValueError(f"{npz_path}: {probabilities.shape[0]} probability channels for {scheme.num_outputs} "
                          f"outputs of labels {labels}")
     if tuple(probabilities.shape[1:]) != geometry.shape:
-        raise ValueError(f"{npz_path}: probabilities {probabilities.shape[1:]} do not match the geometry {geometry.shape}")
+        raise ValueError(f"{npz_path}: probabilities {probabilities.shape[1:]} "
+                         f"do not match the geometry {geometry.shape}")
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as f:  # a file object keeps the exact name (np.savez(str) may append .npz)
             np.savez_compressed(f, **{PROBABILITIES_KEY: probabilities.astype(np.float16)})
@@ -69,7 +71,8 @@ def load_probabilities(npz_path: str | Path) -> SavedProbabilities:
     npz_path = Path(npz_path)
     try:
         with np.load(npz_path, allow_pickle=False) as data:
-            key = PROBABILITIES_KEY if PROBABILITIES_KEY in data.files else (data.files[0] if len(data.files) == 1 else None)
+            key = (PROBABILITIES_KEY if PROBABILITIES_KEY in data.files
+                   else (data.files[0] if len(data.files) == 1 else None))
             if key is None:
                 raise ProbabilitiesError(f"{npz_path}: no '{PROBABILITIES_KEY}' array (found {data.files})")
             probabilities = data[key].astype(np.float32)
@@ -80,7 +83,8 @@ def load_probabilities(npz_path: str | Path) -> SavedProbabilities:
             raise
         raise ProbabilitiesError(f"{npz_path}: cannot be read as a probabilities .npz ({e})") from None
     if probabilities.ndim != 4:
-        raise ProbabilitiesError(f"{npz_path}: expected (classes, z, y, x) probabilities, got shape {probabilities.shape}")
+        raise ProbabilitiesError(f"{npz_path}: expected (classes, z, y, x) probabilities, "
+                                 f"got shape {probabilities.shape}")
     labels = geometry = order = None
     sidecar = sidecar_path(npz_path)
     if sidecar.is_file():
@@ -95,5 +99,6 @@ def load_probabilities(npz_path: str | Path) -> SavedProbabilities:
             raise ProbabilitiesError(f"{npz_path}: {probabilities.shape[0]} channels but {sidecar}'s labels define "
                                      f"{LabelScheme(labels, order and tuple(order)).num_outputs} outputs")
         if geometry is not None and geometry.shape != tuple(probabilities.shape[1:]):
-            raise ProbabilitiesError(f"{npz_path}: shape {probabilities.shape[1:]} differs from {sidecar}'s geometry {geometry.shape}")
+            raise ProbabilitiesError(f"{npz_path}: shape {probabilities.shape[1:]} "
+                                     f"differs from {sidecar}'s geometry {geometry.shape}")
     return SavedProbabilities(probabilities, labels, geometry, order)

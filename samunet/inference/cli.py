@@ -38,11 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "probabilities in the original grid, for samunet_ensemble")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (about 4x faster)")
     p.add_argument("--no-postprocessing", action="store_true", help="ignore samunet_find_best's postprocessing")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto: cuda, else mps, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="auto, cpu, cuda, cuda:1, mps (default auto: cuda, else mps, else cpu)")
     p.add_argument("--encoder-runtime", choices=ENCODER_RUNTIMES, default=None,
                    help="how the (merged, frozen) encoder runs (default: the plans' model.encoder_runtime)")
     p.add_argument("--overwrite", action="store_true", help="predict cases whose outputs already exist again")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: the plans' batch size)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per forward pass (default: the plans' batch size)")
     p.add_argument("-npp", dest="num_preprocessing", type=int, default=1,
                    help="background threads reading and preprocessing the next cases (default 1)")
     p.add_argument("-num_parts", type=int, default=1, help="split the cases into this many parts, one per "

@@ -69,7 +69,8 @@ def ensemble_folders(inputs: list[Path], output: Path, file_ending: str = ".nii.
     for folder, cases in zip(inputs, per_folder):
         extra = set(cases) - set(common)
         if extra:
-            log.warning("%s: %d case(s) not in every folder are skipped (first: %s)", folder, len(extra), sorted(extra)[0])
+            log.warning("%s: %d case(s) not in every folder are skipped (first: %s)", folder, len(extra),
+                        sorted(extra)[0])
     written = []
     for case in progress_bar(common, desc="ensembling", unit="case", disable=not progress):
         probabilities, scheme, geometry = ensemble_case([cases[case] for cases in per_folder])

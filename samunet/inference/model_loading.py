@@ -38,7 +38,8 @@ class ModelRequest:
 
     adapters: list[str] | None = None
     plans_name: str | None = None
-    folds: list[int | str] | None = None  # None: every numbered fold with the checkpoint (else fold_all); "all": fold_all
+    # None: every numbered fold with the checkpoint (else fold_all); "all": fold_all
+    folds: list[int | str] | None = None
     checkpoint: str | None = None
     use_postprocessing: bool = True
 
@@ -165,7 +166,8 @@ def select_models(dataset_folder: Path, request: ModelRequest) -> Selection:
         log.info("%s: fold(s) %s, checkpoint_%s", adapter, sorted(chosen), checkpoint)
     label_sets = {json.dumps([c.labels, c.plans.regions_class_order], sort_keys=True) for c in configurations}
     if len(label_sets) > 1:
-        raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} were trained with different labels")
+        raise TrainedModelError(f"{dataset_folder}: the adapters {', '.join(adapters)} "
+                                "were trained with different labels")
     steps, sigma = [], None
     if info is not None and not follows_info and info.changes_predictions:
         log.info("postprocessing in %s was decided for %s (plans %s), not for this selection: not applied",

@@ -99,7 +99,8 @@ class Predictor:
         for config in self.selection.configurations:
             image, props = case.preprocessed[config.plans.sha256()]
             # --disable-tta turns mirroring off; otherwise each configuration mirrors as its folds' validations said
-            probs = predict_preprocessed_volume(config.ensemble, image, config.plans, mirror=self.mirror and config.mirror,
+            probs = predict_preprocessed_volume(config.ensemble, image, config.plans,
+                                                mirror=self.mirror and config.mirror,
                                                 batch_size=self.batch_size, device=None)
             restored = restore_probabilities(probs, props, regions=self.scheme.has_regions)
             total = restored if total is None else total + restored

@@ -101,7 +101,8 @@ def predict_preprocessed_volume(
     _, num_slices, height, width = image.shape
     padded, keep = pad_in_plane(image, patch)
     padded_h, padded_w = padded.shape[2:]
-    starts = [(y, x) for y in window_starts(padded_h, patch[0], tile_step) for x in window_starts(padded_w, patch[1], tile_step)]
+    starts = [(y, x) for y in window_starts(padded_h, patch[0], tile_step)
+              for x in window_starts(padded_w, patch[1], tile_step)]
     single_window = len(starts) == 1
     gaussian = torch.ones(patch) if single_window else gaussian_importance_map(patch)
     weight_sum = torch.zeros(padded_h, padded_w)

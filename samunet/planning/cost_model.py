@@ -101,7 +101,8 @@ class CostCache:
 
     @staticmethod
     def key(machine: str, backbone: str, adapter: str, precision: str, batch: int, input_size: int) -> str:
-        return hashlib.sha256(f"{machine}|{backbone}|{adapter}|{precision}|{batch}|{input_size}".encode()).hexdigest()[:24]
+        return hashlib.sha256(
+            f"{machine}|{backbone}|{adapter}|{precision}|{batch}|{input_size}".encode()).hexdigest()[:24]
 
     def get(self, key: str) -> MeasuredCost | None:
         entry = self.entries.get(key)

@@ -270,8 +270,9 @@ def summarize_classes(cases: list[CaseFingerprint], labels: dict[str, int]) -> d
     return summary
 
 
-def compute_fingerprint(raw_folder: str | Path, num_processes: int = 1, samples_per_case: int = DEFAULT_SAMPLES_PER_CASE,
-                        seed: int = DEFAULT_SEED, progress: bool = True) -> DatasetFingerprint:
+def compute_fingerprint(raw_folder: str | Path, num_processes: int = 1,
+                        samples_per_case: int = DEFAULT_SAMPLES_PER_CASE, seed: int = DEFAULT_SEED,
+                        progress: bool = True) -> DatasetFingerprint:
     """Fingerprint the training cases of a raw dataset folder (nnU-Net layout) with worker processes."""
     from samunet.dataset.dataset_json import DatasetInfo
 

@@ -59,7 +59,8 @@ def preprocess_arrays(image: np.ndarray, geometry, plans: Plans, seg: np.ndarray
     shape_t = list(image.shape[1:])
     new_hw = resampled_shape(shape_t[1:], spacing_t[1:], target_hw)
     image = np.ascontiguousarray(resample_slices(image, new_hw, plans.resampling.image_order), dtype=np.float32)
-    spacing_after = [spacing_t[0]] + [spacing_t[i + 1] if new_hw[i] == shape_t[i + 1] else target_hw[i] for i in range(2)]
+    spacing_after = [spacing_t[0]] + [spacing_t[i + 1] if new_hw[i] == shape_t[i + 1] else target_hw[i]
+                                      for i in range(2)]
 
     out_seg, class_slices, fg_slices, largest = None, {}, [], -1
     if seg is not None:

@@ -114,7 +114,8 @@ def preprocess_dataset(dataset_name: str, plans: Plans, num_processes: int | Non
             results = list(progress_bar(pool.imap_unordered(_preprocess_job, jobs), **bar))
     failures = sorted(f"{case_id}: {error}" for case_id, error in results if error)
     if failures:
-        raise PreprocessingError(f"{len(failures)} of {len(jobs)} case(s) failed (the others are saved in {folder}):\n  "
+        raise PreprocessingError(f"{len(failures)} of {len(jobs)} case(s) failed "
+                                 f"(the others are saved in {folder}):\n  "
                                  + "\n  ".join(failures))
     log.info("preprocessed %d case(s) into %s with %d worker(s)", len(jobs), folder, workers)
     return {"processed": len(jobs), "skipped": skipped}

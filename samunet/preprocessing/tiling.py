@@ -20,7 +20,8 @@ def window_starts(length: int, window: int, step_fraction: float = DEFAULT_TILE_
     return [int(round(i * stride)) for i in range(n)]
 
 
-def windows_per_slice(shape: tuple[float, float], window: tuple[int, int], step_fraction: float = DEFAULT_TILE_STEP) -> int:
+def windows_per_slice(shape: tuple[float, float], window: tuple[int, int],
+                      step_fraction: float = DEFAULT_TILE_STEP) -> int:
     return (len(window_starts(int(round(shape[0])), window[0], step_fraction))
             * len(window_starts(int(round(shape[1])), window[1], step_fraction)))
 

@@ -16,7 +16,9 @@ import zipfile
 from pathlib import Path
 
 import samunet
-from samunet.core.layout import checkpoint_file, dataset_results_folder, describe_checkpoints, fold_folders, model_folders
+from samunet.core.layout import (
+    checkpoint_file, dataset_results_folder, describe_checkpoints, fold_folders, model_folders,
+)
 from samunet.core.names import (
     ALL_FOLD, DATASET_JSON_FILE, DEBUG_FILE, FINGERPRINT_FILE, INFERENCE_INFORMATION_FILE, MODEL_PLANS_FILE,
     MODEL_ZIP_MANIFEST_FILE, MODEL_ZIP_README_FILE, PROGRESS_PLOT_FILE, SUMMARY_FILE, TEST_TIME_MIRRORING_FILE,

@@ -2,8 +2,8 @@
 
 nnU-Net's installer extracts everything over the results folder. This one is stricter: every file must be
 listed in the zip's manifest with its sha256 and size; zip-slip paths (absolute, ``..``, outside a
-``DatasetXXX_Name`` folder) and links are refused; an existing model folder that differs is kept unless ``--force`` (one identical to the zip's is left as
-is, so an interrupted install can be re-run); files are
+``DatasetXXX_Name`` folder) and links are refused; an existing model folder that differs is kept unless
+``--force`` (one identical to the zip's is left as is, so an interrupted install can be re-run); files are
 unpacked and checked in a staging folder inside the results root first, then each model folder (and
 ``inference_information.json``) is moved into place with one rename, so an interrupted or refused install
 leaves the results root as it was.

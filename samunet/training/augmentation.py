@@ -125,7 +125,8 @@ def center_crop_transform(patch_size: tuple[int, int]) -> ComposeTransforms:
     return ComposeTransforms([SpatialTransform(tuple(patch_size), 0, random_crop=False), ClipToUnitRange()])
 
 
-def apply_transform(transform: ComposeTransforms, image: np.ndarray, seg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_transform(transform: ComposeTransforms, image: np.ndarray,
+                    seg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``transform`` on one sample; returns (image (Cin, H, W) float32, seg (H, W) int64)."""
     out = transform(image=torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                     segmentation=torch.from_numpy(np.ascontiguousarray(seg[None]).astype(np.int16)))

@@ -7,7 +7,8 @@ batches an uninterrupted one would, and each DDP rank draws different data. Batc
 the cache is memory-mapped, so a worker reads only the slices it uses.
 
 Intensity handling matches ``samunet.inference.volume_predictor`` exactly: the packed slice is padded with
-zeros (normalised space) symmetrically up to the patch size (``preprocessing.padding``), then scaled to [0, 1] as a whole slice.
+zeros (normalised space) symmetrically up to the patch size (``preprocessing.padding``), then scaled to [0, 1] as a
+whole slice.
 """
 from __future__ import annotations
 
@@ -102,9 +103,11 @@ class TrainingBatches(Dataset):
         self.spec = spec
         plans = spec.plans
         self.patch = (int(plans.crop.patch_size[0]), int(plans.crop.patch_size[1]))
-        self.window = enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached else self.patch
+        self.window = (enlarged_window(self.patch, plans.augmentation) if spec.augment and not spec.cached
+                       else self.patch)
         self.mirror_axes = [int(a) for a in plans.augmentation.mirror_axes if int(a) in (0, 1)] if spec.augment else []
-        self.cached_augmentation = named_choice({m: m for m in CACHED_AUGMENTATIONS}, plans.augmentation.cached_augmentation,
+        self.cached_augmentation = named_choice({m: m for m in CACHED_AUGMENTATIONS},
+                                                plans.augmentation.cached_augmentation,
                                                 "augmentation.cached_augmentation")
         self.lut = plans.label_scheme.target_lookup()  # label value -> training target (class index, ignore)
         self.ignore_target = plans.label_scheme.ignore_target
@@ -149,7 +152,8 @@ class TrainingBatches(Dataset):
             if len(ys):
                 k = int(rng.integers(len(ys)))
                 jitter = [int(rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
-                return (int(np.clip(ys[k] + jitter[0], low[0], high[0])), int(np.clip(xs[k] + jitter[1], low[1], high[1])))
+                return (int(np.clip(ys[k] + jitter[0], low[0], high[0])),
+                        int(np.clip(xs[k] + jitter[1], low[1], high[1])))
         if self.ignore_target is not None:
             # sparse annotation (nnU-Net): ordinary patches are centred on an annotated pixel, of any label or
             # background, so they do not land where the loss has nothing to learn from
@@ -170,7 +174,8 @@ class TrainingBatches(Dataset):
         unit = to_unit_range(torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None])[0]
         return np.asarray(unit, dtype=np.float32), self.lut[seg_slice]
 
-    def build_sample(self, choice: SliceChoice, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[int], int]:
+    def build_sample(self, choice: SliceChoice,
+                     rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[int], int]:
         """(image (Cin, ph, pw), seg (ph, pw), cache key, grid symmetry). The key and the symmetry are only
         meaningful in cached mode."""
         unit, seg = self._unit_slice(choice)
@@ -192,7 +197,8 @@ class TrainingBatches(Dataset):
         starts = [(y, x) for y in window_starts(h, self.patch[0]) for x in window_starts(w, self.patch[1])]
         wanted = self._center(seg, choice, rng)
         # the window whose centre is nearest to the sampled centre (keeps foreground oversampling meaningful)
-        y0, x0 = min(starts, key=lambda s: (s[0] + self.patch[0] / 2 - wanted[0]) ** 2 + (s[1] + self.patch[1] / 2 - wanted[1]) ** 2)
+        y0, x0 = min(starts, key=lambda s: ((s[0] + self.patch[0] / 2 - wanted[0]) ** 2
+                                            + (s[1] + self.patch[1] / 2 - wanted[1]) ** 2))
         variant = int(rng.integers(self.cached_variants)) if self.cached_variants > 1 else 0
         if variant == 0:
             image = torch.from_numpy(np.ascontiguousarray(unit[:, y0:y0 + self.patch[0], x0:x0 + self.patch[1]]))
@@ -287,7 +293,8 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # the training process owns the cores; workers only augment
 
 
-def make_loader(dataset: TrainingBatches, sampler: EpochSampler, num_workers: int, prefetch_factor: int = 2) -> DataLoader:
+def make_loader(dataset: TrainingBatches, sampler: EpochSampler, num_workers: int,
+                prefetch_factor: int = 2) -> DataLoader:
     """Bounded, persistent worker pool (or in-process loading with ``num_workers=0``)."""
     extra = {}
     if num_workers > 0:

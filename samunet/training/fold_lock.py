@@ -78,7 +78,8 @@ class FoldLock:
                         f"{self.path.parent} is already being trained by PID {owner['pid']} (lock {self.path}); "
                         "wait for it to finish or stop it first") from None
                 else:
-                    log.warning("Taking over a stale lock from PID %s (no longer running): %s", owner.get("pid"), self.path)
+                    log.warning("Taking over a stale lock from PID %s (no longer running): %s", owner.get("pid"),
+                                self.path)
                 try:
                     self.path.unlink()
                 except FileNotFoundError:

@@ -1,7 +1,7 @@
 """Segmentation losses on logits, chosen by name from the plans (``adapters.<name>.loss``) through ``LOSSES``.
 
-- ``dice_focal``, ``sigmoid_per_label`` outputs (S-SAM): one binary mask per foreground label; soft Dice + focal loss (alpha 0.75,
-  gamma 3). The focal term is computed from the logits (``binary_cross_entropy_with_logits``): the
+- ``dice_focal``, ``sigmoid_per_label`` outputs (S-SAM): one binary mask per foreground label; soft Dice + focal
+  loss (alpha 0.75, gamma 3). The focal term is computed from the logits (``binary_cross_entropy_with_logits``): the
   reference applies BCE to already-sigmoided outputs, which is numerically poor and not what the paper says.
 - ``dice_ce``, ``softmax`` outputs: weighted cross-entropy + soft Dice over the foreground classes (nnU-Net style
   batch Dice).
@@ -137,7 +137,8 @@ class DiceCELoss(nn.Module):
             ce = F.cross_entropy(logits, seg)
         else:
             # mean over annotated pixels; a batch of ignored pixels only gives 0 (cross_entropy would give NaN)
-            ce = F.cross_entropy(logits, seg, ignore_index=self.ignore_target, reduction="sum") / valid.sum().clamp_min(1.0)
+            ce = (F.cross_entropy(logits, seg, ignore_index=self.ignore_target, reduction="sum")
+                  / valid.sum().clamp_min(1.0))
             seg = seg.masked_fill(seg == self.ignore_target, 0)  # any class: those pixels are masked below
         probs = torch.softmax(logits, dim=1)
         target = F.one_hot(seg, logits.shape[1]).permute(0, 3, 1, 2).float()

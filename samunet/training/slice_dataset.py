@@ -84,7 +84,8 @@ def load_case_slices(cache_folder: Path, case_id: str, scheme: LabelScheme) -> C
     image_path, seg_path, properties_path = cache_files(cache_folder, case_id)
     for path in (image_path, seg_path):
         if not path.is_file():
-            raise CacheError(f"{path}: missing from the preprocessed cache; run samunet_preprocess (or samunet_plan) again")
+            raise CacheError(f"{path}: missing from the preprocessed cache; "
+                             "run samunet_preprocess (or samunet_plan) again")
     seg = np.load(seg_path, mmap_mode="r")
     recorded = _from_properties(properties_path, scheme)
     by_class, largest = recorded if recorded is not None else _from_seg(seg, scheme)

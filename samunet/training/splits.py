@@ -49,7 +49,8 @@ def _validate(splits: object, case_ids: set[str], path: Path) -> list[dict[str, 
     if not isinstance(splits, list) or not splits:
         raise SplitsError(f"{path}: expected a non-empty list of {{'train': [...], 'val': [...]}} objects")
     for n, fold in enumerate(splits):
-        if not isinstance(fold, dict) or not isinstance(fold.get("train"), list) or not isinstance(fold.get("val"), list):
+        if (not isinstance(fold, dict) or not isinstance(fold.get("train"), list)
+                or not isinstance(fold.get("val"), list)):
             raise SplitsError(f"{path}: fold {n} must be an object with 'train' and 'val' lists")
         unknown = sorted((set(fold["train"]) | set(fold["val"])) - case_ids)
         if unknown:
@@ -72,7 +73,8 @@ def load_or_create_splits(preprocessed_dataset_folder: Path, case_ids: list[str]
         try:
             splits = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise SplitsError(f"{path}: not valid JSON ({e}); fix it or delete it to regenerate the default folds") from None
+            raise SplitsError(f"{path}: not valid JSON ({e}); "
+                              "fix it or delete it to regenerate the default folds") from None
         log.info("Using the existing folds in %s", path)
         return _validate(splits, set(case_ids), path)
     splits = make_folds(case_ids)

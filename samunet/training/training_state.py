@@ -81,10 +81,12 @@ def load_latest(adapter, fold_folder: Path, expected: dict) -> ResumeState:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing, so this fold cannot be resumed; start again without --continue") from None
+        raise CheckpointError(f"{path}: missing, so this fold cannot be resumed; "
+                              "start again without --continue") from None
     except Exception as e:
         raise CheckpointError(f"{path}: corrupted or not a samunet training state ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start again without --continue") from None
+                              f"{str(e).splitlines()[0] if str(e) else ''}); "
+                              "delete it to start again without --continue") from None
     if not isinstance(state, dict) or not {"metadata", "weights", "optimizer", "epoch"} <= set(state):
         raise CheckpointError(f"{path}: not a samunet training state; delete it to start again without --continue")
     metadata = state["metadata"]
