@@ -86,7 +86,8 @@ def measure_way(backbone: str, runtime: str, sizes: list[int], batches: list[int
     try:
         for size in sizes:
             encoder = build_encoder(backbone, size)
-            reference = EncoderRunner(build_encoder(backbone, size), "eager", precision_policy(torch.device("cpu"), "fp32"))
+            reference = EncoderRunner(build_encoder(backbone, size), "eager",
+                                      precision_policy(torch.device("cpu"), "fp32"))
             runner = EncoderRunner(encoder, name, policy, threads)
             for batch in batches:
                 x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(size + batch))
@@ -171,7 +172,8 @@ def main(argv=None) -> dict:
                 row["gflops"] = flops[(backbone, row["size"])] / row["seconds_per_slice"] / 1e9
                 row["peak_share"] = row["gflops"] / peaks.get(row["precision"], peaks["fp32"])
                 rows.append(row)
-                print(f"{backbone:10s} {runtime:13s} {row['precision']:4s} input {row['size']:4d} batch {row['batch']}: "
+                print(f"{backbone:10s} {runtime:13s} {row['precision']:4s} input {row['size']:4d} "
+                      f"batch {row['batch']}: "
                       f"{row['seconds_per_slice']:.4f} s/slice, {row['gflops']:.0f} GFLOP/s "
                       f"({row['peak_share']:.0%} of peak), first call {row['first_call_seconds']:.1f} s, "
                       f"peak RSS {row['peak_rss_mib']:.0f} MiB, max |emb - fp32| {row['max_abs_embedding_error']:.3g}",

@@ -111,7 +111,8 @@ def bench_dataset(key: str, work: Path, adapter: str | None, time_limit: float |
         "precision": plans["training"]["precision"], "plan_seconds": round(plan_s, 1),
         "planned_minutes": cost.get("predicted_minutes_per_fold"), "real_minutes": round(train_s / 60, 2),
         "timing": debug.get("timing"), "epochs": (debug.get("results") or {}).get("epochs"),
-        "planned_epochs": (debug.get("results") or {}).get("planned_epochs"), "dice": summary.get("foreground_mean", {}).get("Dice"), "scored_on": scored_on,
+        "planned_epochs": (debug.get("results") or {}).get("planned_epochs"),
+        "dice": summary.get("foreground_mean", {}).get("Dice"), "scored_on": scored_on,
         "fold0_dice_postprocessed": info.mean_dice_postprocessed, "smoothing_sigma": info.smoothing_sigma,
     }
 

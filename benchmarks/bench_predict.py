@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
         from samunet.planning.hardware import describe_cpu
 
         report = {"cpu": describe_cpu(), "backbone": plans.model.backbone, "input_size": plans.model.input_size,
-                  "adapter": adapter, "patch_size": plans.crop.patch_size, "packing": plans.packing.mode, "folds": FOLDS,
-                  "precision": plans.training.precision, "cpu_count": os.cpu_count(),
+                  "adapter": adapter, "patch_size": plans.crop.patch_size, "packing": plans.packing.mode,
+                  "folds": FOLDS, "precision": plans.training.precision, "cpu_count": os.cpu_count(),
                   "load_average_1min_at_end": round(os.getloadavg()[0], 2), "results": results}
         print(json.dumps(report, indent=2))
         return report

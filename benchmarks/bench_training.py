@@ -81,8 +81,9 @@ def measure(adapter_name: str, steps: int, warmup: int, threads: int | None, bat
     batches = [next(loader) for _ in range(warmup + steps)]
     for batch in batches[:warmup]:
         step(batch)
-    result = {"adapter": adapter_name, "threads": torch.get_num_threads(), "batch_size": batch_size, "input_size": run.plans.model.input_size,
-              "precision": trainer.policy.name, "trainable_params": sum(p.numel() for p in adapter.trainable_parameters())}
+    result = {"adapter": adapter_name, "threads": torch.get_num_threads(), "batch_size": batch_size,
+              "input_size": run.plans.model.input_size, "precision": trainer.policy.name,
+              "trainable_params": sum(p.numel() for p in adapter.trainable_parameters())}
     if trainer.cache is not None:
         trainer.cache.store.clear()
         trainer.cache.bytes = 0
@@ -109,7 +110,8 @@ def main() -> None:
     parser.add_argument("--worker-batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(measure(args.worker, args.steps, args.warmup, args.threads, args.worker_batch)), flush=True)
+        print("RESULT " + json.dumps(measure(args.worker, args.steps, args.warmup, args.threads, args.worker_batch)),
+              flush=True)
         return
     if not HIPPOCAMPUS_TASK.is_dir():
         sys.exit(f"{HIPPOCAMPUS_TASK} is absent: this benchmark needs the shared Hippocampus data")
@@ -126,7 +128,8 @@ def main() -> None:
     for name, batch in itertools.product(args.adapters.split(","), batches):
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
                               "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
-                             + (["--worker-batch", str(batch)] if batch else []), env=env, capture_output=True, text=True)
+                             + (["--worker-batch", str(batch)] if batch else []),
+                             env=env, capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             print(f"{name}{f' at batch {batch}' if batch else ''}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
