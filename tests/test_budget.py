@@ -262,7 +262,8 @@ def test_mirror_variants_are_inputs_to_encode_too():
     one = run(frozen_costs(0.1))
     four = run(frozen_costs(0.1), mirror_variants=4)
     assert four.epochs * four.iterations_per_epoch < one.epochs * one.iterations_per_epoch
-    assert four.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01 and one.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01
+    assert (four.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01
+            and one.predicted_minutes_per_fold <= BUDGET_S / 60 * 1.01)
     assert four.seconds_per_iteration > one.seconds_per_iteration  # more of the run pays the encoder
     assert expected_distinct(0, 100) == 0 and expected_distinct(1e9, 100) == pytest.approx(100)
     assert expected_distinct(100, 100) == pytest.approx(100 * (1 - 1 / 2.718281828), rel=1e-6)

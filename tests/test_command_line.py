@@ -190,7 +190,8 @@ def test_information_goes_to_stdout_and_warnings_to_stderr(capsys):
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     target = tmp_path / "shared" / "summary.json"
     code = (f"import os\nos.umask({umask})\nfrom samunet.utils.atomic import write_json, write_npy\n"
-            f"import numpy as np\nwrite_json({{'a': 1}}, {str(target)!r})\nwrite_npy(np.zeros(2), {str(target)!r} + '.npy')")
+            f"import numpy as np\nwrite_json({{'a': 1}}, {str(target)!r})\n"
+            f"write_npy(np.zeros(2), {str(target)!r} + '.npy')")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     for path in (target, Path(f"{target}.npy")):
         assert stat.S_IMODE(path.stat().st_mode) == mode, oct(path.stat().st_mode)

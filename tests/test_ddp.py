@@ -49,7 +49,8 @@ def test_two_gloo_ranks_end_with_identical_trained_weights(hippocampus_preproces
     harness.write_text(HARNESS)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(harness),
                str(tmp_path)]
-    result = subprocess.run(command, env={**os.environ, **roots, **ONE_THREAD_ENV}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env={**os.environ, **roots, **ONE_THREAD_ENV}, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("samed", "decoder"):
         rank0, rank1 = (load_file(str(tmp_path / f"{name}_rank{r}.safetensors")) for r in (0, 1))

@@ -28,7 +28,8 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path):
     predictions = sorted((out / "predictions").glob("*.nii.gz"))
     assert [p.name for p in predictions] == ["demo_008.nii.gz", "demo_009.nii.gz"]
     for prediction in predictions:
-        source = sitk.ReadImage(str(out / "raw" / DEMO_DATASET_NAME / "imagesTs" / prediction.name.replace(".nii.gz", "_0000.nii.gz")))
+        source = sitk.ReadImage(str(out / "raw" / DEMO_DATASET_NAME / "imagesTs"
+                                    / prediction.name.replace(".nii.gz", "_0000.nii.gz")))
         written = sitk.ReadImage(str(prediction))
         assert written.GetSize() == source.GetSize()
         assert written.GetSpacing() == source.GetSpacing()

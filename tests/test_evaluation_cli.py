@@ -53,7 +53,8 @@ def test_labels_from_dataset_json_and_processes(folders, samunet_dirs):
     write_json({"labels": {"background": 0, "x": 1}, "channel_names": {"0": "MRI"}, "file_ending": ".nii.gz",
                 "numTraining": 1}, samunet_dirs["raw"] / "Dataset902_Eval" / "dataset.json")
     out = folders / "s.json"
-    evaluate_main(["-ref", str(folders / "ref"), "-pred", str(folders / "pred"), "-d", "902", "-o", str(out), "-np", "2"])
+    evaluate_main(["-ref", str(folders / "ref"), "-pred", str(folders / "pred"), "-d", "902", "-o", str(out),
+                   "-np", "2"])
     summary = json.loads(out.read_text())
     assert list(summary["mean"]) == ["1"]
     assert summary["mean"]["1"]["Dice"] == pytest.approx((48 / 56 + 1) / 2)

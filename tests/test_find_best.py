@@ -116,7 +116,8 @@ def test_find_best_restricted_to_one_adapter(toy_results):
 
 def test_find_best_without_validation_outputs_is_a_clear_error(samunet_dirs, capsys):
     (samunet_dirs["results"] / DATASET / "ssam__samunetPlans" / "fold_0").mkdir(parents=True)
-    write_json({"labels": LABELS, "file_ending": ".nii.gz"}, samunet_dirs["results"] / DATASET / "ssam__samunetPlans" / "dataset.json")
+    write_json({"labels": LABELS, "file_ending": ".nii.gz"},
+               samunet_dirs["results"] / DATASET / "ssam__samunetPlans" / "dataset.json")
     with pytest.raises(SystemExit) as exit_info:
         find_best_main(["-d", "901"])
     assert exit_info.value.code == 1

@@ -156,7 +156,8 @@ def test_unreadable_file_names_the_file(tmp_path):
         read_image(path)
 
 
-@pytest.mark.parametrize("name, message", [("absent.nii.gz", "does not exist"), ("notes.txt", "unsupported file ending")])
+@pytest.mark.parametrize("name, message",
+                         [("absent.nii.gz", "does not exist"), ("notes.txt", "unsupported file ending")])
 def test_missing_or_unsupported_file_names_the_file(tmp_path, name, message):
     path = tmp_path / name
     if name.endswith(".txt"):

@@ -113,8 +113,10 @@ def test_compute_metrics_per_label_and_shape_checks():
 def test_summarize_ignores_nan_and_averages_class_means():
     nan = float("nan")
     cases = [
-        {"reference_file": "a", "prediction_file": "a", "metrics": {1: {"Dice": 0.5, "HD95": 2.0}, 2: {"Dice": nan, "HD95": 0.0}}},
-        {"reference_file": "b", "prediction_file": "b", "metrics": {1: {"Dice": 1.0, "HD95": 4.0}, 2: {"Dice": 0.2, "HD95": 6.0}}},
+        {"reference_file": "a", "prediction_file": "a",
+         "metrics": {1: {"Dice": 0.5, "HD95": 2.0}, 2: {"Dice": nan, "HD95": 0.0}}},
+        {"reference_file": "b", "prediction_file": "b",
+         "metrics": {1: {"Dice": 1.0, "HD95": 4.0}, 2: {"Dice": 0.2, "HD95": 6.0}}},
     ]
     s = summarize(cases)
     assert s["mean"][1]["Dice"] == pytest.approx(0.75)

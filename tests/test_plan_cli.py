@@ -28,7 +28,8 @@ def run_plan(*args):
 def test_plan_writes_fingerprint_plans_cache_and_log(raw_boxes):
     run_plan()
     out = raw_boxes["preprocessed"] / NAME
-    assert json.loads((out / "dataset.json").read_text()) == json.loads((raw_boxes["raw"] / NAME / "dataset.json").read_text())
+    assert (json.loads((out / "dataset.json").read_text())
+            == json.loads((raw_boxes["raw"] / NAME / "dataset.json").read_text()))
     assert (out / "dataset_fingerprint.json").is_file()
     plans = Plans.load(out / "samunetPlans.json")
     assert plans.dataset_name == NAME

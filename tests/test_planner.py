@@ -111,7 +111,8 @@ def test_channel_packing(names, spacing, shape, mode):
 def test_slicing_mode_thresholds():
     few = make_fingerprint([make_case(i, shape=(40, 50, 36)) for i in range(10)])
     assert plan(few, hardware=CPU).slicing.mode == "all"
-    many = make_fingerprint([make_case(i, spacing=(2.0, 1.0, 1.0), shape=(300, 64, 64)) for i in range(100)])  # 30,000 z slices
+    # 30,000 z slices
+    many = make_fingerprint([make_case(i, spacing=(2.0, 1.0, 1.0), shape=(300, 64, 64)) for i in range(100)])
     slicing = plan(many, hardware=CPU).slicing
     assert slicing.mode == "foreground" and 0 < slicing.background_fraction < 1
     sparse = make_fingerprint([make_case(i, shape=(30, 64, 64), fg=[[7, 8], [5, 30], [5, 30]]) for i in range(3)])

@@ -64,7 +64,8 @@ def preprocessed_case(plans: Plans, dataset) -> str:
     from samunet.preprocessing.case_preprocessor import preprocess_case
 
     raw = dataset.raw / DATASET
-    image, seg, _ = preprocess_case([raw / "imagesTr" / "case_001_0000.nii.gz"], plans, raw / "labelsTr" / "case_001.nii.gz")
+    image, seg, _ = preprocess_case([raw / "imagesTr" / "case_001_0000.nii.gz"], plans,
+                                    raw / "labelsTr" / "case_001.nii.gz")
     return _digest(image, seg)
 
 
@@ -139,7 +140,8 @@ def trainer_facts(name: str):
                 return json.dumps({
                     "device": str(device), "optimizer": type(trainer.optimizer).__name__, "group": group, "lrs": lrs,
                     "batch": _digest(batch["images"], batch["seg"]), "iterations": len(loader),
-                    "workers": loader.num_workers, "validate": [e for e in range(1, run.training.epochs + 1) if trainer.validates_after(e)],
+                    "workers": loader.num_workers,
+                    "validate": [e for e in range(1, run.training.epochs + 1) if trainer.validates_after(e)],
                     "precision": trainer.policy.name, "cached": trainer.cache is not None,
                     "encoder_runtime": getattr(trainer.adapter.encoder_runner, "runtime", "eager"),
                     "raw_labels": [str(c.raw_label_path) for c in run.validation_cases()],
@@ -238,7 +240,8 @@ CASES = {
     "normalization.std": (5.0, preprocessed_case, CT),
     "packing.mode": ("repeat", training_batch, {"packing.mode": "neighbours"}),
     "packing.num_channels": (2, built_adapter("samed"), {"packing.mode": "mix"}),
-    "model.backbone": ("litemedsam", built_adapter("decoder"), {"model.input_size": 64, "model.global_attention": False}),
+    "model.backbone": ("litemedsam", built_adapter("decoder"),
+                       {"model.input_size": 64, "model.global_attention": False}),
     "model.input_size": (lambda v: v + 16, built_adapter("samed"), {}),
     "model.adapter": ("samed", recommended_adapter, {"model.adapter": "decoder"}),
     "model.checkpoint": ("TINY_CHECKPOINT", built_adapter("decoder"), {}),

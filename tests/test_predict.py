@@ -280,7 +280,8 @@ def test_cli_errors(trained, tmp_path, monkeypatch, capsys):
     # no trained fold with the requested checkpoint
     _expect_error(capsys, ["-i", str(trained.input_folder), "-o", str(tmp_path / "o4"), "-chk", "best", *base],
                   "no trained folds", "checkpoint_best")
-    _expect_error(capsys, ["-i", str(trained.input_folder), "-o", str(tmp_path / "o5"), "-f", "3", *base], "fold(s) [3]")
+    _expect_error(capsys, ["-i", str(trained.input_folder), "-o", str(tmp_path / "o5"), "-f", "3", *base],
+                  "fold(s) [3]")
 
 
 def test_fold_all_is_used_by_f_all_and_when_it_is_the_only_model(trained, tmp_path, monkeypatch):

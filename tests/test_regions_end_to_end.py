@@ -44,7 +44,8 @@ def write_msd_task(root, num_cases: int = 6):
         channels, label = nested_case(rng)
         xyzc = np.transpose(channels, (3, 2, 1, 0))  # MSD: 4D (x, y, z, modality)
         nib.save(nib.Nifti1Image(xyzc, affine), str(task / "imagesTr" / f"BRATS_{i:03d}.nii.gz"))
-        nib.save(nib.Nifti1Image(np.transpose(label, (2, 1, 0)), affine), str(task / "labelsTr" / f"BRATS_{i:03d}.nii.gz"))
+        nib.save(nib.Nifti1Image(np.transpose(label, (2, 1, 0)), affine),
+                 str(task / "labelsTr" / f"BRATS_{i:03d}.nii.gz"))
     msd = {"name": "BrainTumour", "licence": "CC-BY-SA 4.0", "reference": "synthetic",
            "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
@@ -69,7 +70,8 @@ def test_brats_like_regions_convert_plan_train_predict_evaluate(tmp_path, monkey
 
     # convert: 4D files become 4 channel files per case
     raw = convert_msd_task(write_msd_task(tmp_path), roots["raw"], num_processes=1)
-    assert sorted(p.name for p in (raw / "imagesTr").glob("BRATS_000_*")) == [f"BRATS_000_{c:04d}.nii.gz" for c in range(4)]
+    assert (sorted(p.name for p in (raw / "imagesTr").glob("BRATS_000_*"))
+            == [f"BRATS_000_{c:04d}.nii.gz" for c in range(4)])
     plan_main(["-d", "1", "--backbone", "tiny", "-np", "1", "--no-preprocess"])  # plain labels first
     # the user turns the labels into regions, as for nnU-Net
     dataset_json = json.loads((raw / "dataset.json").read_text())

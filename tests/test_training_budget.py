@@ -93,11 +93,13 @@ def _trainer(hippocampus_preprocessed, tmp_path, monkeypatch, *flags):
     return FoldTrainer(run, build_adapter_for(run, torch.device("cpu")), torch.device("cpu"), DistributedContext())
 
 
-def test_the_plans_budget_is_the_default_limit_and_the_flag_overrides_it(hippocampus_preprocessed, tmp_path, monkeypatch):
+def test_the_plans_budget_is_the_default_limit_and_the_flag_overrides_it(hippocampus_preprocessed, tmp_path,
+                                                                           monkeypatch):
     planned = hippocampus_preprocessed.plans.training.time_budget_min
     assert planned == 30
     assert _trainer(hippocampus_preprocessed, tmp_path / "a", monkeypatch).budget.limit_s == planned * 60
-    assert _trainer(hippocampus_preprocessed, tmp_path / "b", monkeypatch, ("time_limit_min", 2.0)).budget.limit_s == 120
+    assert _trainer(hippocampus_preprocessed, tmp_path / "b", monkeypatch,
+                    ("time_limit_min", 2.0)).budget.limit_s == 120
     assert not _trainer(hippocampus_preprocessed, tmp_path / "c", monkeypatch, ("time_limit_min", 0)).budget.limited
 
 
@@ -337,7 +339,8 @@ def test_the_final_validation_drops_mirroring_when_it_lowers_the_dice(hippocampu
         trainer._validate_last_epoch_and_final(mirror=True)
         assert calls == expected_calls  # lost: validated again without mirroring, the outputs predict will match
         decision = MirroringDecision.load(decision_file(trainer.run.fold_folder))
-        assert (decision.mirror, decision.mirrored_dice, decision.unmirrored_dice) == (mirrored >= plain, mirrored, plain)
+        assert ((decision.mirror, decision.mirrored_dice, decision.unmirrored_dice)
+                == (mirrored >= plain, mirrored, plain))
 
 
 def test_the_budget_owns_the_epochs_the_decay_spans_and_the_count_a_resume_goes_on_with(hippocampus_preprocessed,

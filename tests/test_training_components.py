@@ -67,7 +67,8 @@ def test_build_loss_follows_the_plans_loss_name_and_checks_the_output(tiny_plans
     with pytest.raises(PlansError, match=r"adapters.samed.loss 'dice_focal' trains sigmoid_per_label outputs"):
         build_loss(plans, "samed")
     plans.adapters["samed"].loss = "dice_tversky"
-    with pytest.raises(PlansError, match=r"^adapters.samed.loss 'dice_tversky' is unknown; known: dice_bce, dice_ce, dice_focal"):
+    with pytest.raises(PlansError,
+                       match=r"^adapters.samed.loss 'dice_tversky' is unknown; known: dice_bce, dice_ce, dice_focal"):
         build_loss(plans, "samed")
 
 
@@ -136,7 +137,8 @@ def test_time_limit_decays_the_learning_rate_with_the_clock():
     assert learning_rate_at(3, _schedule(poly_power=1.0), 100, time_fraction=CLOCK_GRACE * 0.9) == \
         learning_rate_at(3, _schedule(poly_power=1.0), 100)
     assert learning_rate_at(90, _schedule(poly_power=1.0), 100, time_fraction=0.5) == pytest.approx(0.1)
-    assert learning_rate_at(10, _schedule(warmup_iterations=20), 100, time_fraction=0.9) == pytest.approx(11 / 20)  # warm-up first
+    # warm-up first
+    assert learning_rate_at(10, _schedule(warmup_iterations=20), 100, time_fraction=0.9) == pytest.approx(11 / 20)
     assert learning_rate_at(10, _schedule(lr_schedule="constant"), 100, time_fraction=0.9) == 1.0
 
 
@@ -177,5 +179,6 @@ def test_a_value_nothing_reads_is_refused_and_a_value_needed_must_be_set(tiny_pl
     with pytest.raises(PlansError, match=r"^adapters.decoder.lora_rank is 8, but the decoder adapter does not use it"):
         build_adapter("decoder", plans, pretrained=False)
     plans.adapters["loramednet"].head_width = None
-    with pytest.raises(PlansError, match=r"^adapters.loramednet.head_width is null, but the loramednet adapter needs it"):
+    with pytest.raises(PlansError,
+                       match=r"^adapters.loramednet.head_width is null, but the loramednet adapter needs it"):
         build_adapter("loramednet", plans, pretrained=False)

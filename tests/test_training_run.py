@@ -33,7 +33,8 @@ def _train(monkeypatch, roots, *args):
     main([*map(str, args)])
 
 
-def test_fold_training_writes_everything_and_validates_in_original_geometry(hippocampus_preprocessed, tmp_path, monkeypatch):
+def test_fold_training_writes_everything_and_validates_in_original_geometry(hippocampus_preprocessed, tmp_path,
+                                                                            monkeypatch):
     ds = hippocampus_preprocessed
     roots = private_roots(ds, tmp_path)
     _train(monkeypatch, roots, "4", "decoder", "0", "--epochs", "2", "--validate-every", "1", *FAST)
@@ -114,7 +115,8 @@ def test_time_limit_stops_mid_run_with_the_learning_rate_decayed(hippocampus_pre
     assert state["history"]["validation_mean_dice"] == [pytest.approx(summary["foreground_mean"]["Dice"])]
     best = json.loads((folder / "checkpoint_best.json").read_text())
     assert best["iteration"] == 5 and best["val_mean_dice"] == pytest.approx(summary["foreground_mean"]["Dice"])
-    assert same_weights(weights(folder / "checkpoint_best.safetensors"), weights(folder / "checkpoint_final.safetensors"))
+    assert same_weights(weights(folder / "checkpoint_best.safetensors"),
+                        weights(folder / "checkpoint_final.safetensors"))
 
 
 def test_last_epoch_is_validated_for_best_when_the_schedule_skips_it(hippocampus_preprocessed, tmp_path, monkeypatch):
@@ -176,7 +178,8 @@ def test_kill_9_mid_run_then_continue_finishes(hippocampus_preprocessed, tmp_pat
     roots = private_roots(ds, tmp_path)
     folder = fold_folder(roots, "decoder", "all")
     args = ["4", "decoder", "all", "--epochs", "6", "--iters-per-epoch", "3", "--batch-size", "4", "--num-workers", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "samunet.training.cli", *args], env={**os.environ, **roots, **ONE_THREAD_ENV},
+    proc = subprocess.Popen([sys.executable, "-m", "samunet.training.cli", *args],
+                            env={**os.environ, **roots, **ONE_THREAD_ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(folder / STATE_FILE_NAME, proc, timeout=120)

@@ -30,9 +30,11 @@ def test_failed_start_leaves_no_model_folder_and_the_corrected_command_trains(tm
     with pytest.raises(SystemExit):
         main([DATASET, "decoder", "0", *FAST])
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("adapters.decoder.loss 'dice_tversky' is unknown; known: dice_bce, dice_ce, dice_focal"), err
+    assert err[-1].endswith("adapters.decoder.loss 'dice_tversky' is unknown; "
+                            "known: dice_bce, dice_ce, dice_focal"), err
     assert not model_folder.exists()
     dataset.plans_path.write_text(plans_text)
 
     main([DATASET, "decoder", "0", *FAST])
-    assert (model_folder / "plans.json").is_file() and (model_folder / "fold_0" / "checkpoint_final.safetensors").is_file()
+    assert ((model_folder / "plans.json").is_file()
+            and (model_folder / "fold_0" / "checkpoint_final.safetensors").is_file())
