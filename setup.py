@@ -28,7 +28,12 @@ setup(
         # the frozen encoder's CPU runtime: 3-5x eager PyTorch on the project's CPU (documentation/encoder_runtime.md)
         "openvino>=2024.4",
     ],
-    extras_require={"test": ["pytest>=8", "ruff"], "onnxruntime": ["onnxruntime>=1.17", "onnx"]},
+    extras_require={
+        "test": ["pytest>=8", "ruff"],
+        "onnxruntime": ["onnxruntime>=1.17", "onnx"],
+        # benchmarks/bench_vs_nnunet.py only (or nnU-Net in an environment of its own: --nnunet-python)
+        "bench": ["nnunetv2>=2.5"],
+    },
     entry_points={
         "console_scripts": [
             "samunet_convert_msd = samunet.dataset.convert_msd:main",
