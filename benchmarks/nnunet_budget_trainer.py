@@ -24,6 +24,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
 POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
+LOG_EVERY = 10  # iterations
 
 
 class nnUNetTrainerBudget(nnUNetTrainer):
@@ -46,6 +47,10 @@ class nnUNetTrainerBudget(nnUNetTrainer):
                     group["lr"] = self.initial_lr * (1.0 - used) ** POLY_EXPONENT
                 outputs.append(self.train_step(next(self.dataloader_train)))
                 self.iterations_done += 1
+                if self.iterations_done % LOG_EVERY == 0:  # nnU-Net itself logs once per epoch (48 min here)
+                    self.print_to_log_file(f"iteration {self.iterations_done}: {time.monotonic() - started:.0f} s, "
+                                           f"lr {self.optimizer.param_groups[0]['lr']:.5f}, "
+                                           f"loss {float(outputs[-1]['loss']):.4f}")
             if outputs:
                 self.on_train_epoch_end(outputs)
             if stopped:  # a cut epoch has no pseudo-validation: the final validation follows

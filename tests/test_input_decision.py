@@ -1,5 +1,5 @@
 """The backbone spec table (modeling/specs.py) against the built models, and the planner's input-side decision
-(planning/budget.py): planned within each backbone's facts, fitted to the budget as new plan sections."""
+(planning/budget.py, budget_fit.py): planned within each backbone's facts, fitted to the budget as new plan sections."""
 from __future__ import annotations
 
 import copy
@@ -11,8 +11,8 @@ from samunet.core.names import BACKBONE_NAMES
 from samunet.core.plans import AugmentationPlan, CropPlan, ModelPlan, SlicingPlan
 from samunet.modeling.build import build_sam_architecture
 from samunet.modeling.specs import BACKBONE_SPECS, VIT_SPECS, cached_embedding_bytes
-from samunet.planning.budget import (MAX_INPUT, MIN_INPUT, BudgetFitRequest, FoldSlices, InputSections, SliceCounts,
-                                     choose_input_size, fit_to_budget)
+from samunet.planning.budget import MAX_INPUT, MIN_INPUT, SliceCounts, choose_input_size
+from samunet.planning.budget_fit import BudgetFitRequest, FoldSlices, InputSections, fit_to_budget
 from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.hardware import GIB, Hardware, seconds_per_training_image, training_memory_per_image
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from samunet.planning.fingerprint import DatasetFingerprint, fingerprint_sha256
 from samunet.planning.hardware import Hardware, detect_hardware
-from samunet.planning.budget import (BudgetFitRequest, FoldSlices, InputSections, SliceCounts, choose_input_size,
-                                     fit_to_budget)
+from samunet.planning.budget import SliceCounts, choose_input_size
+from samunet.planning.budget_fit import BudgetFitRequest, FoldSlices, InputSections, fit_to_budget
 from samunet.planning.cost_model import MeasuredCost
 from samunet.planning.model_planner import (augmentation_plan, choose_adapter, choose_backbone, plan_fusion_unet,
                                             uses_global_attention)
