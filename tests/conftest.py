@@ -45,6 +45,15 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if item.get_closest_marker("slow") is None]
         config._samunet_deselected_slow = len(slow)
+        if hasattr(config, "workeroutput"):  # a pytest-xdist worker: the controller prints the summary
+            config.workeroutput["samunet_deselected_slow"] = len(slow)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller collects nothing itself: it takes the count from its workers (each collects all)."""
+    count = getattr(node, "workeroutput", {}).get("samunet_deselected_slow", 0)
+    node.config._samunet_deselected_slow = max(count, getattr(node.config, "_samunet_deselected_slow", 0))
 
 
 def pytest_terminal_summary(terminalreporter, config):
