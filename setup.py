@@ -29,7 +29,7 @@ setup(
         "openvino>=2024.4",
     ],
     extras_require={
-        # pytest-xdist: the suite runs on two worker processes (pytest.ini), about 1.6x faster on 2 cores
+        # pytest-xdist: the suite runs on two worker processes (pytest.ini; timings in documentation/results.md)
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
         "onnxruntime": ["onnxruntime>=1.17", "onnx"],
         # benchmarks/bench_vs_nnunet.py only (or nnU-Net in an environment of its own: --nnunet-python)
