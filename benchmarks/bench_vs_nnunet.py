@@ -45,7 +45,6 @@ DATASET_NAMES = {"hippocampus": "Hippocampus", "leftatrium": "LeftAtrium_LGE_30"
 NNUNET = "nnunet_2d"
 DEFAULT = "samunet_default"
 FEW_CASE_FIRST_FOLD = 5  # splits_final.json entries from here on hold the few-case runs
-NNUNET_TRAINER = "nnUNetTrainerBudget"
 NNUNET_ENV = {"nnUNet_def_n_proc": "2", "nnUNet_n_proc_DA": "2", "nnUNet_compile": "f"}  # shared/BASELINES.md
 
 
@@ -143,11 +142,11 @@ class Workspace:
         predictions, predict_s = validation, record["validation_seconds"]
         if self.key == "drive":
             predictions = self.work / "test" / what
-            predict_s = run([str(Path(python).parent / "nnUNetv2_predict"), "-i",
-                             str(SHARED / DATASETS[self.key][1] / "imagesTs"), "-o", str(predictions), "-d",
-                             str(self.dataset_id), "-c", "2d", "-f", str(fold), "-tr", NNUNET_TRAINER, "-device",
-                             "cpu"], self.nnunet_env, self.log(f"predict_{what}"))
-            cases = len(list(predictions.glob("*.png")))
+            log = self.log(f"predict_{what}")
+            run([python, str(REPO / "benchmarks" / "nnunet_budget_trainer.py"), "predict", str(self.dataset_id),
+                 str(fold), str(SHARED / DATASETS[self.key][1] / "imagesTs"), str(predictions)], self.nnunet_env, log)
+            record = json.loads(log.read_text().strip().splitlines()[-1])
+            predict_s, cases = record["prediction_seconds"], record["cases"]
         return self.evaluate(predictions, what), record["training_seconds"], predict_s, cases
 
     # --- samunet ---------------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ budget used, so the decay ends at the budget as samunet's does. Everything else 
 augmentation, loss, its per-epoch pseudo-validation, and the final sliding-window validation after the budget.
 
     python benchmarks/nnunet_budget_trainer.py DATASET_ID FOLD BUDGET_MIN
+    python benchmarks/nnunet_budget_trainer.py predict DATASET_ID FOLD INPUT_FOLDER OUTPUT_FOLDER
 
-prints one JSON line: training seconds, iterations, validation seconds and cases.
+print one JSON line: training seconds, iterations, validation seconds and folder; or prediction seconds and cases.
+``nnUNetv2_predict -tr nnUNetTrainerBudget`` cannot be used: it looks the trainer class up inside the nnunetv2
+package, where this subclass is not; ``predict`` runs nnU-Net's own predictor with the lookup pointed here.
 """
 from __future__ import annotations
 
@@ -65,7 +68,30 @@ class nnUNetTrainerBudget(nnUNetTrainer):
         self.on_train_end()
 
 
+def predict(dataset: str, fold: int, input_folder: str, output_folder: str) -> None:
+    """nnUNetv2_predict's defaults (mirroring, Gaussian tiles of step 0.5, 3 + 3 worker processes)."""
+    from nnunetv2.inference import predict_from_raw_data
+    from nnunetv2.paths import nnUNet_results
+
+    find_class = predict_from_raw_data.recursive_find_trainer_class_by_name
+    predict_from_raw_data.recursive_find_trainer_class_by_name = (
+        lambda name: nnUNetTrainerBudget if name == nnUNetTrainerBudget.__name__ else find_class(name))
+    name = maybe_convert_to_dataset_name(int(dataset) if dataset.isdigit() else dataset)
+    predictor = predict_from_raw_data.nnUNetPredictor(device=torch.device(os.environ.get("SAMUNET_BENCH_DEVICE",
+                                                                                         "cpu")))
+    predictor.initialize_from_trained_model_folder(
+        join(nnUNet_results, name, f"{nnUNetTrainerBudget.__name__}__nnUNetPlans__2d"), use_folds=(fold,))
+    started = time.monotonic()
+    predictor.predict_from_files(input_folder, output_folder, save_probabilities=False, overwrite=True,
+                                 num_processes_preprocessing=3, num_processes_segmentation_export=3)
+    print(json.dumps({"prediction_seconds": time.monotonic() - started,
+                      "cases": len([f for f in os.listdir(output_folder) if f.endswith((".png", ".nii.gz"))])}))
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "predict":
+        predict(argv[1], int(argv[2]), argv[3], argv[4])
+        return
     dataset, fold, budget_min = argv[0], int(argv[1]), float(argv[2])
     folder = join(nnUNet_preprocessed, maybe_convert_to_dataset_name(int(dataset) if dataset.isdigit() else dataset))
     nnUNetTrainerBudget.budget_s = budget_min * 60.0
