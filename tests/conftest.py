@@ -28,6 +28,22 @@ SHARED_DATA_FIXTURES = {"hippocampus_task_full": HIPPOCAMPUS_TASK, "ct_example":
 pytest_plugins = ["tests.fixtures_data", "tests.fixtures_pipeline", "tests.fixtures_models", "tests.fixtures_runtime"]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its share of the cores for torch and for the commands it starts: two
+    workers with a thread per core each would run twice as many OpenMP threads as there are cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    from samunet.utils.processes import usable_cpu_count
+
+    threads = max(1, usable_cpu_count() // workers)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _shared_data_present() -> bool:
     return all(path.is_dir() for path in SHARED_DATA_FIXTURES.values())
 
