@@ -11,13 +11,19 @@ converted the same frozen encoder to an OpenVINO graph again (2-4 s each on 2 co
   its weights and buffers) and input layout, precision and threads; a later runner with the same identity
   reuses the compiled graph, which computes the same function.
 
+Subprocesses never see the memos. A test whose ``samunet_plan`` runs in a subprocess (the benchmarks that run the
+commands as a user does) hands them over through the product's own on-disk cost cache instead: the
+``seed_cost_cache`` fixture writes this worker's measurements into a preprocessed root's cache before the command
+runs, as a second plan on the same machine finds it, and takes what the command measured back afterwards.
+
 A test that measures or builds for real (what it asserts happens inside these calls: the order of the timed
 steps, the warnings a build prints) says so with ``@pytest.mark.unmemoised`` (a module: ``pytestmark``);
-the memos are off for its duration. Subprocesses never see the memos.
+the memos are off for its duration.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 
@@ -36,6 +42,7 @@ class SessionMemo:
 
 
 COST_MEMO, OPENVINO_MEMO = SessionMemo(), SessionMemo()
+SEEDED_CACHE_ENTRIES: dict[str, dict] = {}  # cost-cache entries subprocesses of this worker measured
 
 
 def pytest_configure(config):
@@ -63,6 +70,7 @@ def module_identity(module) -> str:
 def _memoised_cost_measurement(real):
     signature = inspect.signature(real)
 
+    @functools.wraps(real)  # its signature stays readable (_memo_as_cache_entries)
     def measure_input_size(*args, **kwargs):
         import torch
 
@@ -139,3 +147,51 @@ def _memos_off_where_marked(request):
         yield
     finally:
         COST_MEMO.enabled = OPENVINO_MEMO.enabled = True
+
+
+def _memo_as_cache_entries() -> dict[str, dict]:
+    """COST_MEMO's measurements under the keys samunet_plan's cost cache gives them on this machine."""
+    from dataclasses import asdict
+
+    from samunet.planning import cost_model
+    from samunet.planning.cost_model import CostCache, MeasuredCosts
+
+    parameters = list(inspect.signature(cost_model.measure_input_size).parameters)
+    entries = {}
+    for key, result in COST_MEMO.results.items():
+        if key[0] == "child process":
+            arguments, cost = dict(zip(parameters, key[1])), result[0]
+        else:
+            arguments, cost = dict(key[0]), result
+        table = MeasuredCosts(arguments["backbone"], arguments["adapter_name"], arguments["precision"],
+                              arguments["device"], CostCache(None), batch=arguments["batch"],
+                              global_attention=arguments["global_attention"],
+                              encoder_runtime=arguments["encoder_runtime"])
+        entries[table._key(arguments["input_size"])] = asdict(cost)
+    return entries
+
+
+@pytest.fixture
+def seed_cost_cache(request):
+    """``seed(preprocessed_root)``: this worker's measurements into that root's cost cache (see the module
+    docstring); at teardown the entries the test's commands measured are kept for the next seeded root. Nothing
+    is seeded for a test marked unmemoised."""
+    from samunet.planning.cost_model import CostCache, cost_cache_path
+
+    roots = []
+
+    def seed(preprocessed_root):
+        from pathlib import Path
+
+        root = Path(preprocessed_root)
+        root.mkdir(parents=True, exist_ok=True)
+        roots.append(root)
+        if request.node.get_closest_marker(MARKER) is not None:
+            return
+        cache = CostCache(cost_cache_path(root))
+        cache.entries.update({**_memo_as_cache_entries(), **SEEDED_CACHE_ENTRIES})
+        cache.save()
+
+    yield seed
+    for root in roots:
+        SEEDED_CACHE_ENTRIES.update(CostCache(cost_cache_path(root)).entries)

@@ -84,8 +84,9 @@ def test_plan_benchmark_reports_each_stage_on_synthetic_datasets_of_each_count(l
 
 
 def test_plan_promise_benchmark_reports_planned_and_real_minutes_and_the_dice(samunet_dirs, tmp_path, monkeypatch,
-                                                                              load_benchmark):
+                                                                              load_benchmark, seed_cost_cache):
     bench = load_benchmark("bench_plan_promise")
+    seed_cost_cache(tmp_path / "work" / "preprocessed")  # its samunet_plan subprocess reads this run's timings
     monkeypatch.setattr(bench, "SHARED", TEST_DATA)  # its "hippocampus" entry: the shipped 8-case MSD task
     row = bench.bench_dataset("hippocampus", tmp_path / "work", adapter="decoder", time_limit=0.1, backbone="tiny")
     assert row["adapter"] == "decoder" and row["scored_on"] == "fold 0"
@@ -123,7 +124,7 @@ def test_postprocessing_benchmark_smooths_in_place_without_a_second_copy(load_be
 
 
 def test_vs_nnunet_benchmark_scores_samunet_on_fold_0_and_a_few_case_fold(samunet_dirs, tmp_path, monkeypatch,
-                                                                         load_benchmark):
+                                                                         load_benchmark, seed_cost_cache):
     """The samunet side of bench_vs_nnunet on the shipped 8 Hippocampus cases (nnU-Net is not installed here):
     fold 0 and a 2-case fold with fold 0's validation cases, one CSV row each."""
     import csv
@@ -131,6 +132,7 @@ def test_vs_nnunet_benchmark_scores_samunet_on_fold_0_and_a_few_case_fold(samune
     monkeypatch.setattr(load_benchmark("bench_plan_promise"), "SHARED", TEST_DATA)
     bench = load_benchmark("bench_vs_nnunet")
     table = tmp_path / "vs.csv"
+    seed_cost_cache(tmp_path / "work" / "preprocessed")
     bench.main(["--dataset", "hippocampus", "--methods", "fusion", "--train-cases", "all", "2", "--budget-min",
                 "0.1", "--work", str(tmp_path / "work"), "--csv", str(table), "--backbone", "tiny"])
     splits = json.loads((tmp_path / "work" / "preprocessed" / "Dataset004_Hippocampus" / "splits_final.json")
