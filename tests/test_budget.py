@@ -11,6 +11,7 @@ from samunet.planning.budget import (ENCODE_SHARE, MAX_CACHED_VARIANTS, MIDRUN_V
                                      EncoderCosts, InputSides, RunLimits, Sampling, SliceCounts, SliceGeometry,
                                      choose_variants, decide, structure_threshold_px, window_for, windows_reason)
 from samunet.planning.cost_model import CostCache, MeasuredCost, MeasuredCosts, TimeCap
+from samunet.planning.budget_fit import PRECISION_PROBE_BATCH
 from samunet.planning.hardware import Hardware
 from samunet.planning.planner import plan
 from tests.test_planner import make_case, make_fingerprint
@@ -148,14 +149,18 @@ def test_planner_measures_precision_instead_of_assuming_bf16_is_faster():
         slow = 3.0 if precision == "bf16" else 1.0  # a CPU with bf16 instructions but no AMX
         return MeasuredCost(s, 0.01 * slow * (s / 64) ** 2, 0.001 * (s / 64) ** 2, None)
 
-    cost_model = cost_model_from(seconds_at, on_table=lambda precision, batch: batches.append(batch))
+    cost_model = cost_model_from(seconds_at, on_table=lambda precision, batch: batches.append((precision, batch)))
     plans = plan(fp, backbone="litemedsam", hardware=CPU_BF16, cost_model=cost_model)
     assert plans.training.precision == "fp32" and plans.cost.precision == "fp32"
     assert {"bf16", "fp32"} <= {p for p, _ in calls}
     assert "measured faster" in plans.training.reason
     assert plans.cost.source == "measured" and plans.training.time_budget_min == 30
     assert plans.cost.predicted_minutes_per_fold <= 30 * 1.01
-    assert set(batches) == {plans.training.batch_size}  # steps timed at the batch the run will use
+    planned, probe = plans.training.batch_size, min(plans.training.batch_size, PRECISION_PROBE_BATCH)
+    assert planned > probe  # else the two batches below are one
+    # both precisions compared at the small probe batch; the run's own table timed at the batch it will use
+    assert set(batches) == {("bf16", probe), ("fp32", probe), ("fp32", planned)}
+    assert f"batch {probe})" in plans.training.reason
 
 
 def test_precision_is_decided_at_the_planned_side_not_the_smallest():
@@ -244,6 +249,38 @@ def test_the_step_is_timed_before_the_encoder_runtime_is_built(tmp_path, monkeyp
     assert cost.encode_seconds > 0 and cost.head_step_seconds > 0
     assert events.count("runtime") == 1 and "step" in events
     assert events.index("runtime") > max(i for i, e in enumerate(events) if e == "step")
+
+
+def test_the_encoder_is_timed_on_a_small_batch_and_the_step_on_the_asked_one(monkeypatch):
+    """The encoder's per-slice time does not depend on the batch but its runtime's memory does (cost_model.py):
+    it is timed on at most ENCODE_TIMING_BATCH slices, the step on the batch asked for."""
+    from samunet.adapters.base import Adapter
+
+    events = []
+    real_encode, real_runtime = Adapter.encode, Adapter.use_encoder_runtime
+    real_forward = Adapter.forward_from_embeddings
+
+    def encode(self, images, *args, **kwargs):
+        events.append(("encode", images.shape[0]))
+        return real_encode(self, images, *args, **kwargs)
+
+    def runtime(self, *args, **kwargs):
+        events.append(("runtime", 0))
+        return real_runtime(self, *args, **kwargs)
+
+    def forward(self, embeddings, *args, **kwargs):
+        events.append(("step", embeddings.shape[0]))
+        return real_forward(self, embeddings, *args, **kwargs)
+
+    monkeypatch.setattr(Adapter, "encode", encode)
+    monkeypatch.setattr(Adapter, "use_encoder_runtime", runtime)
+    monkeypatch.setattr(Adapter, "forward_from_embeddings", forward)
+    cost = cost_model_module.measure_input_size("tiny", "decoder", 64, "fp32", "cpu", batch=5)
+    assert cost.encode_seconds > 0 and cost.head_step_seconds > 0
+    built = events.index(("runtime", 0))
+    timed = [n for what, n in events[built:] if what == "encode"]
+    assert timed and set(timed) == {cost_model_module.ENCODE_TIMING_BATCH} and cost_model_module.ENCODE_TIMING_BATCH < 5
+    assert {n for what, n in events if what == "step"} == {5}
 
 
 def test_sizes_asked_after_the_time_cap_are_interpolated_not_measured(tmp_path, monkeypatch):

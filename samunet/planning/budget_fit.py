@@ -77,6 +77,12 @@ class CostTable:
     source: str
 
 
+# bf16 against fp32 is decided at this batch (or the planned one if smaller): the same choice as at batch 8 on
+# LiteMedSAM + fusion at 240 px (bf16 1.5x faster per uncached slice at batch 2, 2.4x at 8, AVX-512 BF16), in
+# 1,775 MiB instead of 3,142 for the fp32 measurement
+PRECISION_PROBE_BATCH = 2
+
+
 def cost_table(request: BudgetFitRequest, model: ModelPlan, batch: int, min_input: int) -> CostTable:
     """The planned adapter's costs: estimated without a cost model; measured otherwise, on a CPU with bf16
     instructions at both precisions (bf16 is only faster with AMX-class units, never assumed)."""
@@ -87,24 +93,28 @@ def cost_table(request: BudgetFitRequest, model: ModelPlan, batch: int, min_inpu
         return CostTable(EstimatedCosts(model.backbone, hw.device, request.frozen_encoder), precision,
                          precision_reason, "estimated (not measured)")
 
-    def costs_for(p: str):  # a frozen encoder timed through the runtime it will run with at that precision
+    def costs_for(p: str, at_batch: int):  # a frozen encoder timed through the runtime it will run with at p
         return request.cost_model(model.backbone, model.adapter, p, hw.device, request.num_classes,
                                   request.in_channels, model.global_attention,
-                                  default_encoder_runtime(hw.device, p) if request.frozen_encoder else "eager", batch)
+                                  default_encoder_runtime(hw.device, p) if request.frozen_encoder else "eager",
+                                  at_batch)
 
-    costs = costs_for(precision)
     if hw.device == "cpu" and precision == "bf16":
-        fp32 = costs_for("fp32")
         # at the planned side, where the run spends its time: at the smallest, fixed per-call costs hide the
         # arithmetic (LeftAtrium_LGE_30's plan chose fp32 from 64 px, and then paid 0.289 s per encoded slice
-        # at 224 against about half of that in bf16)
-        probe = model.input_size
-        bf16_s, fp32_s = costs(probe).uncached_step_seconds(), fp32(probe).uncached_step_seconds()
+        # at 224 against about half of that in bf16); at a small batch, because only the table the run uses
+        # needs the planned one and a step at batch 8 in fp32 is the planner's largest allocation
+        probe, probe_batch = model.input_size, min(batch, PRECISION_PROBE_BATCH)
+        bf16_s = costs_for("bf16", probe_batch)(probe).uncached_step_seconds()
+        fp32_s = costs_for("fp32", probe_batch)(probe).uncached_step_seconds()
         if fp32_s <= bf16_s:
-            costs, precision = fp32, "fp32"
+            precision = "fp32"
         precision_reason = (f"{precision}: measured faster ({bf16_s:.3f} s bf16 vs {fp32_s:.3f} s fp32 per "
-                            f"uncached slice at input {probe})")
-    costs(min_input), costs(model.input_size)  # the two ends of the sweep, measured; sizes between interpolated
+                            f"uncached slice at input {probe}, batch {probe_batch})")
+    costs = costs_for(precision, batch)  # the run's table: steps at the planned batch
+    # the two ends of the sweep, the planned side first (where the time cap runs out, the other end is
+    # extrapolated from it); sizes between interpolated
+    costs(model.input_size), costs(min_input)
     return CostTable(costs, precision, precision_reason, "measured")
 
 

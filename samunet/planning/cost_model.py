@@ -41,8 +41,14 @@ log = get_logger()
 DEFAULT_TIME_CAP_S = 20.0
 DEFAULT_BATCH = 2  # when the caller does not say; the planner passes the planned batch
 MIN_TIMED_PASSES, MAX_TIMED_PASSES, TIMED_SECONDS = 3, 15, 1.0  # after one untimed warm-up pass
-CACHE_VERSION = 3  # 2: steps include the loss and the optimizer, at the planned batch; 3: steps timed before the
-# encoder runtime is built
+CACHE_VERSION = 4  # 2: steps include the loss and the optimizer, at the planned batch; 3: steps timed before the
+# encoder runtime is built; 4: the encoder timed at ENCODE_TIMING_BATCH
+# The frozen encoder is timed on at most this many slices: its per-slice time does not depend on the batch
+# (LiteMedSAM through OpenVINO at 240 px, AVX-512: fp32 0.270 / 0.243 / 0.295 / 0.268 s at batch 1 / 2 / 4 / 8,
+# bf16 0.142 / 0.167 / 0.185 / 0.143), but its memory does: OpenVINO at batch 8 peaked at 2,816 MiB (fp32),
+# the step at the same batch at 2,510. The step is timed at the planned batch: its per-slice time does depend on it
+# (fp32 0.220 s at batch 2, 0.338 at batch 8).
+ENCODE_TIMING_BATCH = 2
 
 
 @dataclass
@@ -181,9 +187,11 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
     adapter.train()
     policy = precision_policy(torch.device(device), precision)  # what training will use
 
+    encoded = images[:min(batch, ENCODE_TIMING_BATCH)]
+
     def encode():
         with torch.no_grad(), policy.autocast():
-            return adapter.encode(images)
+            return adapter.encode(encoded)
 
     # what the trainer's step does (training/train_step.py, a layer above this one): forward, a Dice +
     # cross-entropy loss in fp32, backward and an AdamW step; the loss's cost does not depend on the label values
@@ -215,7 +223,7 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
         del optimizer, inputs  # the step's state is not needed for the encoder's timing
         release_freed_memory()
         adapter.use_encoder_runtime(encoder_runtime, policy)
-        return MeasuredCost(input_size, _timed(encode, device) / batch, step_s, None)
+        return MeasuredCost(input_size, _timed(encode, device) / len(encoded), step_s, None)
 
     return MeasuredCost(input_size, None, None, _timed(train_step, device) / batch)
 
@@ -235,11 +243,9 @@ def measure_in_child_process(arguments: tuple) -> tuple[MeasuredCost, float]:
     """``measure_input_size(*arguments)`` in a fresh spawned process: (cost, seconds it measured for).
 
     What a measurement allocates (the model, its optimizer, the traced and compiled encoder, OpenVINO's own
-    allocator) goes with the process, so the peak is one measurement's, however many sizes are measured. For the
-    two sizes planning usually measures it is not lower than in one process: the child loads torch and its
-    libraries again (about 780 MiB) while the planner holds them (400 volumes of 10 x 256 x 256, LiteMedSAM at
-    240 px, batch 8: 3,866 MiB peak this way, 3,479 in one process). The seconds are the child's own, without
-    its start, so the time cap spends as in one process."""
+    allocator) goes with the process, so the peak is one measurement's, however many sizes are measured (the
+    child loads torch again while the planner holds it; documentation/results.md has the figures per stage).
+    The seconds are the child's own, without its start, so the time cap spends as in one process."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -346,8 +352,8 @@ class MeasuredCosts:
         self.known[size] = cost
         self.cache.put(self._key(size), cost)
         self.cache.save()
-        log.info("cost model: %s + %s at %d px, %s, encoder %s: %s (%.1f s to measure)", self.backbone,
-                 self.adapter_name, size, self.precision, self.encoder_runtime, describe(cost), took)
+        log.info("cost model: %s + %s at %d px, batch %d, %s, encoder %s: %s (%.1f s to measure)", self.backbone,
+                 self.adapter_name, size, self.batch, self.precision, self.encoder_runtime, describe(cost), took)
         return cost
 
 
