@@ -80,6 +80,8 @@ def test_plan_benchmark_reports_each_stage_on_synthetic_datasets_of_each_count(l
         assert run["plans_written"] and run["plans"]["model"]["backbone"] == "tiny"
         assert list(run["stages"]) == ["verify", "fingerprint", "plan", "preprocess"]
         assert all(stage["peak_rss_bytes"] > 0 and stage["seconds"] > 0 for stage in run["stages"].values())
+        # PSS counts a page shared by the tree's processes once: never above their summed RSS
+        assert all(0 < stage["peak_pss_bytes"] <= stage["peak_rss_bytes"] for stage in run["stages"].values())
         assert max(stage["peak_rss_bytes"] for stage in run["stages"].values()) == run["peak_rss_bytes"]
 
 
