@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from samunet.modeling.encoder_runtime import default_encoder_runtime, runtime_available
+    from samunet.modeling.encoder_runtime_choice import default_encoder_runtime, runtime_available
 
     default = default_encoder_runtime("cpu", planner_precision())
     print(f"{describe_cpu()}, {args.threads} threads, torch {torch.__version__}; "

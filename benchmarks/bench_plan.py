@@ -67,8 +67,9 @@ def run_and_measure(command: list[str], env: dict[str, str]) -> tuple[float, int
 
     def sample(with_pss: bool = False) -> int:
         samples[0] += 1
-        rss, pss = tree_memory(watched, with_pss=with_pss or samples[0] % PSS_EVERY == 1)
         current = stages[stage["name"]]
+        first_of_stage = current["peak_pss_bytes"] == 0  # a stage shorter than PSS_EVERY samples gets one too
+        rss, pss = tree_memory(watched, with_pss=with_pss or first_of_stage or samples[0] % PSS_EVERY == 1)
         current["peak_rss_bytes"] = max(current["peak_rss_bytes"], rss)
         current["peak_pss_bytes"] = max(current["peak_pss_bytes"], pss)
         return rss

@@ -142,11 +142,12 @@ class Workspace:
         predictions, predict_s = validation, record["validation_seconds"]
         if self.key == "drive":
             predictions = self.work / "test" / what
-            log = self.log(f"predict_{what}")
+            predict_log = self.log(f"predict_{what}")
             run([python, str(REPO / "benchmarks" / "nnunet_budget_trainer.py"), "predict", str(self.dataset_id),
-                 str(fold), str(SHARED / DATASETS[self.key][1] / "imagesTs"), str(predictions)], self.nnunet_env, log)
-            record = json.loads(log.read_text().strip().splitlines()[-1])
-            predict_s, cases = record["prediction_seconds"], record["cases"]
+                 str(fold), str(SHARED / DATASETS[self.key][1] / "imagesTs"), str(predictions)], self.nnunet_env,
+                predict_log)
+            predicted = json.loads(predict_log.read_text().strip().splitlines()[-1])
+            predict_s, cases = predicted["prediction_seconds"], predicted["cases"]
         return self.evaluate(predictions, what), record["training_seconds"], predict_s, cases
 
     # --- samunet ---------------------------------------------------------------------------------------------

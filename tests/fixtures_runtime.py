@@ -156,9 +156,13 @@ def _memo_as_cache_entries() -> dict[str, dict]:
     from samunet.planning import cost_model
     from samunet.planning.cost_model import CostCache, MeasuredCosts
 
+    import torch
+
     parameters = list(inspect.signature(cost_model.measure_input_size).parameters)
     entries = {}
     for key, result in COST_MEMO.results.items():
+        if key[-1] != torch.get_num_threads():  # the cache's machine key names this process's thread count
+            continue
         if key[0] == "child process":
             arguments, cost = dict(zip(parameters, key[1])), result[0]
         else:

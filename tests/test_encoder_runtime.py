@@ -8,9 +8,8 @@ import torch
 
 from samunet.core.plans import PlansError
 from samunet.modeling.build import build_sam
-from samunet.modeling.encoder_runtime import (
-    PACKAGES, SHAPE_SPECIALISED, EncoderRunner, default_encoder_runtime, runtime_available, usable_runtime,
-)
+from samunet.modeling.encoder_runtime import SHAPE_SPECIALISED, EncoderRunner
+from samunet.modeling.encoder_runtime_choice import PACKAGES, default_encoder_runtime, runtime_available, usable_runtime
 from samunet.modeling.runtime import precision_policy
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -52,7 +51,7 @@ def test_runner_refuses_a_training_encoder_and_unknown_names():
 def test_missing_optional_runtime_falls_back_to_eager_with_a_warning(monkeypatch):
     import logging
 
-    import samunet.modeling.encoder_runtime as er
+    import samunet.modeling.encoder_runtime_choice as er
     from samunet.utils.logs import get_logger
 
     lines = []

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from samunet.adapters.fusion_unet import FusionUNet, fusion_stage
+from samunet.adapters.fusion_unet import FusionUNet
 from samunet.adapters.registry import build_adapter_from_parts
 from samunet.core.adapter_defaults import default_adapter_config
 from samunet.modeling.build import build_sam
-from samunet.planning.model_planner import plan_fusion_unet
+from samunet.planning.model_planner import fusion_stage, plan_fusion_unet
 from samunet.preprocessing.grid_symmetry import apply_symmetry
 from samunet.training.data_loader import BatchSpec, TrainingBatches
 from samunet.training.embedding_cache import EmbeddingCache, head_inputs

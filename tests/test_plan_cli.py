@@ -112,3 +112,22 @@ def test_preprocess_cli_with_worker_processes(raw_boxes):
     cache = raw_boxes["preprocessed"] / NAME / "samunetPlans"
     assert len(list(cache.glob("*.json"))) == 3
     assert list((raw_boxes["preprocessed"] / NAME / "logs").glob("preprocess_*.txt"))
+
+
+def test_the_planner_process_never_loads_torch(raw_boxes, seed_cost_cache):
+    """Each cost measurement loads torch in a child process of its own and the device is found by another: the
+    planner holding torch beside a measurement would count it twice in the plan's peak memory
+    (documentation/commands_plan.md#memory). A fresh interpreter plans as samunet_plan does."""
+    import subprocess
+    import sys
+
+    seed_cost_cache(raw_boxes["preprocessed"])  # the cached path of the cost model runs, and any measuring one
+    code = ("import sys\nfrom samunet.planning.cli import plan_main\n"
+            "plan_main(['-d', '100', '-np', '1', '--backbone', 'tiny', '--no-preprocess'])\n"
+            "print('torch in the planner:', 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch in the planner: False" in result.stdout
+    plans = Plans.load(raw_boxes["preprocessed"] / NAME / "samunetPlans.json")
+    assert plans.cost.source == "measured" and plans.cost.machine.startswith("cpu|")

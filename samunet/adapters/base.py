@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samunet.modeling.specs import InputNormalizer
+from samunet.modeling.input_normalizer import InputNormalizer
 
 OUTPUT_KINDS = ("softmax", "sigmoid_per_label")
 
@@ -119,7 +119,8 @@ class Adapter(nn.Module):
     def use_encoder_runtime(self, runtime: str, policy) -> str:
         """Run the (frozen) encoder through ``runtime`` (``samunet.modeling.encoder_runtime``) from now on;
         returns the runtime used: ``eager`` where the requested one cannot run here (said in the log)."""
-        from samunet.modeling.encoder_runtime import EncoderRunner, usable_runtime
+        from samunet.modeling.encoder_runtime import EncoderRunner
+        from samunet.modeling.encoder_runtime_choice import usable_runtime
 
         if any(p.requires_grad for p in self.sam.image_encoder.parameters()):
             raise ValueError(f"adapter '{self.name}' trains its encoder: it has no inference runtime")

@@ -23,12 +23,6 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
                          nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.01, inplace=True))
 
 
-def fusion_stage(patch_size: tuple[int, int], embedding_grid: int, num_stages: int) -> int:
-    """The stage whose grid is nearest (in scale) to the embedding's: stage ``s`` has stride ``2**s``."""
-    side = math.sqrt(patch_size[0] * patch_size[1])
-    return int(min(max(round(math.log2(max(side / embedding_grid, 1.0))), 0), num_stages - 1))
-
-
 class FusionUNet(nn.Module):
     """``forward(images (B, Cin, H, W), embeddings (B, E, g, g)) -> logits (B, K, H, W)``."""
 

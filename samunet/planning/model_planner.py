@@ -9,6 +9,7 @@ documentation/planning.md states every rule.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from samunet.planning.hardware import Hardware, batch_size_for_memory
 from samunet.core.names import BACKBONE_NAMES
@@ -76,9 +77,14 @@ MAX_UNET_STAGES = 6
 MIN_UNET_GRID = 4
 
 
+def fusion_stage(patch_size: tuple[int, int], embedding_grid: int, num_stages: int) -> int:
+    """The stage whose grid is nearest (in scale) to the embedding's: stage ``s`` has stride ``2**s``."""
+    side = math.sqrt(patch_size[0] * patch_size[1])
+    return int(min(max(round(math.log2(max(side / embedding_grid, 1.0))), 0), num_stages - 1))
+
+
 def plan_fusion_unet(config: AdapterConfig, patch_size: list[int], backbone: str, input_size: int) -> AdapterConfig:
     """``config`` with the U-Net sized to the patch and the embedding joined at the stage matching its grid."""
-    from samunet.adapters.fusion_unet import fusion_stage
     from samunet.modeling.specs import embedding_stride
 
     stages = 2
