@@ -234,15 +234,14 @@ def measure_in_child_process(arguments: tuple) -> tuple[MeasuredCost, float]:
     allocator) goes with the process, so the peak is one measurement's, however many sizes are measured
     (samunet_plan's own process does not load torch, hardware.py; figures per stage in documentation/results.md).
     The seconds are the child's own, without its start, so the time cap spends as in one process."""
-    import multiprocessing
     import sys
-    from concurrent.futures import ProcessPoolExecutor
+
+    from samunet.utils.processes import run_in_fresh_process
 
     # this process's threads where it has torch (a test may have set them); else the child's own default, the
     # same as this process would have
     threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        result = pool.submit(_measure_seeded, arguments, threads).result()
+    result = run_in_fresh_process(_measure_seeded, arguments, threads)
     return MeasuredCost(**result["cost"]), result["seconds"]
 
 

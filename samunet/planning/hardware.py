@@ -111,11 +111,9 @@ def detect_hardware(device: str | None = None) -> Hardware:
     this one has not imported torch (the module docstring says why), else here."""
     if "torch" in sys.modules:
         return _detect_here(device)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from samunet.utils.processes import run_in_fresh_process
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_detect_here, device).result()
+    return run_in_fresh_process(_detect_here, device)
 
 
 def _detect_here(device: str | None) -> Hardware:

@@ -19,3 +19,13 @@ def default_num_processes(bytes_per_process: float, reserve_fraction: float = 0.
     ram = psutil.virtual_memory().available * (1.0 - reserve_fraction)
     by_ram = int(ram // max(bytes_per_process, 1.0))
     return max(1, min(usable_cpu_count(), by_ram))
+
+
+def run_in_fresh_process(function, *args):
+    """``function(*args)`` in a newly spawned process, returning its result: what the call allocates (and the
+    libraries it imports) go with that process. ``function`` must be importable at module level."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
