@@ -29,8 +29,9 @@ setup(
         "openvino>=2024.4",
     ],
     extras_require={
-        # pytest-xdist: the suite runs on two worker processes (pytest.ini; timings in documentation/results.md)
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff"],
+        # pytest-xdist: the suite runs on two worker processes (pytest.ini; timings in documentation/results.md);
+        # filelock: those workers share their cost measurements (tests/fixtures_runtime.py)
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "filelock", "ruff"],
         "onnxruntime": ["onnxruntime>=1.17", "onnx"],
         # benchmarks/bench_vs_nnunet.py only (or nnU-Net in an environment of its own: --nnunet-python)
         "bench": ["nnunetv2>=2.5"],

@@ -11,6 +11,10 @@ converted the same frozen encoder to an OpenVINO graph again (2-4 s each on 2 co
   its weights and buffers) and input layout, precision and threads; a later runner with the same identity
   reuses the compiled graph, which computes the same function.
 
+Under pytest-xdist the workers share the cost measurements (``SharedCosts``: a file per measurement in the run's
+base temporary folder, written under a lock), so two workers planning the same tiny dataset measure it once;
+compiled graphs stay per worker (an OpenVINO build costs 0.3-3 s, a cost measurement 6-11 s in a fresh process).
+
 Subprocesses never see the memos. A test whose ``samunet_plan`` runs in a subprocess (the benchmarks that run the
 commands as a user does) hands them over through the product's own on-disk cost cache instead: the
 ``seed_cost_cache`` fixture writes this worker's measurements into a preprocessed root's cache before the command
@@ -26,6 +30,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import time
 
 import pytest
 
@@ -39,6 +44,73 @@ class SessionMemo:
         self.results: dict = {}
         self.enabled = True
         self.hits = 0
+        self.real = 0
+        self.seconds = 0.0  # spent on the real calls
+        self.shared: SharedCosts | None = None  # the other workers' results (cost measurements only)
+
+    def fill(self, key, real_call):
+        """The memoised result of ``real_call()`` under ``key``: called once per key in the whole run."""
+        if key not in self.results and self.shared is not None:
+            with self.shared.lock(key):  # a worker measuring this key now: wait for its result, not measure twice
+                found = self.shared.get(key)
+                if found is None:
+                    self.results[key] = self._call(real_call)
+                    self.shared.put(key, self.results[key])
+                    return self.results[key]
+                self.results[key] = found
+        elif key not in self.results:
+            self.results[key] = self._call(real_call)
+            return self.results[key]
+        self.hits += 1
+        return self.results[key]
+
+    def _call(self, real_call):
+        start = time.perf_counter()
+        result = real_call()
+        self.real += 1
+        self.seconds += time.perf_counter() - start
+        return result
+
+    def describe(self) -> str:
+        return f"{self.real} real ({self.seconds:.0f} s), {self.hits} reused"
+
+
+class SharedCosts:
+    """Cost measurements shared by the pytest-xdist workers of one run: one JSON file per key in a folder of the
+    run's base temporary directory, written under a lock per key (pytest-xdist's recipe for session data)."""
+
+    def __init__(self, folder):
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key):
+        return self.folder / hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+
+    def lock(self, key):
+        from filelock import FileLock
+
+        return FileLock(str(self._path(key)) + ".lock")
+
+    def get(self, key):
+        import json
+
+        from samunet.planning.cost_model import MeasuredCost
+
+        path = self._path(key).with_suffix(".json")
+        if not path.is_file():
+            return None
+        stored = json.loads(path.read_text())
+        cost = MeasuredCost(**stored["cost"])
+        return cost if stored["seconds"] is None else (cost, stored["seconds"])
+
+    def put(self, key, result) -> None:
+        from samunet.utils.atomic import write_json
+
+        cost, seconds = result if isinstance(result, tuple) else (result, None)
+        write_json({"key": repr(key), "cost": dataclasses.asdict(cost), "seconds": seconds},
+                   self._path(key).with_suffix(".json"))  # renamed into place: a reader sees all of it or nothing
 
 
 COST_MEMO, OPENVINO_MEMO = SessionMemo(), SessionMemo()
@@ -79,11 +151,7 @@ def _memoised_cost_measurement(real):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         key = (tuple(sorted(bound.arguments.items())), torch.get_num_threads())
-        if key not in COST_MEMO.results:
-            COST_MEMO.results[key] = real(*args, **kwargs)
-        else:
-            COST_MEMO.hits += 1
-        return dataclasses.replace(COST_MEMO.results[key])
+        return dataclasses.replace(COST_MEMO.fill(key, lambda: real(*args, **kwargs)))
 
     return measure_input_size
 
@@ -97,11 +165,7 @@ def _memoised_child_measurement(real):
         if not COST_MEMO.enabled:
             return real(arguments)
         key = ("child process", tuple(arguments), torch.get_num_threads())
-        if key not in COST_MEMO.results:
-            COST_MEMO.results[key] = real(arguments)
-        else:
-            COST_MEMO.hits += 1
-        cost, seconds = COST_MEMO.results[key]
+        cost, seconds = COST_MEMO.fill(key, lambda: real(arguments))
         return dataclasses.replace(cost), seconds
 
     return measure_in_child_process
@@ -113,21 +177,19 @@ def _memoised_openvino_build(real):
             return real(self, example)
         key = (module_identity(self.encoder), tuple(example.shape[1:]), str(example.dtype), example.device.type,
                str(self.policy.autocast_dtype), self.threads)
-        if key not in OPENVINO_MEMO.results:
-            OPENVINO_MEMO.results[key] = real(self, example)
-        else:
-            OPENVINO_MEMO.hits += 1
-        return OPENVINO_MEMO.results[key]
+        return OPENVINO_MEMO.fill(key, lambda: real(self, example))
 
     return _build_openvino
 
 
 @pytest.fixture(scope="session", autouse=True)
-def session_memos():
+def session_memos(tmp_path_factory, worker_id):
     """Install both memos for the whole test run (see the module docstring)."""
     from samunet.modeling import encoder_runtime
     from samunet.planning import cost_model
 
+    if worker_id != "master":  # pytest-xdist: the workers' base temporary folders share a parent
+        COST_MEMO.shared = SharedCosts(tmp_path_factory.getbasetemp().parent / "samunet_cost_memo")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cost_model, "measure_input_size", _memoised_cost_measurement(cost_model.measure_input_size))
         patch.setattr(cost_model, "measure_in_child_process",
@@ -199,3 +261,24 @@ def seed_cost_cache(request):
     yield seed
     for root in roots:
         SEEDED_CACHE_ENTRIES.update(CostCache(cost_cache_path(root)).entries)
+
+
+def pytest_sessionfinish(session):
+    line = f"cost measurements {COST_MEMO.describe()}; OpenVINO builds {OPENVINO_MEMO.describe()}"
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: the controller prints it
+        session.config.workeroutput["samunet_memos"] = line
+    else:  # one process, or the controller (its workers' lines came first; it measured nothing itself)
+        session.config.__dict__.setdefault("_samunet_memos", {"main": line})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    line = getattr(node, "workeroutput", {}).get("samunet_memos")
+    if line:
+        node.config.__dict__.setdefault("_samunet_memos", {})[node.gateway.id] = line
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Where the memos' time went, per worker: what repeats there is what a faster suite removes next."""
+    for worker, line in sorted(getattr(config, "_samunet_memos", {}).items()):
+        terminalreporter.write_line(f"samunet session memos, {worker}: {line}")

@@ -62,9 +62,14 @@ def test_encoder_benchmark_measures_each_runtime_against_eager_fp32(load_benchma
         assert row["seconds_per_slice"] > 0 and row["gflops"] > 0 and row["peak_rss_mib"] > 0
 
 
-def test_plan_benchmark_plans_the_task_it_is_given(hippocampus_task, load_benchmark):
+def test_plan_benchmark_plans_the_task_it_is_given(hippocampus_task, tmp_path, load_benchmark, seed_cost_cache):
+    from samunet.dataset.convert_msd import target_folder
+
     bench = load_benchmark("bench_plan")
-    result = bench.main(["--task", str(hippocampus_task), "--backbone", "tiny", "--np", "1"])
+    work = tmp_path / "work"
+    # its samunet_plan subprocess reads this worker's timings from the root the benchmark will plan into
+    seed_cost_cache(work / f"preprocessed_{target_folder(hippocampus_task, work / 'raw').name}")
+    result = bench.main(["--task", str(hippocampus_task), "--backbone", "tiny", "--np", "1", "--keep", str(work)])
     assert result["cases"] == 8 and result["plans_written"]
     assert result["wall_seconds"] > 0 and result["peak_rss_bytes"] > 0
     assert result["stages"]["preprocess"]["peak_rss_bytes"] > 0  # every log marker was seen, in order

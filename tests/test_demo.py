@@ -19,8 +19,9 @@ def test_synthetic_case_has_both_structures_inside_the_head():
     assert core > tissue > rim, "structures must differ in intensity from tissue to be learnable"
 
 
-def test_quick_demo_runs_the_whole_pipeline(tmp_path):
+def test_quick_demo_runs_the_whole_pipeline(tmp_path, seed_cost_cache):
     out = tmp_path / "demo"
+    seed_cost_cache(out / "preprocessed")  # its samunet_plan subprocess reads this worker's timings
     demo_main(["--quick", "-o", str(out)])
     summary = json.loads((out / "evaluation_summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2"}
