@@ -88,6 +88,8 @@ def test_plan_benchmark_reports_each_stage_on_synthetic_datasets_of_each_count(l
         # PSS counts a page shared by the tree's processes once: never above their summed RSS
         assert all(0 < stage["peak_pss_bytes"] <= stage["peak_rss_bytes"] for stage in run["stages"].values())
         assert max(stage["peak_rss_bytes"] for stage in run["stages"].values()) == run["peak_rss_bytes"]
+        # the kernel's own high-water mark of the largest single process in the tree
+        assert 0 < run["largest_process_bytes"]
 
 
 def test_plan_promise_benchmark_reports_planned_and_real_minutes_and_the_dice(samunet_dirs, tmp_path, monkeypatch,
