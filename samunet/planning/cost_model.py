@@ -228,7 +228,7 @@ def _measure_seeded(arguments: tuple, threads: int | None) -> dict:
 
 
 def measure_in_child_process(arguments: tuple) -> tuple[MeasuredCost, float]:
-    """``measure_input_size(*arguments)`` in a fresh spawned process: (cost, seconds it measured for).
+    """``measure_input_size(*arguments)`` in a fresh interpreter (utils.processes): (cost, seconds it measured for).
 
     What a measurement allocates (the model, its optimizer, the traced and compiled encoder, OpenVINO's own
     allocator) goes with the process, so the peak is one measurement's, however many sizes are measured

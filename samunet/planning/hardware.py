@@ -107,7 +107,7 @@ def machine_key(device: str) -> str:
 
 
 def detect_hardware(device: str | None = None) -> Hardware:
-    """Auto-detect (CUDA, else Apple MPS, else CPU) unless ``device`` names one; in a spawned child process when
+    """Auto-detect (CUDA, else Apple MPS, else CPU) unless ``device`` names one; in a fresh child interpreter when
     this one has not imported torch (the module docstring says why), else here."""
     if "torch" in sys.modules:
         return _detect_here(device)
