@@ -50,18 +50,19 @@ class SessionMemo:
 
     def fill(self, key, real_call):
         """The memoised result of ``real_call()`` under ``key``: called once per key in the whole run."""
-        if key not in self.results and self.shared is not None:
+        if key in self.results:
+            self.hits += 1
+        elif self.shared is None:
+            self.results[key] = self._call(real_call)
+        else:
             with self.shared.lock(key):  # a worker measuring this key now: wait for its result, not measure twice
                 found = self.shared.get(key)
                 if found is None:
-                    self.results[key] = self._call(real_call)
-                    self.shared.put(key, self.results[key])
-                    return self.results[key]
-                self.results[key] = found
-        elif key not in self.results:
-            self.results[key] = self._call(real_call)
-            return self.results[key]
-        self.hits += 1
+                    found = self._call(real_call)
+                    self.shared.put(key, found)
+                else:
+                    self.hits += 1
+            self.results[key] = found
         return self.results[key]
 
     def _call(self, real_call):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -113,7 +113,11 @@ def detect_hardware(device: str | None = None) -> Hardware:
         return _detect_here(device)
     from samunet.utils.processes import run_in_fresh_process
 
-    return run_in_fresh_process(_detect_here, device)
+    return Hardware(**run_in_fresh_process(_detect_as_data, device))
+
+
+def _detect_as_data(device: str | None) -> dict:
+    return asdict(_detect_here(device))
 
 
 def _detect_here(device: str | None) -> Hardware:

@@ -24,48 +24,54 @@ def default_num_processes(bytes_per_process: float, reserve_fraction: float = 0.
 
 def run_in_fresh_process(function, *args):
     """``function(*args)`` in a new interpreter, returning its result (or raising its error): what the call
-    allocates, and the libraries it imports, go with that process. ``function`` must be importable at module level.
+    allocates, and the libraries it imports, go with that process. ``function`` must be importable at module level;
+    its arguments and result are plain JSON data.
 
     The child imports ``function``'s module alone: multiprocessing's spawn would import this program's main module
-    again first (samunet_plan's brings SimpleITK, nibabel and scipy, 107 MiB of the measuring child's peak)."""
-    import pickle
+    again first (samunet_plan's brings SimpleITK, nibabel and scipy, 70-160 MiB of the measuring child's peak)."""
+    import builtins
+    import json
     import subprocess
     import sys
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="samunet_child_") as folder:
-        request, result = Path(folder) / "request.pickle", Path(folder) / "result.pickle"
-        request.write_bytes(pickle.dumps((function.__module__, function.__qualname__, args)))
+        request, result = Path(folder) / "request.json", Path(folder) / "result.json"
+        request.write_text(json.dumps({"module": function.__module__, "function": function.__qualname__,
+                                       "args": list(args)}))
         code = subprocess.run([sys.executable, "-m", "samunet.utils.processes", str(request), str(result)]).returncode
         if not result.is_file():
             raise RuntimeError(f"the process running {function.__module__}.{function.__qualname__} ended with exit "
                                f"code {code} and no result")
-        failed, value = pickle.loads(result.read_bytes())  # written by our own child, never read from a dataset
-    if failed:
-        raise value
-    return value
+        outcome = json.loads(result.read_text())
+    if "error" in outcome:
+        failed = outcome["error"]
+        kind = getattr(builtins, failed["type"], None)  # a built-in error keeps its type; others say their name
+        if isinstance(kind, type) and issubclass(kind, Exception):
+            error = kind(failed["message"])
+        else:
+            error = RuntimeError(f"{failed['type']}: {failed['message']}")
+        error.add_note("in the child process:\n" + failed["traceback"])
+        raise error
+    return outcome["value"]
 
 
 def _run_request(request: str, result: str) -> None:
-    """The child's side of run_in_fresh_process: (failed, value) pickled to ``result``, renamed into place."""
+    """The child's side of run_in_fresh_process: {"value"} or {"error"} as JSON in ``result``, renamed into place."""
     import importlib
-    import pickle
+    import json
     import traceback
     from pathlib import Path
 
-    module, name, args = pickle.loads(Path(request).read_bytes())
+    call = json.loads(Path(request).read_text())
     try:
-        outcome = (False, getattr(importlib.import_module(module), name)(*args))
+        outcome = {"value": getattr(importlib.import_module(call["module"]), call["function"])(*call["args"])}
     except Exception as error:  # handed to the caller, with where it happened here
-        error.add_note("in the child process:\n" + traceback.format_exc())
-        try:
-            pickle.dumps(error)
-        except Exception:
-            error = RuntimeError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
-        outcome = (True, error)
+        outcome = {"error": {"type": type(error).__name__, "message": str(error),
+                             "traceback": traceback.format_exc()}}
     partial = Path(result + ".partial")
-    partial.write_bytes(pickle.dumps(outcome))
+    partial.write_text(json.dumps(outcome))
     partial.replace(result)
 
 
