@@ -42,6 +42,38 @@ def test_logits_have_the_patch_resolution_and_read_the_image_there():
     assert difference[18:23, 15:20].max() > 5 * max(difference[:8].max(), difference[32:].max())
 
 
+def test_deep_supervision_adds_coarser_logits_in_training_only():
+    torch.manual_seed(0)
+    net = FusionUNet(1, 4, 3, [4, 8, 16, 32, 32], 2, deep_supervision=True)
+    assert net.supervised_strides == [1, 2, 4]  # the coarsest decoder stage (stride 8) has no classifier
+    images, embeddings = torch.rand(2, 1, 50, 38), torch.rand(2, 4, 4, 4)
+    outputs = net.train()(images, embeddings)
+    assert [tuple(x.shape) for x in outputs] == [(2, 3, 50, 38), (2, 3, 25, 19), (2, 3, 13, 10)]
+    with torch.no_grad():
+        # InstanceNorm keeps no running statistics: the full-resolution logits are the same in both modes
+        torch.testing.assert_close(net.eval()(images, embeddings), outputs[0].detach())
+    plain = FusionUNet(1, 4, 3, [4, 8, 16, 32, 32], 2).train()
+    assert isinstance(plain(images, embeddings), torch.Tensor) and plain.supervised_strides == [1]
+    three = FusionUNet(1, 4, 3, [4, 8, 16], 1, deep_supervision=True).train()  # 3 stages: nothing to supervise
+    assert three.supervised_strides == [1] and isinstance(three(images, embeddings), torch.Tensor)
+
+
+def test_deep_supervision_loss_weighs_each_output_against_labels_on_its_grid():
+    from samunet.training.losses import DeepSupervisionLoss, DiceCELoss
+
+    torch.manual_seed(0)
+    seg = torch.randint(0, 3, (2, 16, 12))
+    fine, coarse = torch.randn(2, 3, 16, 12), torch.randn(2, 3, 8, 6)
+    plain = DiceCELoss(0.5, 0.5)
+    supervised = DeepSupervisionLoss(plain)
+    expected = (plain(fine, seg) + 0.5 * plain(coarse, seg[:, ::2, ::2])) / 1.5
+    torch.testing.assert_close(supervised([fine, coarse], seg), expected)
+    torch.testing.assert_close(supervised(fine, seg), plain(fine, seg))  # evaluation: one tensor, the plain loss
+    # the coarse output counts: a perfect coarse prediction lowers the loss
+    perfect = torch.nn.functional.one_hot(seg[:, ::2, ::2], 3).permute(0, 3, 1, 2).float() * 20
+    assert supervised([fine, perfect], seg) < supervised([fine, coarse], seg)
+
+
 def test_the_embedding_joins_the_stage_whose_grid_matches_it():
     assert fusion_stage((64, 64), 16, 4) == 2  # LiteMedSAM at 64: a 16x16 grid, stride 4
     assert fusion_stage((512, 512), 64, 6) == 3  # SAM ViT-B at 1024: a 64x64 grid on a 512 patch

@@ -99,6 +99,20 @@ def built_adapter(name: str):
     return consumer
 
 
+def training_outputs(name: str):
+    """The shapes of what the adapter's training-mode forward returns (deep supervision adds coarser logits)."""
+    def consumer(plans: Plans, dataset) -> str:
+        from samunet.adapters import build_adapter
+
+        torch.manual_seed(0)
+        adapter = build_adapter(name, plans).train()
+        images = torch.rand(1, adapter.in_channels, 48, 40)
+        with torch.no_grad():
+            outputs = adapter.forward_from_embeddings(adapter.encode(images), images)
+        return repr([tuple(x.shape) for x in (outputs if isinstance(outputs, list) else [outputs])])
+    return consumer
+
+
 def loss_value(name: str):
     def consumer(plans: Plans, dataset) -> float:
         from samunet.training.losses import build_loss
@@ -264,6 +278,9 @@ CASES = {
     "adapters.head_width": (64, built_adapter("cnnhead"), {}),
     "adapters.unet_widths": (lambda v: [w // 2 for w in v], built_adapter("fusion"), {}),
     "adapters.fusion_stage": (lambda v: 0 if v else 1, built_adapter("fusion"), {}),
+    # 4 stages: a U-Net of 3 has no decoder stage to supervise deeply
+    "adapters.deep_supervision": (lambda v: not v, training_outputs("fusion"),
+                                  {"adapters.unet_widths": [8, 16, 32, 64]}),
     "adapters.cache_embeddings": (lambda v: not v, trainer_facts("decoder"), {}),
     "adapters.output": ("sigmoid_per_label", built_adapter("samed"), {}),
     "augmentation.rotation_degrees": (90.0, training_batch, {}),
@@ -289,7 +306,7 @@ CASES = {
 }
 # the adapter whose entry an ``adapters.<field>`` case edits (the consumer above trains or builds it)
 ADAPTER_OF = {"focal_alpha": "ssam", "focal_gamma": "ssam", "head_width": "cnnhead", "cache_embeddings": "decoder",
-              "unet_widths": "fusion", "fusion_stage": "fusion"}
+              "unet_widths": "fusion", "fusion_stage": "fusion", "deep_supervision": "fusion"}
 
 
 def _set(data: dict, path: str, value) -> None:

@@ -8,6 +8,11 @@ there before that stage's second convolution (nnSAM, Li et al. 2023, concatenate
 deeper stage and every skip from there on sees it.
 
 Sides that are not multiples of the deepest stride are zero-padded on the bottom and right, and the logits cut back.
+
+Deep supervision (nnU-Net's): with ``deep_supervision`` on, a 1x1 classifier on each decoder stage of stride 2..2^(n-3)
+gives extra logits in training mode, coarsest last; the loss (training/losses.py ``DeepSupervisionLoss``) weighs them
+1/2^s. nnU-Net gives the coarsest decoder stage (stride 2^(n-2)) weight 0, so it has no classifier here. In
+evaluation mode, and for a U-Net of 3 stages or fewer, the full-resolution logits alone come back.
 """
 from __future__ import annotations
 
@@ -24,10 +29,11 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class FusionUNet(nn.Module):
-    """``forward(images (B, Cin, H, W), embeddings (B, E, g, g)) -> logits (B, K, H, W)``."""
+    """``forward(images (B, Cin, H, W), embeddings (B, E, g, g)) -> logits (B, K, H, W)``; in training mode with
+    deep supervision a list: those logits, then the logits of strides 2, 4, ... (``supervised_strides``)."""
 
     def __init__(self, in_channels: int, embedding_channels: int, num_outputs: int, widths: list[int],
-                 fusion_at: int) -> None:
+                 fusion_at: int, deep_supervision: bool = False) -> None:
         super().__init__()
         if len(widths) < 2:
             raise ValueError(f"a U-Net needs at least 2 stages, got widths {widths}")
@@ -52,6 +58,14 @@ class FusionUNet(nn.Module):
             self.decode.append(nn.Sequential(_conv(2 * widths[s - 1], widths[s - 1]),
                                              _conv(widths[s - 1], widths[s - 1])))
         self.classifier = nn.Conv2d(widths[0], num_outputs, 1)
+        # decoder stages 1 .. n-3 (stride 2 .. 2^(n-3)); the coarsest decoder stage has weight 0 in nnU-Net
+        self.deep_classifiers = nn.ModuleList(nn.Conv2d(widths[s], num_outputs, 1) for s in range(1, len(widths) - 2)
+                                              ) if deep_supervision and len(widths) > 3 else None
+
+    @property
+    def supervised_strides(self) -> list[int]:
+        """The stride of each output in training mode, full resolution first."""
+        return [2 ** s for s in range(1 + len(self.deep_classifiers or ()))]
 
     @property
     def size_multiple(self) -> int:
@@ -69,9 +83,16 @@ class FusionUNet(nn.Module):
                 x = torch.cat([x, self._embedding_at(embeddings, (h, w), x.shape[-2:], s)], dim=1)
             x = second(x)
             skips.append(x)
-        for up, decode, skip in zip(self.up, self.decode, reversed(skips[:-1])):
+        supervised = self.deep_classifiers is not None and self.training
+        coarse = []  # (stage, logits) of the deeply supervised decoder stages
+        for stage, (up, decode, skip) in zip(range(len(self.widths) - 2, -1, -1), zip(self.up, self.decode,
+                                                                                       reversed(skips[:-1]))):
             x = decode(torch.cat([up(x), skip], dim=1))
-        return self.classifier(x)[..., :h, :w]
+            if supervised and 1 <= stage <= len(self.deep_classifiers):
+                stride = 2 ** stage
+                coarse.append(self.deep_classifiers[stage - 1](x)[..., :math.ceil(h / stride), :math.ceil(w / stride)])
+        logits = self.classifier(x)[..., :h, :w]
+        return [logits, *reversed(coarse)] if supervised else logits
 
     def _embedding_at(self, embeddings: torch.Tensor, hw: tuple[int, int], stage_hw, stage: int) -> torch.Tensor:
         """The projected embedding on stage ``stage``'s grid of the unpadded patch, zero-padded like the stage.

@@ -15,7 +15,7 @@ from samunet.core.adapter_defaults import default_adapter_config
 from samunet.core.plans import PlansError, check_optional_fields
 
 # AdapterConfig fields that only some adapters read (``config_fields`` of the classes that read them)
-STRUCTURE_FIELDS = ("lora_rank", "head_width", "unet_widths", "fusion_stage")
+STRUCTURE_FIELDS = ("lora_rank", "head_width", "unet_widths", "fusion_stage", "deep_supervision")
 
 
 def adapter_config_fields(cls: type[Adapter]) -> set[str]:

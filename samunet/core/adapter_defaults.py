@@ -41,9 +41,11 @@ ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
     "full": AdapterConfig(**{**_COMMON, "learning_rate": 1e-5},
         reason="everything trained: AdamW lr 1e-5 so the pretrained encoder is not wiped out"),
     "fusion": AdapterConfig(**{**_COMMON, "learning_rate": 2e-3, "weight_decay": 1e-4, "cache_embeddings": True,
-                               "unet_widths": list(DEFAULT_UNET_WIDTHS), "fusion_stage": 2},
+                               "unet_widths": list(DEFAULT_UNET_WIDTHS), "fusion_stage": 2,
+                               "deep_supervision": True},
         reason="frozen encoder (cached embeddings) fused into a U-Net at the patch's resolution (nnSAM-like): "
-               "CE + Dice as nnU-Net, AdamW lr 2e-3 with poly 0.9, a U-Net's usual Adam rate for short runs; "
+               "CE + Dice with deep supervision as nnU-Net, AdamW lr 2e-3 with poly 0.9, a U-Net's usual Adam rate "
+               "for short runs; "
                "the planner sets unet_widths and fusion_stage from the patch and the embedding grid"),
 }
 assert set(ADAPTER_DEFAULTS) == set(ADAPTER_NAMES), "every adapter needs a defaults row"

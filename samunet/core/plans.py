@@ -151,6 +151,8 @@ class AdapterConfig:
     # frozen embedding joins (the planner matches its grid to the embedding's)
     unet_widths: list[int] | None = None
     fusion_stage: int | None = None
+    # fusion adapter (null otherwise): also train on the logits of coarser decoder stages (nnU-Net's deep supervision)
+    deep_supervision: bool | None = None
     reason: str = ""
 
 

@@ -195,14 +195,20 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
         inputs = images
     target = torch.zeros(batch, input_size, input_size, dtype=torch.long, device=device)
 
+    def loss_of(logits):
+        logits = logits.float()
+        labels = target[:, :logits.shape[-2], :logits.shape[-1]]  # all zeros: any grid of them will do
+        probs = torch.softmax(logits, dim=1)
+        one_hot = torch.nn.functional.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).float()
+        dice = 1 - (2 * (probs * one_hot).sum((2, 3)) + 1) / (probs.sum((2, 3)) + one_hot.sum((2, 3)) + 1)
+        return torch.nn.functional.cross_entropy(logits, labels) + dice.mean()
+
     def train_step():
         optimizer.zero_grad(set_to_none=True)
         with policy.autocast():
-            logits = (adapter.forward_from_embeddings(inputs, images) if frozen else adapter(inputs)).float()
-        probs = torch.softmax(logits, dim=1)
-        one_hot = torch.nn.functional.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
-        dice = 1 - (2 * (probs * one_hot).sum((2, 3)) + 1) / (probs.sum((2, 3)) + one_hot.sum((2, 3)) + 1)
-        (torch.nn.functional.cross_entropy(logits, target) + dice.mean()).backward()
+            outputs = adapter.forward_from_embeddings(inputs, images) if frozen else adapter(inputs)
+        # deep supervision (fusion): one loss per output, as training's DeepSupervisionLoss
+        sum(loss_of(x) for x in (outputs if isinstance(outputs, list) else [outputs])).backward()
         optimizer.step()
 
     if frozen:

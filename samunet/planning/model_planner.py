@@ -93,9 +93,12 @@ def plan_fusion_unet(config: AdapterConfig, patch_size: list[int], backbone: str
     widths = [min(UNET_BASE_WIDTH * 2 ** s, UNET_MAX_WIDTH) for s in range(stages)]
     grid = input_size // embedding_stride(backbone)
     stage = fusion_stage((int(patch_size[0]), int(patch_size[1])), grid, stages)
+    # deep supervision reaches decoder strides 2 .. 2^(stages-3) (fusion_unet.py): none with 3 stages or fewer
+    supervised = [2 ** s for s in range(1, stages - 2)] if config.deep_supervision else []
     return dataclasses.replace(config, unet_widths=widths, fusion_stage=stage, reason=(
         f"{config.reason}; U-Net of {stages} stages {widths} for the {patch_size[0]}x{patch_size[1]} patch (deepest "
-        f"grid at least {MIN_UNET_GRID} px), the {grid}x{grid} embedding joins stage {stage} (stride {2 ** stage})"))
+        f"grid at least {MIN_UNET_GRID} px), the {grid}x{grid} embedding joins stage {stage} (stride {2 ** stage})"
+        + (f", deep supervision at strides 1, {', '.join(map(str, supervised))}" if supervised else "")))
 
 
 def augmentation_plan(two_d: bool) -> AugmentationPlan:

@@ -146,6 +146,29 @@ class DiceCELoss(nn.Module):
         return self.ce_weight * ce + self.dice_weight * dice
 
 
+class DeepSupervisionLoss(nn.Module):
+    """nnU-Net's deep supervision: ``loss`` on each of a list of logits (full resolution first, each next one at
+    twice the stride) against the labels sampled onto its grid (nearest: label values, the ignore label included,
+    stay as they are), weighted 1/2^s and normalised to sum 1. A plain tensor gets ``loss`` alone (evaluation)."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits, seg: torch.Tensor) -> torch.Tensor:
+        if not isinstance(logits, (list, tuple)):
+            return self.loss(logits, seg)
+        weights = [0.5 ** s for s in range(len(logits))]
+        total = logits[0].new_zeros((), dtype=torch.float32)
+        for weight, output in zip(weights, logits):
+            target = seg
+            if tuple(output.shape[-2:]) != tuple(seg.shape[-2:]):
+                target = F.interpolate(seg[:, None].float(), size=output.shape[-2:], mode="nearest")[:, 0]
+                target = target.to(seg.dtype)
+            total = total + weight * self.loss(output, target)
+        return total / sum(weights)
+
+
 @dataclass(frozen=True)
 class LossEntry:
     build: Callable[[AdapterConfig, Plans], nn.Module]
@@ -203,6 +226,7 @@ def build_loss(plans: Plans, adapter: str) -> nn.Module:
                          f"({', '.join(n for n, e in sorted(LOSSES.items()) if config.output in e.outputs)})")
     check_optional_fields(config, LOSS_FIELDS, entry.fields, f"adapters.{adapter}", f"loss {config.loss!r}")
     try:
-        return entry.build(config, plans)
+        loss = entry.build(config, plans)
     except PlansError as e:  # a builder names the field within the adapter's entry
         raise PlansError(f"adapters.{adapter}.{e}") from None
+    return DeepSupervisionLoss(loss) if config.deep_supervision else loss
