@@ -6,7 +6,8 @@ converted the same frozen encoder to an OpenVINO graph again (2-4 s each on 2 co
 
 - ``measure_input_size`` (the planner's cost measurement), and ``measure_in_child_process`` that samunet_plan
   runs it through, measure once per argument set and torch thread count; later calls get a copy of that real
-  measurement (and the seconds it took, which the planner's time cap spends);
+  measurement (and the seconds it took, which the planner's time cap spends); the child's measurement is made in
+  the worker, without the fresh interpreter's start;
 - an OpenVINO encoder build is done once per encoder identity (its class, its modules' settings, the bytes of
   its weights and buffers) and input layout, precision and threads; a later runner with the same identity
   reuses the compiled graph, which computes the same function.
@@ -157,8 +158,22 @@ def _memoised_cost_measurement(real):
     return measure_input_size
 
 
-def _memoised_child_measurement(real):
-    """samunet_plan measures in a spawned child process: (cost, the child's seconds), memoised the same way."""
+def _memoised_child_measurement(real, measure_input_size):
+    """samunet_plan measures in a fresh interpreter: (cost, the seconds it measured for), memoised the same way.
+
+    A miss measures in this worker instead: the same ``measure_input_size`` with the child's seed and this
+    worker's threads, so only the interpreter's start and imports (about 4 s each, 16 times a run) are saved. The
+    fresh interpreter itself is tested where ``samunet_plan`` runs as a subprocess (test_plan_cli) and in
+    test_processes; an ``unmemoised`` test gets the real child."""
+
+    def measure_here(arguments: tuple):
+        import torch
+
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the child's seed (cost_model._measure_seeded)
+            cost = measure_input_size(*arguments)
+        return cost, time.perf_counter() - start
 
     def measure_in_child_process(arguments: tuple):
         import torch
@@ -166,7 +181,7 @@ def _memoised_child_measurement(real):
         if not COST_MEMO.enabled:
             return real(arguments)
         key = ("child process", tuple(arguments), torch.get_num_threads())
-        cost, seconds = COST_MEMO.fill(key, lambda: real(arguments))
+        cost, seconds = COST_MEMO.fill(key, lambda: measure_here(arguments))
         return dataclasses.replace(cost), seconds
 
     return measure_in_child_process
@@ -191,10 +206,11 @@ def session_memos(tmp_path_factory, worker_id):
 
     if worker_id != "master":  # pytest-xdist: the workers' base temporary folders share a parent
         COST_MEMO.shared = SharedCosts(tmp_path_factory.getbasetemp().parent / "samunet_cost_memo")
+    real_measurement = cost_model.measure_input_size
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cost_model, "measure_input_size", _memoised_cost_measurement(cost_model.measure_input_size))
+        patch.setattr(cost_model, "measure_input_size", _memoised_cost_measurement(real_measurement))
         patch.setattr(cost_model, "measure_in_child_process",
-                      _memoised_child_measurement(cost_model.measure_in_child_process))
+                      _memoised_child_measurement(cost_model.measure_in_child_process, real_measurement))
         patch.setattr(encoder_runtime.EncoderRunner, "_build_openvino",
                       _memoised_openvino_build(encoder_runtime.EncoderRunner._build_openvino))
         yield {"cost": COST_MEMO, "openvino": OPENVINO_MEMO}
