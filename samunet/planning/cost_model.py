@@ -41,8 +41,8 @@ log = get_logger()
 DEFAULT_TIME_CAP_S = 20.0
 DEFAULT_BATCH = 2  # when the caller does not say; the planner passes the planned batch
 MIN_TIMED_PASSES, MAX_TIMED_PASSES, TIMED_SECONDS = 3, 15, 1.0  # after one untimed warm-up pass
-CACHE_VERSION = 4  # 2: steps include the loss and the optimizer, at the planned batch; 3: steps timed before the
-# encoder runtime is built; 4: the encoder timed at ENCODE_TIMING_BATCH
+CACHE_VERSION = 5  # 2: steps include the loss and the optimizer, at the planned batch; 3: steps timed before the
+# encoder runtime is built; 4: the encoder timed at ENCODE_TIMING_BATCH; 5: fusion's step has deep supervision
 # The frozen encoder is timed on at most this many slices: its per-slice time does not depend on the batch
 # (LiteMedSAM through OpenVINO at 240 px, AVX-512: fp32 0.270 / 0.243 / 0.295 / 0.268 s at batch 1 / 2 / 4 / 8,
 # bf16 0.142 / 0.167 / 0.185 / 0.143), but its memory does: OpenVINO at batch 8 peaked at 2,816 MiB (fp32),
