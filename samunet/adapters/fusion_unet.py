@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samunet.core.adapter_defaults import deeply_supervised_stages
+
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -58,14 +60,14 @@ class FusionUNet(nn.Module):
             self.decode.append(nn.Sequential(_conv(2 * widths[s - 1], widths[s - 1]),
                                              _conv(widths[s - 1], widths[s - 1])))
         self.classifier = nn.Conv2d(widths[0], num_outputs, 1)
-        # decoder stages 1 .. n-3 (stride 2 .. 2^(n-3)); the coarsest decoder stage has weight 0 in nnU-Net
-        self.deep_classifiers = nn.ModuleList(nn.Conv2d(widths[s], num_outputs, 1) for s in range(1, len(widths) - 2)
-                                              ) if deep_supervision and len(widths) > 3 else None
+        self.supervised_stages = deeply_supervised_stages(len(widths), deep_supervision)
+        self.deep_classifiers = nn.ModuleList(nn.Conv2d(widths[s], num_outputs, 1) for s in self.supervised_stages
+                                              ) if self.supervised_stages else None
 
     @property
     def supervised_strides(self) -> list[int]:
         """The stride of each output in training mode, full resolution first."""
-        return [2 ** s for s in range(1 + len(self.deep_classifiers or ()))]
+        return [1, *(2 ** s for s in self.supervised_stages)]
 
     @property
     def size_multiple(self) -> int:
@@ -84,13 +86,14 @@ class FusionUNet(nn.Module):
             x = second(x)
             skips.append(x)
         supervised = self.deep_classifiers is not None and self.training
-        coarse = []  # (stage, logits) of the deeply supervised decoder stages
-        for stage, (up, decode, skip) in zip(range(len(self.widths) - 2, -1, -1), zip(self.up, self.decode,
-                                                                                       reversed(skips[:-1]))):
+        coarse = []  # logits of the deeply supervised decoder stages, coarsest first
+        stages = range(len(self.widths) - 2, -1, -1)  # the stage each decoder step ends on
+        for stage, up, decode, skip in zip(stages, self.up, self.decode, reversed(skips[:-1])):
             x = decode(torch.cat([up(x), skip], dim=1))
-            if supervised and 1 <= stage <= len(self.deep_classifiers):
+            if supervised and stage in self.supervised_stages:
                 stride = 2 ** stage
-                coarse.append(self.deep_classifiers[stage - 1](x)[..., :math.ceil(h / stride), :math.ceil(w / stride)])
+                head = self.deep_classifiers[self.supervised_stages.index(stage)]
+                coarse.append(head(x)[..., :math.ceil(h / stride), :math.ceil(w / stride)])
         logits = self.classifier(x)[..., :h, :w]
         return [logits, *reversed(coarse)] if supervised else logits
 

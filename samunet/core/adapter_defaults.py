@@ -17,6 +17,12 @@ _COMMON = dict(optimizer="adamw", weight_decay=1e-2, betas=[0.9, 0.999], lr_sche
 # the fusion adapter's U-Net widths for tests and hand-built plans; the planner sizes them per dataset
 DEFAULT_UNET_WIDTHS = (32, 64, 128, 256)
 
+
+def deeply_supervised_stages(num_stages: int, deep_supervision: bool) -> list[int]:
+    """The fusion U-Net's decoder stages with a classifier of their own besides full resolution (stage s has stride
+    2^s): 1 .. n-3, as nnU-Net, which gives the coarsest decoder stage (n-2) weight 0; none with 3 stages or fewer."""
+    return list(range(1, num_stages - 2)) if deep_supervision else []
+
 ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
     "ssam": AdapterConfig(**{**_COMMON, "learning_rate": 1e-3, "lr_schedule": "constant", "poly_power": None,
                              "loss": "dice_focal", "focal_alpha": 0.75, "focal_gamma": 3.0,

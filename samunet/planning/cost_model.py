@@ -207,7 +207,7 @@ def measure_input_size(backbone: str, adapter_name: str, input_size: int, precis
         optimizer.zero_grad(set_to_none=True)
         with policy.autocast():
             outputs = adapter.forward_from_embeddings(inputs, images) if frozen else adapter(inputs)
-        # deep supervision (fusion): one loss per output, as training's DeepSupervisionLoss
+        # deep supervision (fusion): one loss per output as in training (its weights do not change the cost)
         sum(loss_of(x) for x in (outputs if isinstance(outputs, list) else [outputs])).backward()
         optimizer.step()
 

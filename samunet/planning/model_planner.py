@@ -12,6 +12,7 @@ import dataclasses
 import math
 
 from samunet.planning.hardware import Hardware, batch_size_for_memory
+from samunet.core.adapter_defaults import deeply_supervised_stages
 from samunet.core.names import BACKBONE_NAMES
 from samunet.core.plans import AdapterConfig, AugmentationPlan
 from samunet.modeling.specs import VIT_BACKBONES
@@ -93,8 +94,7 @@ def plan_fusion_unet(config: AdapterConfig, patch_size: list[int], backbone: str
     widths = [min(UNET_BASE_WIDTH * 2 ** s, UNET_MAX_WIDTH) for s in range(stages)]
     grid = input_size // embedding_stride(backbone)
     stage = fusion_stage((int(patch_size[0]), int(patch_size[1])), grid, stages)
-    # deep supervision reaches decoder strides 2 .. 2^(stages-3) (fusion_unet.py): none with 3 stages or fewer
-    supervised = [2 ** s for s in range(1, stages - 2)] if config.deep_supervision else []
+    supervised = [2 ** s for s in deeply_supervised_stages(stages, bool(config.deep_supervision))]
     return dataclasses.replace(config, unet_widths=widths, fusion_stage=stage, reason=(
         f"{config.reason}; U-Net of {stages} stages {widths} for the {patch_size[0]}x{patch_size[1]} patch (deepest "
         f"grid at least {MIN_UNET_GRID} px), the {grid}x{grid} embedding joins stage {stage} (stride {2 ** stage})"
