@@ -50,9 +50,8 @@ ADAPTER_DEFAULTS: dict[str, AdapterConfig] = {
                                "unet_widths": list(DEFAULT_UNET_WIDTHS), "fusion_stage": 2,
                                "deep_supervision": False},
         reason="frozen encoder (cached embeddings) fused into a U-Net at the patch's resolution (nnSAM-like): "
-               "CE + Dice at full resolution only (deep supervision, nnU-Net's, lost 0.010-0.019 Dice on LeftAtrium "
-               "in 30-min CPU runs and tied on Hippocampus: results.md), AdamW lr 2e-3 with poly 0.9, a U-Net's "
-               "usual Adam rate for short runs; "
+               "CE + Dice at full resolution only (nnU-Net's deep supervision did not pay at a 30-min CPU budget: "
+               "results.md), AdamW lr 2e-3 with poly 0.9, a U-Net's usual Adam rate for short runs; "
                "the planner sets unet_widths and fusion_stage from the patch and the embedding grid"),
 }
 assert set(ADAPTER_DEFAULTS) == set(ADAPTER_NAMES), "every adapter needs a defaults row"

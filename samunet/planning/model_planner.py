@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from samunet.planning.hardware import Hardware, batch_size_for_memory
 from samunet.core.adapter_defaults import deeply_supervised_stages
 from samunet.core.names import BACKBONE_NAMES
 from samunet.core.plans import AdapterConfig, AugmentationPlan
 from samunet.modeling.specs import VIT_BACKBONES
+from samunet.planning.hardware import Hardware, batch_size_for_memory
 
 # with a GPU: medical pretraining first, then the smallest general SAM; a CPU always gets LiteMedSAM
 # (a ViT-B forward+backward costs about 3x LiteMedSAM's per image at the same input there)
